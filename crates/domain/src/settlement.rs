@@ -1,0 +1,619 @@
+//! The settlement computation of DESIGN.md section 5, steps 1 to 6, and its invariants.
+//!
+//! Every rounding is [`round2`] and happens exactly where the design writes it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::Decimal;
+use time::Date;
+
+use crate::money::round2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scheme {
+    Employee,
+    Resident,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VisitType {
+    Inpatient,
+    ChronicOutpatient,
+}
+
+/// Filing categories; the first three are long-term, the others temporary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    ResettledRetiree,
+    LongTermResident,
+    PostedWorker,
+    Referral,
+    Emergency,
+    OtherTemporary,
+}
+
+impl Category {
+    pub const ALL: [Category; 6] = [
+        Category::ResettledRetiree,
+        Category::LongTermResident,
+        Category::PostedWorker,
+        Category::Referral,
+        Category::Emergency,
+        Category::OtherTemporary,
+    ];
+
+    pub fn is_long_term(self) -> bool {
+        matches!(
+            self,
+            Category::ResettledRetiree | Category::LongTermResident | Category::PostedWorker
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogueClass {
+    A,
+    B,
+    C,
+}
+
+/// One item of a treatment place's catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogueItem {
+    pub class: CatalogueClass,
+    /// Class B: the share paid first by the patient (先行自付).
+    pub self_pay_ratio: Decimal,
+    pub price_ceiling: Option<Decimal>,
+}
+
+/// Looks items up in the catalogue version in force on the service date.
+pub trait Catalogue {
+    fn item(&self, code: &str) -> Option<&CatalogueItem>;
+}
+
+impl Catalogue for HashMap<String, CatalogueItem> {
+    fn item(&self, code: &str) -> Option<&CatalogueItem> {
+        self.get(code)
+    }
+}
+
+impl Catalogue for BTreeMap<String, CatalogueItem> {
+    fn item(&self, code: &str) -> Option<&CatalogueItem> {
+        self.get(code)
+    }
+}
+
+/// Amounts per hospital level 1, 2 and 3.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ByLevel(pub [Decimal; 3]);
+
+impl ByLevel {
+    pub fn at(&self, level: HospitalLevel) -> Decimal {
+        self.0[usize::from(level.get() - 1)]
+    }
+}
+
+/// A hospital level, 1 to 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HospitalLevel(u8);
+
+impl HospitalLevel {
+    pub fn new(level: i64) -> Option<Self> {
+        (1..=3).contains(&level).then(|| Self(level as u8))
+    }
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// Δ, the ratio reduction of each temporary category; long-term categories have none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CategoryDeltas {
+    pub referral: Decimal,
+    pub emergency: Decimal,
+    pub other_temporary: Decimal,
+}
+
+impl CategoryDeltas {
+    pub fn of(&self, category: Category) -> Decimal {
+        match category {
+            Category::Referral => self.referral,
+            Category::Emergency => self.emergency,
+            Category::OtherTemporary => self.other_temporary,
+            _ => Decimal::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiseaseRule {
+    pub annual_deductible: Decimal,
+    pub annual_cap: Decimal,
+}
+
+/// A serious-illness band `[lower, upper)`; `upper` is `None` for the open last band.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    pub lower: Decimal,
+    pub upper: Option<Decimal>,
+    pub ratio: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriousIllness {
+    pub bands: Vec<Band>,
+    pub annual_cap: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssistanceRule {
+    pub ratio: Decimal,
+    pub annual_cap: Decimal,
+}
+
+/// An insured place's policy for one scheme and visit type, in force from a date.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub deductible_by_level: ByLevel,
+    pub later_admission_deductible_by_level: Option<ByLevel>,
+    pub ratio_by_level: ByLevel,
+    pub retiree_bonus: Decimal,
+    pub deltas: CategoryDeltas,
+    /// `Some(Δ)` when unfiled claims may be settled, with their reduction.
+    pub unfiled_delta: Option<Decimal>,
+    /// The inpatient annual cap of the basic fund.
+    pub annual_cap: Decimal,
+    /// Chronic outpatient: deductible and cap per disease code.
+    pub diseases: BTreeMap<String, DiseaseRule>,
+    pub serious_illness: Option<SeriousIllness>,
+    /// Assistance per assistance category of the person.
+    pub assistance: BTreeMap<String, AssistanceRule>,
+}
+
+/// Why a policy is not usable; checked when it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{0} must lie between 0 and 1")]
+    RatioOutOfRange(&'static str),
+    #[error("serious-illness bands must be ordered, non-overlapping and only the last open")]
+    BandsOutOfOrder,
+}
+
+impl Policy {
+    /// Checks what the types cannot: ratios in [0, 1] and well-ordered bands.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let unit = |d: Decimal| d >= Decimal::ZERO && d <= Decimal::ONE;
+        if !self.ratio_by_level.0.iter().all(|&r| unit(r)) {
+            return Err(PolicyError::RatioOutOfRange("ratio_by_level"));
+        }
+        if !unit(self.retiree_bonus) {
+            return Err(PolicyError::RatioOutOfRange("retiree_bonus"));
+        }
+        let d = &self.deltas;
+        if ![d.referral, d.emergency, d.other_temporary]
+            .iter()
+            .all(|&r| unit(r))
+        {
+            return Err(PolicyError::RatioOutOfRange("category_deltas"));
+        }
+        if self.unfiled_delta.is_some_and(|r| !unit(r)) {
+            return Err(PolicyError::RatioOutOfRange("unfiled_delta"));
+        }
+        if !self.assistance.values().all(|a| unit(a.ratio)) {
+            return Err(PolicyError::RatioOutOfRange("assistance.ratio"));
+        }
+        if let Some(si) = &self.serious_illness {
+            if !si.bands.iter().all(|b| unit(b.ratio)) {
+                return Err(PolicyError::RatioOutOfRange("serious_illness.bands.ratio"));
+            }
+            let mut floor = Decimal::ZERO;
+            for (i, band) in si.bands.iter().enumerate() {
+                let last = i + 1 == si.bands.len();
+                match band.upper {
+                    Some(upper) if band.lower >= floor && upper > band.lower => floor = upper,
+                    None if last && band.lower >= floor => {}
+                    _ => return Err(PolicyError::BandsOutOfOrder),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the insured place registered about the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub scheme: Scheme,
+    pub retired: bool,
+    pub assistance_category: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visit {
+    Inpatient { admission: Date, discharge: Date },
+    ChronicOutpatient { disease: String, service_date: Date },
+}
+
+impl Visit {
+    /// Discharge date for inpatients, the service date for outpatients.
+    pub fn service_date(&self) -> Date {
+        match self {
+            Visit::Inpatient { discharge, .. } => *discharge,
+            Visit::ChronicOutpatient { service_date, .. } => *service_date,
+        }
+    }
+    pub fn visit_type(&self) -> VisitType {
+        match self {
+            Visit::Inpatient { .. } => VisitType::Inpatient,
+            Visit::ChronicOutpatient { .. } => VisitType::ChronicOutpatient,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub item_code: String,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+}
+
+/// The part of a claim the computation needs (parsed and validated at the edge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub visit: Visit,
+    pub level: HospitalLevel,
+    pub emergency: bool,
+    pub use_personal_account: bool,
+    pub lines: Vec<Line>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineReason {
+    InScope,
+    NotInCatalogue,
+    ClassC,
+    OverCeiling,
+    ClassBShare,
+    OverCeilingAndClassBShare,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineResult {
+    pub amount: Decimal,
+    pub full_self_pay: Decimal,
+    pub prior_self_pay: Decimal,
+    pub in_scope: Decimal,
+    pub reason: LineReason,
+}
+
+/// Step 1: one line priced by the treatment place's catalogue.
+pub fn price_line(line: &Line, item: Option<&CatalogueItem>) -> LineResult {
+    let amount = round2(line.quantity * line.unit_price);
+    let whole_self_pay = |reason| LineResult {
+        amount,
+        full_self_pay: amount,
+        prior_self_pay: Decimal::ZERO,
+        in_scope: Decimal::ZERO,
+        reason,
+    };
+    let item = match item {
+        None => return whole_self_pay(LineReason::NotInCatalogue),
+        Some(item) if item.class == CatalogueClass::C => return whole_self_pay(LineReason::ClassC),
+        Some(item) => item,
+    };
+    let over_ceiling = match item.price_ceiling {
+        Some(ceiling) if line.unit_price > ceiling => {
+            round2(line.quantity * (line.unit_price - ceiling))
+        }
+        _ => Decimal::ZERO,
+    };
+    let base = amount - over_ceiling;
+    let prior_self_pay = if item.class == CatalogueClass::B {
+        round2(base * item.self_pay_ratio)
+    } else {
+        Decimal::ZERO
+    };
+    let over = !over_ceiling.is_zero();
+    let share = !prior_self_pay.is_zero();
+    let reason = match (over, share) {
+        (false, false) => LineReason::InScope,
+        (true, false) => LineReason::OverCeiling,
+        (false, true) => LineReason::ClassBShare,
+        (true, true) => LineReason::OverCeilingAndClassBShare,
+    };
+    LineResult {
+        amount,
+        full_self_pay: over_ceiling,
+        prior_self_pay,
+        in_scope: base - prior_self_pay,
+        reason,
+    }
+}
+
+/// How the claim is covered: the category settled under, or unfiled by the policy's leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    Filed(Category),
+    /// No filing, and the policy allows unfiled settlement with its own Δ.
+    Unfiled,
+}
+
+/// Why a claim cannot be settled under the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("the person has no filing covering the treatment region on the service date")]
+    NotFiled,
+    #[error("the policy covers no chronic disease {0}")]
+    DiseaseNotCovered(String),
+    #[error("the policy has no ratio for the hospital level")]
+    NoPolicyForLevel,
+    #[error("invariant violated: {0}")]
+    InvariantViolated(&'static str),
+}
+
+/// Step 2: the category among the covering filings with the smallest reduction; an
+/// emergency without a filing is deemed filed under `EMERGENCY`.
+pub fn resolve_coverage(
+    covering: &[Category],
+    emergency: bool,
+    policy: &Policy,
+) -> Result<Coverage, RuleError> {
+    if let Some(best) = covering
+        .iter()
+        .copied()
+        .min_by_key(|&c| policy.deltas.of(c))
+    {
+        return Ok(Coverage::Filed(best));
+    }
+    if emergency {
+        return Ok(Coverage::Filed(Category::Emergency));
+    }
+    match policy.unfiled_delta {
+        Some(_) => Ok(Coverage::Unfiled),
+        None => Err(RuleError::NotFiled),
+    }
+}
+
+/// The person's year so far, for the claim's insured region and calendar year; the disease
+/// fields concern the claim's disease (zero for inpatient claims).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct YearToDate {
+    pub inpatient_admissions: i32,
+    pub inpatient_fund_paid: Decimal,
+    pub disease_deductible_met: Decimal,
+    pub disease_fund_paid: Decimal,
+    pub serious_illness_base: Decimal,
+    pub serious_illness_paid: Decimal,
+    pub assistance_paid: Decimal,
+}
+
+/// What one claim adds to the accumulators and takes from the personal account; a
+/// reversal subtracts exactly this.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccumulatorDelta {
+    pub inpatient_admissions: i32,
+    pub inpatient_fund_paid: Decimal,
+    /// The disease the next two fields belong to (chronic outpatient claims only).
+    pub disease: Option<String>,
+    pub disease_deductible_met: Decimal,
+    pub disease_fund_paid: Decimal,
+    pub serious_illness_base: Decimal,
+    pub serious_illness_paid: Decimal,
+    pub assistance_paid: Decimal,
+    pub personal_account_debit: Decimal,
+}
+
+/// The split of a claim between the funds and the patient.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Split {
+    pub total: Decimal,
+    pub full_self_pay: Decimal,
+    pub prior_self_pay: Decimal,
+    pub in_scope: Decimal,
+    pub deductible: Decimal,
+    pub ratio: Decimal,
+    pub fund: Decimal,
+    pub serious_illness: Decimal,
+    pub assistance: Decimal,
+    pub personal_account: Decimal,
+    pub cash: Decimal,
+}
+
+impl Split {
+    /// What the insured place owes the treatment place for this claim.
+    pub fn insured_share(&self) -> Decimal {
+        self.fund + self.serious_illness + self.assistance + self.personal_account
+    }
+
+    /// The invariants of section 5, checked on every result.
+    pub fn check_invariants(&self) -> Result<(), RuleError> {
+        if self.total != self.full_self_pay + self.prior_self_pay + self.in_scope {
+            return Err(RuleError::InvariantViolated(
+                "total = full_self_pay + prior_self_pay + in_scope",
+            ));
+        }
+        if self.total != self.insured_share() + self.cash {
+            return Err(RuleError::InvariantViolated(
+                "total = fund + serious_illness + assistance + personal_account + cash",
+            ));
+        }
+        let parts = [
+            self.total,
+            self.full_self_pay,
+            self.prior_self_pay,
+            self.in_scope,
+            self.deductible,
+            self.fund,
+            self.serious_illness,
+            self.assistance,
+            self.personal_account,
+            self.cash,
+        ];
+        if parts.iter().any(|p| p.is_sign_negative() && !p.is_zero()) {
+            return Err(RuleError::InvariantViolated("every part >= 0"));
+        }
+        Ok(())
+    }
+}
+
+/// The result of a computation: the split, each line, the coverage used and what the
+/// accumulators must record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub split: Split,
+    pub lines: Vec<LineResult>,
+    pub coverage: Coverage,
+    pub delta: AccumulatorDelta,
+}
+
+/// Everything the insured place decides for this claim.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    pub policy: &'a Policy,
+    pub person: &'a Person,
+    pub coverage: Coverage,
+    pub year_to_date: &'a YearToDate,
+    pub personal_account_balance: Decimal,
+}
+
+fn non_negative(d: Decimal) -> Decimal {
+    d.max(Decimal::ZERO)
+}
+
+/// Steps 1 to 6 of DESIGN.md section 5 for one claim.
+pub fn compute(
+    claim: &Claim,
+    catalogue: &dyn Catalogue,
+    ctx: &Context<'_>,
+) -> Result<Outcome, RuleError> {
+    let policy = ctx.policy;
+    let ytd = ctx.year_to_date;
+
+    // Step 1: lines.
+    let lines: Vec<LineResult> = claim
+        .lines
+        .iter()
+        .map(|line| price_line(line, catalogue.item(&line.item_code)))
+        .collect();
+    let total: Decimal = lines.iter().map(|l| l.amount).sum();
+    let full_self_pay: Decimal = lines.iter().map(|l| l.full_self_pay).sum();
+    let prior_self_pay: Decimal = lines.iter().map(|l| l.prior_self_pay).sum();
+    let p: Decimal = lines.iter().map(|l| l.in_scope).sum();
+
+    // Step 2: the category's reduction.
+    let delta = match ctx.coverage {
+        Coverage::Filed(category) => policy.deltas.of(category),
+        Coverage::Unfiled => policy.unfiled_delta.ok_or(RuleError::NotFiled)?,
+    };
+
+    // Step 3: the basic fund.
+    let mut acc = AccumulatorDelta::default();
+    let (remaining_deductible, remaining_cap) = match &claim.visit {
+        Visit::Inpatient { .. } => {
+            let later = ytd.inpatient_admissions >= 1;
+            let by_level = match (&policy.later_admission_deductible_by_level, later) {
+                (Some(later_by_level), true) => later_by_level,
+                _ => &policy.deductible_by_level,
+            };
+            acc.inpatient_admissions = 1;
+            (
+                by_level.at(claim.level),
+                non_negative(policy.annual_cap - ytd.inpatient_fund_paid),
+            )
+        }
+        Visit::ChronicOutpatient { disease, .. } => {
+            let rule = policy
+                .diseases
+                .get(disease)
+                .ok_or_else(|| RuleError::DiseaseNotCovered(disease.clone()))?;
+            acc.disease = Some(disease.clone());
+            (
+                non_negative(rule.annual_deductible - ytd.disease_deductible_met),
+                non_negative(rule.annual_cap - ytd.disease_fund_paid),
+            )
+        }
+    };
+    let deductible = p.min(remaining_deductible);
+    let bonus = if ctx.person.retired {
+        policy.retiree_bonus
+    } else {
+        Decimal::ZERO
+    };
+    let ratio =
+        (policy.ratio_by_level.at(claim.level) + bonus - delta).clamp(Decimal::ZERO, Decimal::ONE);
+    let fund = round2((p - deductible) * ratio).min(remaining_cap);
+    match claim.visit {
+        Visit::Inpatient { .. } => acc.inpatient_fund_paid = fund,
+        Visit::ChronicOutpatient { .. } => {
+            acc.disease_deductible_met = deductible;
+            acc.disease_fund_paid = fund;
+        }
+    }
+
+    // Step 4: serious-illness insurance on the in-scope burden left to the patient.
+    let burden = p - fund;
+    let serious_illness = match &policy.serious_illness {
+        Some(si) => {
+            let before = ytd.serious_illness_base;
+            let after = before + burden;
+            let raw: Decimal = si
+                .bands
+                .iter()
+                .map(|band| {
+                    let lo = before.max(band.lower);
+                    let hi = band.upper.map_or(after, |upper| after.min(upper));
+                    non_negative(hi - lo) * band.ratio
+                })
+                .sum();
+            round2(raw).min(non_negative(si.annual_cap - ytd.serious_illness_paid))
+        }
+        None => Decimal::ZERO,
+    };
+    acc.serious_illness_base = burden;
+    acc.serious_illness_paid = serious_illness;
+
+    // Step 5: medical assistance.
+    let assistance = match ctx
+        .person
+        .assistance_category
+        .as_ref()
+        .and_then(|category| policy.assistance.get(category))
+    {
+        Some(rule) => round2((p - fund - serious_illness) * rule.ratio)
+            .min(non_negative(rule.annual_cap - ytd.assistance_paid)),
+        None => Decimal::ZERO,
+    };
+    acc.assistance_paid = assistance;
+
+    // Step 6: personal account, then cash.
+    let personal_account = if claim.use_personal_account {
+        non_negative(ctx.personal_account_balance).min(non_negative(
+            total - fund - serious_illness - assistance - full_self_pay,
+        ))
+    } else {
+        Decimal::ZERO
+    };
+    acc.personal_account_debit = personal_account;
+    let cash = total - fund - serious_illness - assistance - personal_account;
+
+    let split = Split {
+        total,
+        full_self_pay,
+        prior_self_pay,
+        in_scope: p,
+        deductible,
+        ratio,
+        fund,
+        serious_illness,
+        assistance,
+        personal_account,
+        cash,
+    };
+    split.check_invariants()?;
+    Ok(Outcome {
+        split,
+        lines,
+        coverage: ctx.coverage,
+        delta: acc,
+    })
+}
