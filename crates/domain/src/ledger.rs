@@ -137,8 +137,8 @@ mod tests {
     proptest! {
         #[test]
         fn every_entry_is_balanced(
-            f in 0i64..10_000_000_00, s in 0i64..1_000_000_00, a in 0i64..1_000_000_00,
-            p in 0i64..1_000_000_00, reversal: bool,
+            f in 0i64..1_000_000_000, s in 0i64..100_000_000, a in 0i64..100_000_000,
+            p in 0i64..100_000_000, reversal: bool,
         ) {
             let (insured, treatment) = regions();
             let share = InsuredShare {

@@ -3,6 +3,9 @@
 //!
 //! Everything here is deterministic and synchronous so it can be tested by the thousand.
 
+pub mod dates;
+pub mod filing;
+pub mod identity;
 pub mod ledger;
 pub mod money;
 pub mod region;

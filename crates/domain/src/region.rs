@@ -39,14 +39,14 @@ impl Region {
     }
 
     pub fn is_province(self) -> bool {
-        self.0 % 10_000 == 0
+        self.0.is_multiple_of(10_000)
     }
 
     /// Whether `other` is this region or lies inside it.
     pub fn contains(self, other: Region) -> bool {
         if self.is_province() {
             other.province() == self
-        } else if self.0 % 100 == 0 {
+        } else if self.0.is_multiple_of(100) {
             other.0 / 100 == self.0 / 100
         } else {
             self == other

@@ -99,7 +99,10 @@ pub struct HospitalLevel(u8);
 
 impl HospitalLevel {
     pub fn new(level: i64) -> Option<Self> {
-        (1..=3).contains(&level).then(|| Self(level as u8))
+        u8::try_from(level)
+            .ok()
+            .filter(|l| (1..=3).contains(l))
+            .map(Self)
     }
     pub fn get(self) -> u8 {
         self.0

@@ -1,1 +1,12 @@
-//! placeholder
+//! Plumbing every clearinghouse service shares: layered configuration, telemetry, the
+//! Postgres pool and migrations, gRPC serving with health and reflection, Prometheus
+//! metrics, graceful shutdown and the gRPC error conventions.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod host;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

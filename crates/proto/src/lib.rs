@@ -31,3 +31,5 @@ pub mod events {
 /// Encoded `FileDescriptorSet` of every clearinghouse package, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("clearinghouse_descriptor");
+
+pub mod convert;

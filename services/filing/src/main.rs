@@ -1,1 +1,8 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    clearinghouse_platform::host::main("clearinghouse-filing", |config, shutdown| async move {
+        clearinghouse_filing::start(config, shutdown)
+            .await?
+            .wait()
+            .await
+    })
+}

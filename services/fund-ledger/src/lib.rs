@@ -1,1 +1,85 @@
-//! placeholder
+//! The fund-ledger service: a double-entry ledger of the money settlements move
+//! (DESIGN.md section 6).
+
+mod api;
+mod posting;
+
+use std::time::Duration;
+
+use clearinghouse_events::{consumer, kafka, topics};
+use clearinghouse_platform::{
+    config::{DatabaseConfig, KafkaConfig, ServerConfig},
+    db,
+    grpc::ServiceRoutes,
+    host::{self, Background, Host, ServiceConfig},
+    telemetry::TelemetryConfig,
+};
+use clearinghouse_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub telemetry: TelemetryConfig,
+    /// Events applied per transaction.
+    pub max_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let database = DatabaseConfig::for_schema("ledger");
+        let server = ServerConfig::on_ports(50064, 9564);
+        Self {
+            server,
+            database,
+            kafka: KafkaConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            max_batch: 1000,
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
+    let pool = db::connect_and_migrate(
+        &config.database,
+        &[
+            &clearinghouse_events::migrator(),
+            &sqlx::migrate!("./migrations"),
+        ],
+    )
+    .await?;
+    let mut registry = Registry::with_prefix("clearinghouse_ledger");
+    let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
+    kafka::ensure_topics(&config.kafka, std::slice::from_ref(&settlement_topic)).await?;
+    let mut background = Background::default();
+    let settings = consumer::ConsumerSettings {
+        group: format!("clearinghouse-fund-ledger{}", config.kafka.name_suffix),
+        topics: vec![settlement_topic],
+        max_batch: config.max_batch.max(1),
+        max_wait: Duration::from_millis(50),
+    };
+    background.tasks.push(consumer::spawn(
+        &config.kafka,
+        settings,
+        pool.clone(),
+        posting::LedgerPosting,
+        consumer::ConsumerMetrics::register(&mut registry),
+        background.token.clone(),
+    )?);
+    let routes = ServiceRoutes {
+        routes: tonic::service::Routes::new(LedgerServiceServer::new(api::LedgerApi::new(pool))),
+        health_names: vec!["clearinghouse.ledger.v1.LedgerService"],
+    };
+    host::start(&config.server, routes, registry, background, shutdown).await
+}

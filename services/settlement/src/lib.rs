@@ -1,1 +1,148 @@
-//! placeholder
+//! The settlement service: reference data, pre-settle, settle, reverse, queries, yearly
+//! accumulators and personal accounts (DESIGN.md section 5).
+
+mod parse;
+mod projection;
+mod reference;
+mod settle;
+
+use std::{sync::Arc, time::Duration};
+
+use clearinghouse_events::{consumer, kafka, relay, topics};
+use clearinghouse_platform::{
+    config::{DatabaseConfig, KafkaConfig, ServerConfig},
+    db as platform_db,
+    error::StorageError,
+    grpc::{MAX_MESSAGE_BYTES, ServiceRoutes},
+    host::{self, Background, Host, ServiceConfig},
+    telemetry::TelemetryConfig,
+};
+use clearinghouse_proto::{
+    filing::v1::filing_service_client::FilingServiceClient,
+    settlement::v1::{
+        reference_data_service_server::ReferenceDataServiceServer,
+        settlement_service_server::SettlementServiceServer,
+    },
+};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub telemetry: TelemetryConfig,
+    /// The filing service, asked when the projection has no answer yet (e.g.
+    /// `http://127.0.0.1:50061`); empty to rely on the projection alone.
+    pub filing_endpoint: String,
+    pub relay_enabled: bool,
+    pub consumer_enabled: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let database = DatabaseConfig::for_schema("settlement");
+        let server = ServerConfig::on_ports(50063, 9563);
+        Self {
+            server,
+            database,
+            kafka: KafkaConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            filing_endpoint: "http://127.0.0.1:50061".into(),
+            relay_enabled: true,
+            consumer_enabled: true,
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
+pub(crate) fn db(e: sqlx::Error) -> tonic::Status {
+    StorageError::from_sqlx(e).into()
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
+    let pool = platform_db::connect_and_migrate(
+        &config.database,
+        &[
+            &clearinghouse_events::migrator(),
+            &sqlx::migrate!("./migrations"),
+        ],
+    )
+    .await?;
+    let mut registry = Registry::with_prefix("clearinghouse_settlement");
+    let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
+    let filing_topic = config.kafka.topic(topics::FILING);
+    let mut background = Background::default();
+    if config.relay_enabled || config.consumer_enabled {
+        kafka::ensure_topics(
+            &config.kafka,
+            &[settlement_topic.clone(), filing_topic.clone()],
+        )
+        .await?;
+    }
+    if config.relay_enabled {
+        let relay = relay::Relay::new(
+            pool.clone(),
+            kafka::producer(&config.kafka)?,
+            relay::RelayMetrics::register(&mut registry),
+        );
+        background.tasks.push(relay.spawn(background.token.clone()));
+    }
+    if config.consumer_enabled {
+        let settings = consumer::ConsumerSettings {
+            group: format!(
+                "clearinghouse-settlement-projection{}",
+                config.kafka.name_suffix
+            ),
+            topics: vec![filing_topic],
+            max_batch: 500,
+            max_wait: Duration::from_millis(20),
+        };
+        background.tasks.push(consumer::spawn(
+            &config.kafka,
+            settings,
+            pool.clone(),
+            projection::FilingProjection,
+            consumer::ConsumerMetrics::register(&mut registry),
+            background.token.clone(),
+        )?);
+    }
+    let filing = if config.filing_endpoint.is_empty() {
+        None
+    } else {
+        let endpoint = tonic::transport::Endpoint::from_shared(config.filing_endpoint.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5));
+        Some(FilingServiceClient::new(endpoint.connect_lazy()))
+    };
+    let policies = Arc::new(reference::PolicyCache::default());
+    let routes = tonic::service::Routes::new(
+        SettlementServiceServer::new(settle::SettlementApi::new(
+            pool.clone(),
+            policies,
+            filing,
+            settlement_topic,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(
+        ReferenceDataServiceServer::new(reference::ReferenceApi::new(pool))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    let routes = ServiceRoutes {
+        routes,
+        health_names: vec![
+            "clearinghouse.settlement.v1.SettlementService",
+            "clearinghouse.settlement.v1.ReferenceDataService",
+        ],
+    };
+    host::start(&config.server, routes, registry, background, shutdown).await
+}

@@ -1,1 +1,8 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    clearinghouse_platform::host::main("clearinghouse-settlement", |config, shutdown| async move {
+        clearinghouse_settlement::start(config, shutdown)
+            .await?
+            .wait()
+            .await
+    })
+}

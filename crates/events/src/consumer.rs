@@ -1,0 +1,494 @@
+//! The idempotent consumer.
+//!
+//! Positions are kept in this service's Postgres, written in the same transaction as the
+//! effect, and the consumer seeks to them whenever partitions are assigned; the broker's
+//! committed offsets are only informational. Event ids are recorded in the same
+//! transaction too, so an event delivered twice (a relay retry, a replay) changes nothing.
+//! This makes the consumer immune to a broker or group hand-off that redelivers, and a
+//! hand-off test proves nothing is lost or doubled.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{metrics::counter::Counter, metrics::gauge::Gauge, registry::Registry};
+use prost::Message as _;
+use rdkafka::{
+    ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext},
+    message::Headers,
+    types::RDKafkaRespErr,
+};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{Event, kafka::client_config};
+use clearinghouse_platform::config::KafkaConfig;
+
+/// One decoded event, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub event_id: Uuid,
+    pub event: Event,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub traceparent: Option<String>,
+}
+
+/// What a consuming service does with new events: applies them inside `tx`, the
+/// transaction that also records their ids and the partition positions.
+pub trait Handler: Send + Sync + 'static {
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Received],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+#[derive(Clone, Default)]
+pub struct ConsumerMetrics {
+    applied: Counter,
+    duplicates: Counter,
+    rejected: Counter,
+    lag: Gauge,
+}
+
+impl ConsumerMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "consumer_events_applied",
+            "Events applied by this service's consumers",
+            m.applied.clone(),
+        );
+        registry.register(
+            "consumer_events_duplicate",
+            "Redelivered events skipped",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "consumer_events_rejected",
+            "Undecodable events set aside in rejected_events",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "consumer_lag_messages",
+            "Messages on assigned partitions not yet applied",
+            m.lag.clone(),
+        );
+        m
+    }
+}
+
+/// Consumer settings.
+#[derive(Clone)]
+pub struct ConsumerSettings {
+    pub group: String,
+    pub topics: Vec<String>,
+    pub max_batch: usize,
+    /// How long a batch may wait to fill.
+    pub max_wait: Duration,
+}
+
+struct SeekingContext {
+    pool: PgPool,
+    group: String,
+    runtime: Handle,
+}
+
+impl ClientContext for SeekingContext {}
+
+impl ConsumerContext for SeekingContext {
+    // The assignment starts from the positions stored with the data, never from the
+    // broker's committed offsets.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let stored = self
+                    .runtime
+                    .block_on(load_positions(&self.pool, &self.group));
+                let stored = match stored {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Without our positions we must not start anywhere: take nothing, and
+                        // the group will hand the partitions out again.
+                        tracing::error!(error = %e, "cannot read consumer positions");
+                        let _ = consumer.assign(&TopicPartitionList::new());
+                        return;
+                    }
+                };
+                let mut assignment = TopicPartitionList::new();
+                for element in tpl.elements() {
+                    let key = (element.topic().to_string(), element.partition());
+                    let offset = stored
+                        .get(&key)
+                        .map_or(Offset::Beginning, |&next| Offset::Offset(next));
+                    if let Err(e) = assignment.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        offset,
+                    ) {
+                        tracing::error!(error = %e, "cannot build assignment");
+                    }
+                }
+                tracing::info!(group = %self.group, partitions = assignment.count(), "partitions assigned");
+                if let Err(e) = consumer.assign(&assignment) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked");
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+async fn load_positions(pool: &PgPool, group: &str) -> sqlx::Result<BTreeMap<(String, i32), i64>> {
+    let rows = sqlx::query(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                (r.try_get("topic")?, r.try_get("partition")?),
+                r.try_get("next_offset")?,
+            ))
+        })
+        .collect()
+}
+
+/// A raw message taken off the broker.
+struct Raw {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+}
+
+/// Starts the consumer on a thread of its own (librdkafka's calls block) and returns a
+/// handle that finishes when the consumer has stopped after `shutdown`.
+pub fn spawn<H: Handler>(
+    kafka: &KafkaConfig,
+    settings: ConsumerSettings,
+    pool: PgPool,
+    handler: H,
+    metrics: ConsumerMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let runtime = Handle::current();
+    let context = SeekingContext {
+        pool: pool.clone(),
+        group: settings.group.clone(),
+        runtime: runtime.clone(),
+    };
+    let consumer: BaseConsumer<SeekingContext> = client_config(kafka)
+        .set("group.id", &settings.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("partition.assignment.strategy", "range,roundrobin")
+        .create_with_context(context)?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let handler = Arc::new(handler);
+    Ok(tokio::task::spawn_blocking(move || {
+        let worker = Worker {
+            consumer,
+            settings,
+            pool,
+            handler,
+            metrics,
+            runtime,
+        };
+        worker.run(&shutdown);
+    }))
+}
+
+struct Worker<H> {
+    consumer: BaseConsumer<SeekingContext>,
+    settings: ConsumerSettings,
+    pool: PgPool,
+    handler: Arc<H>,
+    metrics: ConsumerMetrics,
+    runtime: Handle,
+}
+
+impl<H: Handler> Worker<H> {
+    fn run(self, shutdown: &CancellationToken) {
+        let mut last_lag = Instant::now();
+        while !shutdown.is_cancelled() {
+            let batch = self.poll_batch();
+            if !batch.is_empty() {
+                self.apply_with_retry(&batch, shutdown);
+            }
+            if last_lag.elapsed() >= Duration::from_secs(2) {
+                last_lag = Instant::now();
+                self.update_lag();
+            }
+        }
+        // Leave the group cleanly so the others take the partitions at once.
+        self.consumer.unsubscribe();
+        tracing::info!(group = %self.settings.group, "consumer stopped");
+    }
+
+    fn poll_batch(&self) -> Vec<Raw> {
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        while batch.len() < self.settings.max_batch {
+            let remaining = self.settings.max_wait.saturating_sub(started.elapsed());
+            let timeout = if batch.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                remaining
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(message)) => {
+                    let traceparent = message.headers().and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|h| h.key == "traceparent")
+                            .and_then(|h| h.value)
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                            .map(str::to_string)
+                    });
+                    batch.push(Raw {
+                        topic: message.topic().to_string(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        payload: message.payload().unwrap_or_default().to_vec(),
+                        traceparent,
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+                None if batch.is_empty() => return batch,
+                None => break,
+            }
+            if started.elapsed() >= self.settings.max_wait {
+                break;
+            }
+        }
+        batch
+    }
+
+    /// A batch that fails is retried until it succeeds or the service stops: skipping it
+    /// would lose events.
+    fn apply_with_retry(&self, batch: &[Raw], shutdown: &CancellationToken) {
+        let mut attempt = 0u64;
+        loop {
+            match self.runtime.block_on(apply_batch(
+                &self.pool,
+                &self.settings.group,
+                self.handler.as_ref(),
+                batch,
+                &self.metrics,
+            )) {
+                Ok(()) => break,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "applying a batch failed, retrying");
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100 * attempt.min(20)));
+                }
+            }
+        }
+        // Informational only: correctness rests on the positions in Postgres.
+        let mut offsets = TopicPartitionList::new();
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for raw in batch {
+            let entry = next.entry((raw.topic.as_str(), raw.partition)).or_insert(0);
+            *entry = (*entry).max(raw.offset + 1);
+        }
+        for ((topic, partition), offset) in next {
+            let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
+        }
+        if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::debug!(error = %e, "broker offset commit failed (informational)");
+        }
+    }
+
+    fn update_lag(&self) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let mut lag = 0i64;
+        for element in assignment.elements() {
+            let Ok((_, high)) = self.consumer.fetch_watermarks(
+                element.topic(),
+                element.partition(),
+                Duration::from_millis(500),
+            ) else {
+                continue;
+            };
+            let position = positions
+                .find_partition(element.topic(), element.partition())
+                .and_then(|p| match p.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            lag += (high - position).max(0);
+        }
+        self.metrics.lag.set(lag);
+    }
+}
+
+async fn apply_batch<H: Handler>(
+    pool: &PgPool,
+    group: &str,
+    handler: &H,
+    batch: &[Raw],
+    metrics: &ConsumerMetrics,
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    // Lock this group's positions of the batch's partitions: a second instance that was
+    // handed the same partitions waits here, then sees the advanced positions.
+    let mut partitions: Vec<(&str, i32)> = batch
+        .iter()
+        .map(|r| (r.topic.as_str(), r.partition))
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for (topic, partition) in &partitions {
+        sqlx::query(
+            "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+             VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition)
+        .execute(&mut *tx)
+        .await?;
+        let next: i64 = sqlx::query_scalar(
+            "SELECT next_offset FROM consumer_offsets
+             WHERE consumer_group = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition)
+        .fetch_one(&mut *tx)
+        .await?;
+        next_offsets.insert((topic.to_string(), *partition), next);
+    }
+
+    let mut fresh = Vec::new();
+    let mut seen = HashSet::new();
+    let mut advanced = next_offsets.clone();
+    for raw in batch {
+        let key = (raw.topic.clone(), raw.partition);
+        let stored = next_offsets.get(&key).copied().unwrap_or(0);
+        if raw.offset < stored {
+            metrics.duplicates.inc();
+            continue;
+        }
+        let position = advanced.entry(key).or_insert(0);
+        *position = (*position).max(raw.offset + 1);
+        let decoded = Event::decode(raw.payload.as_slice())
+            .map_err(|e| e.to_string())
+            .and_then(|event| {
+                Uuid::parse_str(&event.event_id)
+                    .map(|id| (id, event))
+                    .map_err(|e| format!("bad event id: {e}"))
+            });
+        match decoded {
+            Ok((event_id, event)) => {
+                if seen.insert(event_id) {
+                    fresh.push(Received {
+                        event_id,
+                        event,
+                        topic: raw.topic.clone(),
+                        partition: raw.partition,
+                        offset: raw.offset,
+                        traceparent: raw.traceparent.clone(),
+                    });
+                } else {
+                    metrics.duplicates.inc();
+                }
+            }
+            Err(reason) => {
+                tracing::error!(topic = %raw.topic, partition = raw.partition, offset = raw.offset, %reason, "undecodable event set aside");
+                metrics.rejected.inc();
+                sqlx::query(
+                    "INSERT INTO rejected_events (consumer_group, topic, partition, \"offset\", reason, payload)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(group)
+                .bind(&raw.topic)
+                .bind(raw.partition)
+                .bind(raw.offset)
+                .bind(&reason)
+                .bind(&raw.payload)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+
+    // Keep only the events whose id was never applied before.
+    let ids: Vec<Uuid> = fresh.iter().map(|r| r.event_id).collect();
+    let new_ids: HashSet<Uuid> = sqlx::query_scalar(
+        "INSERT INTO processed_events (consumer_group, event_id)
+         SELECT $1, id FROM UNNEST($2::uuid[]) AS id
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(group)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let before = fresh.len();
+    fresh.retain(|r| new_ids.contains(&r.event_id));
+    metrics.duplicates.inc_by((before - fresh.len()) as u64);
+
+    if !fresh.is_empty() {
+        handler.apply(&mut tx, &fresh).await?;
+    }
+    for ((topic, partition), next) in &advanced {
+        sqlx::query(
+            "UPDATE consumer_offsets SET next_offset = $4
+             WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    metrics.applied.inc_by(fresh.len() as u64);
+    Ok(())
+}

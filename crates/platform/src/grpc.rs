@@ -1,0 +1,101 @@
+//! Serving a service's gRPC routes with health, reflection and metrics, with graceful
+//! shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::metrics::{GrpcMetrics, GrpcMetricsLayer};
+
+/// The largest request a service accepts.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A service's gRPC server, started.
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// What a service hands to [`start`]: its routes, the names health reports as serving
+/// and its encoded descriptor set for reflection.
+pub struct ServiceRoutes {
+    pub routes: Routes,
+    pub health_names: Vec<&'static str>,
+}
+
+/// Binds both listeners and serves until `shutdown` is cancelled; in-flight calls are
+/// given `grace` to finish.
+pub async fn start(
+    grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    service: ServiceRoutes,
+    mut registry: Registry,
+    grace: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningServer> {
+    let grpc_metrics = GrpcMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for name in &service.health_names {
+        health_reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(clearinghouse_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let grpc_listener = TcpListener::bind(grpc_addr).await?;
+    let metrics_listener = crate::metrics::bind(metrics_addr).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let routes = service
+        .routes
+        .add_service(health_service)
+        .add_service(reflection);
+    let metrics_shutdown = CancellationToken::new();
+    let metrics_task = tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        registry,
+        metrics_shutdown.clone(),
+    ));
+    let handle = tokio::spawn(async move {
+        let stop = shutdown.clone();
+        let server = tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer(grpc_metrics))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                stop.cancelled().await;
+                let _ = health_reporter;
+            });
+        // Stop accepting at once on shutdown, then give in-flight calls the grace period.
+        let mut server = std::pin::pin!(server);
+        let result = tokio::select! {
+            r = &mut server => r.map_err(anyhow::Error::from),
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("grace period over, abandoning in-flight calls");
+                Ok(())
+            }
+        };
+        metrics_shutdown.cancel();
+        let _ = metrics_task.await;
+        result
+    });
+    Ok(RunningServer {
+        grpc_addr,
+        metrics_addr,
+        handle,
+    })
+}

@@ -1,0 +1,173 @@
+//! The demo: a provincial platform's day in miniature.
+
+use std::time::Duration;
+
+use clearinghouse_all_in_one::{Config, Stack};
+use clearinghouse_platform::config::ServerConfig;
+use clearinghouse_proto::{
+    filing::v1::{
+        FilingCategory, RegisterFilingRequest, RegisterPersonRequest,
+        filing_service_client::FilingServiceClient,
+    },
+    ledger::v1::{GetBalancesRequest, ledger_service_client::LedgerServiceClient},
+    settlement::v1::{
+        PutCatalogueRequest, PutPolicyRequest, SettleRequest, SettlementResult,
+        reference_data_service_client::ReferenceDataServiceClient,
+        settlement_service_client::SettlementServiceClient,
+    },
+};
+use clearinghouse_testkit::{fixtures, unique_suffix};
+use tokio_util::sync::CancellationToken;
+
+fn print_split(title: &str, r: &SettlementResult) {
+    let s = r.split.clone().unwrap_or_default();
+    println!(
+        "\n{title}  (policy v{}, catalogue v{}, service date {})",
+        r.policy_version, r.catalogue_version, r.service_date
+    );
+    for l in &r.lines {
+        println!(
+            "  {:<6} amount {:>10}  full self-pay {:>9}  prior self-pay {:>8}  in scope {:>10}",
+            l.item_code, l.amount, l.full_self_pay, l.prior_self_pay, l.in_scope
+        );
+    }
+    for (name, value) in [
+        ("total", &s.total),
+        ("full self-pay", &s.full_self_pay),
+        ("prior self-pay", &s.prior_self_pay),
+        ("in scope", &s.in_scope),
+        ("deductible", &s.deductible),
+        ("ratio", &s.ratio),
+        ("fund", &s.fund),
+        ("serious illness", &s.serious_illness),
+        ("assistance", &s.assistance),
+        ("personal account", &s.personal_account),
+        ("cash", &s.cash),
+    ] {
+        println!("  {name:<17}{value:>12}");
+    }
+}
+
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    // Every run starts from nothing: its own database and its own topics.
+    let url = clearinghouse_testkit::recreate_database("clearinghouse_demo").await?;
+    let mut kafka = config.kafka.clone().unwrap_or_default();
+    kafka.name_suffix = format!(".demo-{}", unique_suffix());
+    let defaults = config.clone();
+    config = Config::ephemeral(&url, kafka);
+    config.telemetry = defaults.telemetry;
+    for server in [
+        &mut config.filing.server,
+        &mut config.settlement.server,
+        &mut config.referral.server,
+        &mut config.fund_ledger.server,
+    ] {
+        *server = ServerConfig::ephemeral();
+    }
+
+    let shutdown = CancellationToken::new();
+    let stack = Stack::start(config, shutdown.clone()).await?;
+    let result = walk_through(&stack).await;
+    shutdown.cancel();
+    stack.wait().await?;
+    result
+}
+
+async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
+    let url = |h: &clearinghouse_platform::host::Host| format!("http://{}", h.grpc_addr);
+    let mut filing = FilingServiceClient::connect(url(&stack.filing)).await?;
+    let mut reference = ReferenceDataServiceClient::connect(url(&stack.settlement)).await?;
+    let settlement = SettlementServiceClient::connect(url(&stack.settlement)).await?;
+    let mut ledger = LedgerServiceClient::connect(url(&stack.fund_ledger)).await?;
+
+    println!("Shandong (370100) insures; Beijing (110000) treats.");
+    reference
+        .put_policy(PutPolicyRequest {
+            request_id: "demo-policy".into(),
+            policy: Some(fixtures::inpatient_policy(fixtures::INSURED_REGION, false)),
+        })
+        .await?;
+    let header = PutCatalogueRequest {
+        treatment_region: fixtures::TREATMENT_REGION.into(),
+        effective_from: fixtures::catalogue_effective_from(),
+        items: fixtures::catalogue_items(),
+    };
+    reference
+        .put_catalogue(tokio_stream::iter(vec![header]))
+        .await?;
+
+    let patients = [
+        ("P-DEMO-1", false, FilingCategory::Referral),
+        ("P-DEMO-2", true, FilingCategory::ResettledRetiree),
+    ];
+    for (i, (person_id, retired, category)) in patients.into_iter().enumerate() {
+        let id_number = fixtures::id_number(&format!("3701021960010{i}123"));
+        filing
+            .register_person(RegisterPersonRequest {
+                request_id: String::new(),
+                person: Some(fixtures::person(person_id, &id_number, retired, "")),
+            })
+            .await?;
+        filing
+            .register_filing(RegisterFilingRequest {
+                request_id: format!("demo-filing-{i}"),
+                filing: Some(fixtures::filing(person_id, category)),
+            })
+            .await?;
+    }
+
+    let settle = |claim| {
+        let mut client = settlement.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .settle(SettleRequest { claim: Some(claim) })
+                    .await?
+                    .into_inner()
+                    .result
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let one = settle(fixtures::example1("DEMO-EX1", "P-DEMO-1")).await?;
+    print_split(
+        "Worked example 1 — REFERRAL filing, level-3 hospital, first admission",
+        &one,
+    );
+    let two_a = settle(fixtures::example2a("DEMO-EX2A", "P-DEMO-2")).await?;
+    print_split(
+        "Worked example 2a — retired, long-term filing, level 1",
+        &two_a,
+    );
+    let two_b = settle(fixtures::example2b("DEMO-EX2B", "P-DEMO-2")).await?;
+    print_split(
+        "Worked example 2b — second admission of the year, level 2",
+        &two_b,
+    );
+
+    // The ledger posts from the settlement topic; wait until all three are in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let balances = loop {
+        let b = ledger
+            .get_balances(GetBalancesRequest::default())
+            .await?
+            .into_inner();
+        if b.entry_count >= 3 || tokio::time::Instant::now() > deadline {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "\nLedger balances ({} journal entries):",
+        balances.entry_count
+    );
+    for b in &balances.balances {
+        println!("  {:<40}{:>14}", b.account, b.balance);
+    }
+    println!("  {:<40}{:>14}", "sum of all accounts", balances.total);
+    anyhow::ensure!(
+        balances.entry_count >= 3,
+        "the ledger did not receive all three settlements within 60 s"
+    );
+    Ok(())
+}

@@ -1,0 +1,478 @@
+//! gRPC handlers of `clearinghouse.filing.v1.FilingService`: validate at the edge, then
+//! store and announce in one transaction.
+
+use std::time::Duration;
+
+use clearinghouse_domain::{
+    dates::parse_date,
+    filing::FilingCover,
+    identity::{id_number_is_valid, person_id_is_valid},
+    region::Region,
+};
+use clearinghouse_events::{
+    Body,
+    outbox::{self, Outgoing},
+};
+use clearinghouse_platform::{
+    error::{FieldViolations, StorageError, invalid_field},
+    telemetry::mask,
+};
+use clearinghouse_proto::{
+    convert::{category_from_proto, scheme_from_proto},
+    events::v1 as ev,
+    filing::v1::{filing_service_server::FilingService, *},
+};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::store::{self, FilingRow, PersonRow};
+
+pub struct FilingApi {
+    pool: PgPool,
+    topic: String,
+    temporary_validity: Duration,
+}
+
+impl FilingApi {
+    pub fn new(pool: PgPool, topic: String, temporary_validity: Duration) -> Self {
+        Self {
+            pool,
+            topic,
+            temporary_validity,
+        }
+    }
+
+    fn outgoing(&self, insured_region: Region, person_id: &str, body: Body) -> Outgoing {
+        Outgoing {
+            topic: self.topic.clone(),
+            key: format!("{insured_region}:{person_id}"),
+            body,
+        }
+    }
+}
+
+fn db(e: sqlx::Error) -> Status {
+    StorageError::from_sqlx(e).into()
+}
+
+const MAX_TEXT: usize = 200;
+
+fn parse_person(p: Option<&Person>) -> Result<PersonRow, Status> {
+    let Some(p) = p else {
+        return Err(invalid_field("person", "is required"));
+    };
+    let mut v = FieldViolations::new();
+    let region = v.check("person.insured_region", Region::parse(&p.insured_region));
+    if !person_id_is_valid(&p.person_id) {
+        v.add("person.person_id", "must be 1 to 30 printable characters");
+    }
+    if !id_number_is_valid(&p.id_number) {
+        v.add(
+            "person.id_number",
+            "must be an 18-character id number with a valid check digit",
+        );
+    }
+    if p.name.trim().is_empty() || p.name.len() > MAX_TEXT {
+        v.add("person.name", "must be 1 to 200 bytes");
+    }
+    let scheme = scheme_from_proto(p.scheme);
+    if scheme.is_none() {
+        v.add("person.scheme", "must be EMPLOYEE or RESIDENT");
+    }
+    if p.assistance_category.len() > 40 {
+        v.add("person.assistance_category", "must be at most 40 bytes");
+    }
+    v.finish()?;
+    match (region, scheme) {
+        (Some(insured_region), Some(scheme)) => Ok(PersonRow {
+            insured_region,
+            person_id: p.person_id.clone(),
+            id_number: p.id_number.to_ascii_uppercase(),
+            name: p.name.clone(),
+            scheme,
+            retired: p.retired,
+            assistance_category: p.assistance_category.clone(),
+        }),
+        _ => Err(Status::internal("validation inconsistency")),
+    }
+}
+
+fn parse_person_key(insured_region: &str, person_id: &str) -> Result<Region, Status> {
+    let mut v = FieldViolations::new();
+    let region = v.check("insured_region", Region::parse(insured_region));
+    if !person_id_is_valid(person_id) {
+        v.add("person_id", "must be 1 to 30 printable characters");
+    }
+    v.finish()?;
+    region.ok_or_else(|| Status::internal("validation inconsistency"))
+}
+
+fn parse_filing_id(text: &str, field: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(text).map_err(|_| invalid_field(field, "must be a filing id (UUID)"))
+}
+
+#[tonic::async_trait]
+impl FilingService for FilingApi {
+    async fn register_person(
+        &self,
+        request: Request<RegisterPersonRequest>,
+    ) -> Result<Response<RegisterPersonResponse>, Status> {
+        let person = parse_person(request.get_ref().person.as_ref())?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if !store::insert_person(&mut tx, &person).await.map_err(db)? {
+            // Idempotent by person id: the same registration again returns the original.
+            let existing = store::get_person(&mut tx, person.insured_region, &person.person_id)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| Status::aborted("person vanished, retry"))?;
+            if existing == person {
+                return Ok(Response::new(RegisterPersonResponse {
+                    person: Some(existing.to_proto(true)),
+                }));
+            }
+            return Err(Status::already_exists(format!(
+                "person {} is already registered in {} with other data; use UpdatePerson",
+                person.person_id, person.insured_region
+            )));
+        }
+        let body = Body::PersonRegistered(ev::PersonRegistered {
+            person: Some(person.to_proto(false)),
+        });
+        outbox::enqueue(
+            &mut tx,
+            vec![self.outgoing(person.insured_region, &person.person_id, body)],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        tracing::info!(person_id = %person.person_id, id_number = %mask(&person.id_number), "person registered");
+        Ok(Response::new(RegisterPersonResponse {
+            person: Some(person.to_proto(true)),
+        }))
+    }
+
+    async fn update_person(
+        &self,
+        request: Request<UpdatePersonRequest>,
+    ) -> Result<Response<UpdatePersonResponse>, Status> {
+        let person = parse_person(request.get_ref().person.as_ref())?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if !store::update_person(&mut tx, &person).await.map_err(db)? {
+            return Err(Status::not_found(format!(
+                "no person {} in {}",
+                person.person_id, person.insured_region
+            )));
+        }
+        let body = Body::PersonUpdated(ev::PersonUpdated {
+            person: Some(person.to_proto(false)),
+        });
+        outbox::enqueue(
+            &mut tx,
+            vec![self.outgoing(person.insured_region, &person.person_id, body)],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Response::new(UpdatePersonResponse {
+            person: Some(person.to_proto(true)),
+        }))
+    }
+
+    async fn get_person(
+        &self,
+        request: Request<GetPersonRequest>,
+    ) -> Result<Response<GetPersonResponse>, Status> {
+        let r = request.get_ref();
+        let region = parse_person_key(&r.insured_region, &r.person_id)?;
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let person = store::get_person(&mut conn, region, &r.person_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Status::not_found(format!("no person {} in {}", r.person_id, region)))?;
+        Ok(Response::new(GetPersonResponse {
+            person: Some(person.to_proto(true)),
+        }))
+    }
+
+    async fn register_filing(
+        &self,
+        request: Request<RegisterFilingRequest>,
+    ) -> Result<Response<RegisterFilingResponse>, Status> {
+        let r = request.get_ref();
+        let Some(f) = r.filing.as_ref() else {
+            return Err(invalid_field("filing", "is required"));
+        };
+        let mut v = FieldViolations::new();
+        let insured_region = v.check("filing.insured_region", Region::parse(&f.insured_region));
+        if !person_id_is_valid(&f.person_id) {
+            v.add("filing.person_id", "must be 1 to 30 printable characters");
+        }
+        let treatment_region = v.check(
+            "filing.treatment_region",
+            Region::parse(&f.treatment_region),
+        );
+        let category = category_from_proto(f.category);
+        if category.is_none() {
+            v.add("filing.category", "must name a filing category");
+        }
+        let start = v.check("filing.start_date", parse_date(&f.start_date));
+        let end = if f.end_date.is_empty() {
+            None
+        } else {
+            v.check("filing.end_date", parse_date(&f.end_date))
+        };
+        if r.request_id.len() > 64 {
+            v.add("request_id", "must be at most 64 bytes");
+        }
+        if f.proof_reference.len() > MAX_TEXT {
+            v.add("filing.proof_reference", "must be at most 200 bytes");
+        }
+        if let (Some(i), Some(t)) = (insured_region, treatment_region)
+            && i.province() == t.province()
+        {
+            v.add(
+                "filing.treatment_region",
+                "must lie outside the insured province",
+            );
+        }
+        if let (Some(c), Some(_)) = (category, end)
+            && c.is_long_term()
+        {
+            v.add(
+                "filing.end_date",
+                "must be empty: a long-term filing is open-ended",
+            );
+        }
+        if let (Some(s), Some(e)) = (start, end)
+            && e < s
+        {
+            v.add("filing.end_date", "must not be before the start date");
+        }
+        if let Some(c) = category
+            && c.is_long_term()
+            && !f.residence_proof
+            && f.proof_reference.is_empty()
+        {
+            v.add(
+                "filing.residence_proof",
+                "a long-term filing needs proof of residence or a personal pledge",
+            );
+        }
+        v.finish()?;
+        let (Some(insured_region), Some(treatment_region), Some(category), Some(start)) =
+            (insured_region, treatment_region, category, start)
+        else {
+            return Err(Status::internal("validation inconsistency"));
+        };
+        let end = match (category.is_long_term(), end) {
+            (true, _) => None,
+            (false, Some(end)) => Some(end),
+            (false, None) => Some(start + self.temporary_validity),
+        };
+
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
+        if let Some(request_id) = request_id
+            && let Some(original) = store::filing_by_request(&mut tx, insured_region, request_id)
+                .await
+                .map_err(db)?
+        {
+            return Ok(Response::new(RegisterFilingResponse {
+                filing: Some(original.to_proto()),
+            }));
+        }
+        if store::get_person(&mut tx, insured_region, &f.person_id)
+            .await
+            .map_err(db)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "no person {} in {}",
+                f.person_id, insured_region
+            )));
+        }
+        let filing = FilingRow {
+            filing_id: Uuid::now_v7(),
+            insured_region,
+            person_id: f.person_id.clone(),
+            cover: FilingCover {
+                treatment_region,
+                category,
+                start,
+                end,
+                revoked_from: None,
+            },
+            residence_proof: f.residence_proof,
+            proof_reference: f.proof_reference.clone(),
+        };
+        if let Err(e) = store::insert_filing(&mut tx, &filing, request_id).await {
+            return Err(match StorageError::from_sqlx(e) {
+                StorageError::UniqueViolation(c) if c == "one_active_long_term" => {
+                    Status::failed_precondition(format!(
+                        "person {} already has an active long-term filing",
+                        f.person_id
+                    ))
+                }
+                other => other.into(),
+            });
+        }
+        let body = Body::FilingRegistered(ev::FilingRegistered {
+            filing: Some(filing.to_proto()),
+        });
+        outbox::enqueue(
+            &mut tx,
+            vec![self.outgoing(insured_region, &filing.person_id, body)],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Response::new(RegisterFilingResponse {
+            filing: Some(filing.to_proto()),
+        }))
+    }
+
+    async fn change_filing(
+        &self,
+        _request: Request<ChangeFilingRequest>,
+    ) -> Result<Response<ChangeFilingResponse>, Status> {
+        Err(Status::unimplemented(
+            "ChangeFiling comes with the filing lifecycle (issue 4)",
+        ))
+    }
+
+    async fn revoke_filing(
+        &self,
+        request: Request<RevokeFilingRequest>,
+    ) -> Result<Response<RevokeFilingResponse>, Status> {
+        let r = request.get_ref();
+        let mut v = FieldViolations::new();
+        let filing_id = v.check("filing_id", Uuid::parse_str(&r.filing_id));
+        let from = v.check("effective_date", parse_date(&r.effective_date));
+        v.finish()?;
+        let (Some(filing_id), Some(from)) = (filing_id, from) else {
+            return Err(Status::internal("validation inconsistency"));
+        };
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut filing = store::get_filing(&mut tx, filing_id, true)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+        if let Some(existing) = filing.cover.revoked_from {
+            if existing == from {
+                return Ok(Response::new(RevokeFilingResponse {
+                    filing: Some(filing.to_proto()),
+                }));
+            }
+            return Err(Status::failed_precondition(format!(
+                "filing {filing_id} is already revoked"
+            )));
+        }
+        store::revoke_filing(&mut tx, filing_id, from)
+            .await
+            .map_err(db)?;
+        filing.cover.revoked_from = Some(from);
+        let body = Body::FilingRevoked(ev::FilingRevoked {
+            filing: Some(filing.to_proto()),
+        });
+        outbox::enqueue(
+            &mut tx,
+            vec![self.outgoing(filing.insured_region, &filing.person_id, body)],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Response::new(RevokeFilingResponse {
+            filing: Some(filing.to_proto()),
+        }))
+    }
+
+    async fn get_filing(
+        &self,
+        request: Request<GetFilingRequest>,
+    ) -> Result<Response<GetFilingResponse>, Status> {
+        let filing_id = parse_filing_id(&request.get_ref().filing_id, "filing_id")?;
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let filing = store::get_filing(&mut conn, filing_id, false)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+        Ok(Response::new(GetFilingResponse {
+            filing: Some(filing.to_proto()),
+        }))
+    }
+
+    async fn list_filings(
+        &self,
+        request: Request<ListFilingsRequest>,
+    ) -> Result<Response<ListFilingsResponse>, Status> {
+        let r = request.get_ref();
+        let region = parse_person_key(&r.insured_region, &r.person_id)?;
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_filing_id(&r.page_token, "page_token")?)
+        };
+        let page_size = match r.page_size {
+            0 => 50,
+            n if (1..=500).contains(&n) => i64::from(n),
+            _ => return Err(invalid_field("page_size", "must be between 0 and 500")),
+        };
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let filings = store::list_filings(&mut conn, region, &r.person_id, after, page_size)
+            .await
+            .map_err(db)?;
+        let next_page_token = if filings.len() as i64 == page_size {
+            filings
+                .last()
+                .map(|f| f.filing_id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListFilingsResponse {
+            filings: filings.iter().map(FilingRow::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn check_eligibility(
+        &self,
+        request: Request<CheckEligibilityRequest>,
+    ) -> Result<Response<CheckEligibilityResponse>, Status> {
+        let r = request.get_ref();
+        let mut v = FieldViolations::new();
+        let insured_region = v.check("insured_region", Region::parse(&r.insured_region));
+        if !person_id_is_valid(&r.person_id) {
+            v.add("person_id", "must be 1 to 30 printable characters");
+        }
+        let treatment_region = v.check("treatment_region", Region::parse(&r.treatment_region));
+        let date = v.check("date", parse_date(&r.date));
+        v.finish()?;
+        let (Some(insured_region), Some(treatment_region), Some(date)) =
+            (insured_region, treatment_region, date)
+        else {
+            return Err(Status::internal("validation inconsistency"));
+        };
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let person = store::get_person(&mut conn, insured_region, &r.person_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| {
+                Status::not_found(format!("no person {} in {}", r.person_id, insured_region))
+            })?;
+        let covering = store::covering_filings(
+            &mut conn,
+            insured_region,
+            &r.person_id,
+            treatment_region,
+            date,
+        )
+        .await
+        .map_err(db)?;
+        Ok(Response::new(CheckEligibilityResponse {
+            person: Some(person.to_proto(false)),
+            covering: covering.iter().map(FilingRow::to_proto).collect(),
+        }))
+    }
+}

@@ -1,0 +1,182 @@
+//! Posting settlement events to the journal, a batch per transaction, balances grouped
+//! by account (each account updated once per batch, in a fixed order).
+
+use std::collections::BTreeMap;
+
+use clearinghouse_domain::{
+    ledger::{InsuredShare, Leg, claim_entry, is_balanced},
+    money::parse_decimal,
+    region::Region,
+};
+use clearinghouse_events::{
+    Body,
+    consumer::{Handler, Received},
+};
+use clearinghouse_proto::settlement::v1::SettlementResult;
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub struct LedgerPosting;
+
+struct Entry {
+    event_id: Uuid,
+    kind: &'static str,
+    insured: Region,
+    treatment: Region,
+    treatment_region: String,
+    claim_id: String,
+    original_event_id: Option<Uuid>,
+    share: InsuredShare,
+    legs: Vec<Leg>,
+}
+
+fn share_of(result: Option<&SettlementResult>) -> anyhow::Result<(InsuredShare, String, String)> {
+    let result = result.ok_or_else(|| anyhow::anyhow!("claim event without a result"))?;
+    let split = result
+        .split
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("claim event without a split"))?;
+    let claim = result
+        .claim
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("claim event without the claim"))?;
+    let amount =
+        |s: &str| parse_decimal(s, 2).map_err(|e| anyhow::anyhow!("bad amount {s:?}: {e}"));
+    Ok((
+        InsuredShare {
+            fund: amount(&split.fund)?,
+            serious_illness: amount(&split.serious_illness)?,
+            assistance: amount(&split.assistance)?,
+            personal_account: amount(&split.personal_account)?,
+        },
+        claim.treatment_region.clone(),
+        claim.claim_id.clone(),
+    ))
+}
+
+fn entry_of(received: &Received) -> anyhow::Result<Option<Entry>> {
+    let (kind, insured, treatment, result, original, reversal) = match &received.event.body {
+        Some(Body::ClaimSettled(e)) => (
+            "CLAIM_SETTLED",
+            &e.insured_province,
+            &e.treatment_province,
+            e.result.as_ref(),
+            None,
+            false,
+        ),
+        Some(Body::ClaimReversed(e)) => (
+            "CLAIM_REVERSED",
+            &e.insured_province,
+            &e.treatment_province,
+            e.result.as_ref(),
+            Some(Uuid::parse_str(&e.original_event_id)?),
+            true,
+        ),
+        _ => return Ok(None),
+    };
+    let insured = Region::parse(insured)?;
+    let treatment = Region::parse(treatment)?;
+    let (share, treatment_region, claim_id) = share_of(result)?;
+    let legs = claim_entry(insured, treatment, &share, reversal);
+    anyhow::ensure!(is_balanced(&legs), "unbalanced entry for claim {claim_id}");
+    let sign = if reversal {
+        Decimal::NEGATIVE_ONE
+    } else {
+        Decimal::ONE
+    };
+    let share = InsuredShare {
+        fund: sign * share.fund,
+        serious_illness: sign * share.serious_illness,
+        assistance: sign * share.assistance,
+        personal_account: sign * share.personal_account,
+    };
+    Ok(Some(Entry {
+        event_id: received.event_id,
+        kind,
+        insured,
+        treatment,
+        treatment_region,
+        claim_id,
+        original_event_id: original,
+        share,
+        legs,
+    }))
+}
+
+impl Handler for LedgerPosting {
+    async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+        let mut entries = Vec::with_capacity(events.len());
+        for received in events {
+            if let Some(entry) = entry_of(received)? {
+                entries.push(entry);
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let entry_ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
+                                          claim_id, original_event_id, fund, serious_illness, assistance, personal_account)
+             SELECT e, k, i, t, tr, c, o, f, s, a, p
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],
+                         $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[])
+                  WITH ORDINALITY AS u(e, k, i, t, tr, c, o, f, s, a, p, n)
+             ORDER BY n
+             RETURNING entry_id",
+        )
+        .bind(entries.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.insured.to_string()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.treatment.to_string()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.treatment_region.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.claim_id.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.original_event_id).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.share.fund).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.share.serious_illness).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.share.assistance).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.share.personal_account).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        anyhow::ensure!(
+            entry_ids.len() == entries.len(),
+            "journal insert returned {} ids for {} entries",
+            entry_ids.len(),
+            entries.len()
+        );
+
+        let mut leg_entries = Vec::new();
+        let mut leg_accounts = Vec::new();
+        let mut leg_amounts = Vec::new();
+        let mut balances: BTreeMap<&str, Decimal> = BTreeMap::new();
+        for (entry, id) in entries.iter().zip(&entry_ids) {
+            for leg in &entry.legs {
+                leg_entries.push(*id);
+                leg_accounts.push(leg.account.as_str());
+                leg_amounts.push(leg.amount);
+                *balances.entry(leg.account.as_str()).or_default() += leg.amount;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO journal_legs (entry_id, account, amount)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::numeric[])",
+        )
+        .bind(&leg_entries)
+        .bind(&leg_accounts)
+        .bind(&leg_amounts)
+        .execute(&mut *tx)
+        .await?;
+        // One row per account, in account order, so concurrent batches cannot deadlock.
+        let (accounts, amounts): (Vec<&str>, Vec<Decimal>) = balances.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO accounts (account, balance)
+             SELECT * FROM UNNEST($1::text[], $2::numeric[])
+             ON CONFLICT (account) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance",
+        )
+        .bind(&accounts)
+        .bind(&amounts)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! Read models of persons and filings, built from the filing service's events, so that
+//! `Settle` needs no synchronous call while they are current.
+
+use clearinghouse_domain::{
+    dates::parse_date,
+    filing::FilingCover,
+    region::Region,
+    settlement::{Category, Person},
+};
+use clearinghouse_events::{
+    Body,
+    consumer::{Handler, Received},
+};
+use clearinghouse_proto::{
+    convert::{
+        category_from_name, category_from_proto, category_name, scheme_from_name,
+        scheme_from_proto, scheme_name,
+    },
+    filing::v1 as pb,
+};
+use sqlx::{PgConnection, Row};
+use time::Date;
+use uuid::Uuid;
+
+/// Applies `PersonRegistered`, `PersonUpdated` and the filing events.
+pub struct FilingProjection;
+
+impl Handler for FilingProjection {
+    async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+        for received in events {
+            match &received.event.body {
+                Some(Body::PersonRegistered(e)) => upsert_person(tx, e.person.as_ref()).await?,
+                Some(Body::PersonUpdated(e)) => upsert_person(tx, e.person.as_ref()).await?,
+                Some(Body::FilingRegistered(e)) => upsert_filing(tx, e.filing.as_ref()).await?,
+                Some(Body::FilingChanged(e)) => upsert_filing(tx, e.filing.as_ref()).await?,
+                Some(Body::FilingRevoked(e)) => upsert_filing(tx, e.filing.as_ref()).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn upsert_person(tx: &mut PgConnection, person: Option<&pb::Person>) -> anyhow::Result<()> {
+    let p = person.ok_or_else(|| anyhow::anyhow!("person event without a person"))?;
+    let scheme = scheme_from_proto(p.scheme)
+        .ok_or_else(|| anyhow::anyhow!("person event without a scheme"))?;
+    sqlx::query(
+        "INSERT INTO person_projection (insured_region, person_id, scheme, retired, assistance_category)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (insured_region, person_id) DO UPDATE
+         SET scheme = EXCLUDED.scheme, retired = EXCLUDED.retired, assistance_category = EXCLUDED.assistance_category",
+    )
+    .bind(&p.insured_region)
+    .bind(&p.person_id)
+    .bind(scheme_name(scheme))
+    .bind(p.retired)
+    .bind(&p.assistance_category)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn optional_date(text: &str) -> anyhow::Result<Option<Date>> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(parse_date(text)?))
+    }
+}
+
+async fn upsert_filing(tx: &mut PgConnection, filing: Option<&pb::Filing>) -> anyhow::Result<()> {
+    let f = filing.ok_or_else(|| anyhow::anyhow!("filing event without a filing"))?;
+    let category = category_from_proto(f.category)
+        .ok_or_else(|| anyhow::anyhow!("filing without a category"))?;
+    sqlx::query(
+        "INSERT INTO filing_projection (filing_id, insured_region, person_id, treatment_region, category,
+                                        start_date, end_date, revoked_from)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (filing_id) DO UPDATE
+         SET treatment_region = EXCLUDED.treatment_region, category = EXCLUDED.category,
+             start_date = EXCLUDED.start_date, end_date = EXCLUDED.end_date, revoked_from = EXCLUDED.revoked_from",
+    )
+    .bind(Uuid::parse_str(&f.filing_id)?)
+    .bind(&f.insured_region)
+    .bind(&f.person_id)
+    .bind(&f.treatment_region)
+    .bind(category_name(category))
+    .bind(parse_date(&f.start_date)?)
+    .bind(optional_date(&f.end_date)?)
+    .bind(optional_date(&f.revoked_from)?)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// What the projection knows about a person and their filings.
+pub struct Known {
+    pub person: Option<Person>,
+    pub covering: Vec<Category>,
+}
+
+pub async fn lookup(
+    conn: &mut PgConnection,
+    insured_region: Region,
+    person_id: &str,
+    treatment_region: Region,
+    date: Date,
+) -> sqlx::Result<Known> {
+    let person = sqlx::query(
+        "SELECT scheme, retired, assistance_category FROM person_projection
+         WHERE insured_region = $1 AND person_id = $2",
+    )
+    .bind(insured_region.to_string())
+    .bind(person_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| -> sqlx::Result<Option<Person>> {
+        let scheme: String = row.try_get("scheme")?;
+        let assistance: String = row.try_get("assistance_category")?;
+        Ok(scheme_from_name(&scheme).map(|scheme| Person {
+            scheme,
+            retired: row.try_get("retired").unwrap_or(false),
+            assistance_category: (!assistance.is_empty()).then_some(assistance),
+        }))
+    })
+    .transpose()?
+    .flatten();
+    let rows = sqlx::query(
+        "SELECT treatment_region, category, start_date, end_date, revoked_from FROM filing_projection
+         WHERE insured_region = $1 AND person_id = $2 AND start_date <= $3",
+    )
+    .bind(insured_region.to_string())
+    .bind(person_id)
+    .bind(date)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut covering = Vec::new();
+    for row in rows {
+        let region: String = row.try_get("treatment_region")?;
+        let category: String = row.try_get("category")?;
+        let (Ok(region), Some(category)) = (Region::parse(&region), category_from_name(&category))
+        else {
+            continue;
+        };
+        let cover = FilingCover {
+            treatment_region: region,
+            category,
+            start: row.try_get("start_date")?,
+            end: row.try_get("end_date")?,
+            revoked_from: row.try_get("revoked_from")?,
+        };
+        if cover.covers(treatment_region, date) {
+            covering.push(category);
+        }
+    }
+    Ok(Known { person, covering })
+}

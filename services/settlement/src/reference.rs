@@ -1,0 +1,474 @@
+//! `ReferenceDataService`: insured-place policies and treatment-place catalogues, each
+//! versioned by effective date. A put always makes a new version, so a version a claim
+//! has used never changes.
+
+use std::{collections::HashMap, sync::Arc};
+
+use clearinghouse_domain::{
+    dates::{format_date, parse_date},
+    region::Region,
+    settlement::{CatalogueClass, CatalogueItem, Policy, Scheme, VisitType},
+};
+use clearinghouse_platform::error::{FieldViolations, invalid_field};
+use clearinghouse_proto::{
+    convert::{scheme_from_proto, scheme_name, visit_type_from_proto, visit_type_to_proto},
+    settlement::v1::{reference_data_service_server::ReferenceDataService, *},
+};
+use prost::Message;
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool, Row};
+use time::Date;
+use tokio::sync::RwLock;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{db, parse};
+
+/// Items inserted per statement while a catalogue streams in.
+const ITEM_BATCH: usize = 5000;
+
+/// Decoded policy versions, shared by the handlers. Versions are immutable, so a cached
+/// version can never be stale and replicas need not coordinate.
+#[derive(Default)]
+pub struct PolicyCache(RwLock<HashMap<i64, Arc<Policy>>>);
+
+fn class_letter(c: CatalogueClass) -> &'static str {
+    match c {
+        CatalogueClass::A => "A",
+        CatalogueClass::B => "B",
+        CatalogueClass::C => "C",
+    }
+}
+
+fn visit_name(v: VisitType) -> &'static str {
+    visit_type_to_proto(v).as_str_name()
+}
+
+/// The policy in force on `date`: the insured region's own, else its province's.
+pub async fn policy_in_force(
+    conn: &mut PgConnection,
+    cache: &PolicyCache,
+    insured_region: Region,
+    scheme: Scheme,
+    visit: VisitType,
+    date: Date,
+) -> Result<Option<(i64, Arc<Policy>)>, Status> {
+    let row = sqlx::query(
+        "SELECT version, body FROM policies
+         WHERE insured_region = ANY($1) AND scheme = $2 AND visit_type = $3 AND effective_from <= $4
+         ORDER BY (insured_region = $5) DESC, effective_from DESC, version DESC LIMIT 1",
+    )
+    .bind(vec![
+        insured_region.to_string(),
+        insured_region.province().to_string(),
+    ])
+    .bind(scheme_name(scheme))
+    .bind(visit_name(visit))
+    .bind(date)
+    .bind(insured_region.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
+    let Some(row) = row else { return Ok(None) };
+    let version: i64 = row.try_get("version").map_err(db)?;
+    if let Some(policy) = cache.0.read().await.get(&version) {
+        return Ok(Some((version, policy.clone())));
+    }
+    let body: Vec<u8> = row.try_get("body").map_err(db)?;
+    let stored = decode_policy(&body)?;
+    let (_, policy) = parse::policy(Some(&stored))?;
+    let policy = Arc::new(policy);
+    cache.0.write().await.insert(version, policy.clone());
+    Ok(Some((version, policy)))
+}
+
+/// The catalogue version in force on `date` for the treatment region, else its province.
+pub async fn catalogue_in_force(
+    conn: &mut PgConnection,
+    treatment_region: Region,
+    date: Date,
+) -> Result<Option<i64>, Status> {
+    sqlx::query_scalar(
+        "SELECT version FROM catalogue_versions
+         WHERE treatment_region = ANY($1) AND effective_from <= $2
+         ORDER BY (treatment_region = $3) DESC, effective_from DESC, version DESC LIMIT 1",
+    )
+    .bind(vec![
+        treatment_region.to_string(),
+        treatment_region.province().to_string(),
+    ])
+    .bind(date)
+    .bind(treatment_region.to_string())
+    .fetch_optional(conn)
+    .await
+    .map_err(db)
+}
+
+/// The items of `codes` in a catalogue version.
+pub async fn catalogue_items(
+    conn: &mut PgConnection,
+    version: i64,
+    codes: &[String],
+) -> Result<HashMap<String, CatalogueItem>, Status> {
+    let rows = sqlx::query(
+        "SELECT item_code, class, self_pay_ratio, price_ceiling FROM catalogue_items
+         WHERE version = $1 AND item_code = ANY($2)",
+    )
+    .bind(version)
+    .bind(codes)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    let mut items = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let class: String = row.try_get("class").map_err(db)?;
+        let class = match class.as_str() {
+            "A" => CatalogueClass::A,
+            "B" => CatalogueClass::B,
+            _ => CatalogueClass::C,
+        };
+        items.insert(
+            row.try_get("item_code").map_err(db)?,
+            CatalogueItem {
+                class,
+                self_pay_ratio: row.try_get("self_pay_ratio").map_err(db)?,
+                price_ceiling: row.try_get("price_ceiling").map_err(db)?,
+            },
+        );
+    }
+    Ok(items)
+}
+
+pub struct ReferenceApi {
+    pool: PgPool,
+}
+
+impl ReferenceApi {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn stored_policy(version: i64, body: &[u8]) -> Result<Policy_, Status> {
+    let mut p = decode_policy(body)?;
+    p.version = version;
+    Ok(p)
+}
+
+type Policy_ = clearinghouse_proto::settlement::v1::Policy;
+
+fn policy_selector(
+    insured_region: &str,
+    scheme: i32,
+    visit_type: i32,
+) -> Result<(Region, Scheme, VisitType), Status> {
+    let mut v = FieldViolations::new();
+    let region = v.check("insured_region", Region::parse(insured_region));
+    let scheme = scheme_from_proto(scheme);
+    if scheme.is_none() {
+        v.add("scheme", "must be EMPLOYEE or RESIDENT");
+    }
+    let visit = visit_type_from_proto(visit_type);
+    if visit.is_none() {
+        v.add("visit_type", "must be INPATIENT or CHRONIC_OUTPATIENT");
+    }
+    v.finish()?;
+    match (region, scheme, visit) {
+        (Some(r), Some(s), Some(t)) => Ok((r, s, t)),
+        _ => Err(Status::internal("validation inconsistency")),
+    }
+}
+
+#[tonic::async_trait]
+impl ReferenceDataService for ReferenceApi {
+    async fn put_policy(
+        &self,
+        request: Request<PutPolicyRequest>,
+    ) -> Result<Response<PutPolicyResponse>, Status> {
+        let r = request.into_inner();
+        let (key, _) = parse::policy(r.policy.as_ref())?;
+        if r.request_id.len() > 64 {
+            return Err(invalid_field("request_id", "must be at most 64 bytes"));
+        }
+        let mut policy = r.policy.unwrap_or_default();
+        policy.version = 0;
+        let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO policies (insured_region, scheme, visit_type, effective_from, body, request_id)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (insured_region, request_id) DO NOTHING
+             RETURNING version",
+        )
+        .bind(key.insured_region.to_string())
+        .bind(scheme_name(key.scheme))
+        .bind(visit_name(key.visit_type))
+        .bind(key.effective_from)
+        .bind(policy.encode_to_vec())
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let version = match inserted {
+            Some(v) => v,
+            // The same request again: the version it created.
+            None => sqlx::query_scalar(
+                "SELECT version FROM policies WHERE insured_region = $1 AND request_id = $2",
+            )
+            .bind(key.insured_region.to_string())
+            .bind(request_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?,
+        };
+        policy.version = version;
+        Ok(Response::new(PutPolicyResponse {
+            policy: Some(policy),
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<GetPolicyRequest>,
+    ) -> Result<Response<GetPolicyResponse>, Status> {
+        let r = request.get_ref();
+        let (region, scheme, visit) = policy_selector(&r.insured_region, r.scheme, r.visit_type)?;
+        let date = parse_date(&r.date).map_err(|e| invalid_field("date", e.to_string()))?;
+        let row = sqlx::query(
+            "SELECT version, body FROM policies
+             WHERE insured_region = $1 AND scheme = $2 AND visit_type = $3 AND effective_from <= $4
+             ORDER BY effective_from DESC, version DESC LIMIT 1",
+        )
+        .bind(region.to_string())
+        .bind(scheme_name(scheme))
+        .bind(visit_name(visit))
+        .bind(date)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "no policy of {region} in force on {}",
+                format_date(date)
+            ))
+        })?;
+        let policy = stored_policy(
+            row.try_get("version").map_err(db)?,
+            &row.try_get::<Vec<u8>, _>("body").map_err(db)?,
+        )?;
+        Ok(Response::new(GetPolicyResponse {
+            policy: Some(policy),
+        }))
+    }
+
+    async fn list_policy_versions(
+        &self,
+        request: Request<ListPolicyVersionsRequest>,
+    ) -> Result<Response<ListPolicyVersionsResponse>, Status> {
+        let r = request.get_ref();
+        let (region, scheme, visit) = policy_selector(&r.insured_region, r.scheme, r.visit_type)?;
+        let rows = sqlx::query(
+            "SELECT version, body FROM policies WHERE insured_region = $1 AND scheme = $2 AND visit_type = $3
+             ORDER BY effective_from, version LIMIT 1000",
+        )
+        .bind(region.to_string())
+        .bind(scheme_name(scheme))
+        .bind(visit_name(visit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let policies = rows
+            .iter()
+            .map(|row| {
+                stored_policy(
+                    row.try_get("version").map_err(db)?,
+                    &row.try_get::<Vec<u8>, _>("body").map_err(db)?,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(ListPolicyVersionsResponse { policies }))
+    }
+
+    async fn put_catalogue(
+        &self,
+        request: Request<Streaming<PutCatalogueRequest>>,
+    ) -> Result<Response<PutCatalogueResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream.next().await.ok_or_else(|| {
+            invalid_field(
+                "treatment_region",
+                "the first message must name the catalogue",
+            )
+        })??;
+        let mut v = FieldViolations::new();
+        let region = v.check("treatment_region", Region::parse(&first.treatment_region));
+        let effective_from = v.check("effective_from", parse_date(&first.effective_from));
+        v.finish()?;
+        let (Some(region), Some(effective_from)) = (region, effective_from) else {
+            return Err(Status::internal("validation inconsistency"));
+        };
+        // The whole catalogue is one transaction: a broken stream leaves nothing behind.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO catalogue_versions (treatment_region, effective_from) VALUES ($1, $2) RETURNING version",
+        )
+        .bind(region.to_string())
+        .bind(effective_from)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut pending: Vec<parse::ParsedItem> = Vec::with_capacity(ITEM_BATCH);
+        let mut count: i64 = 0;
+        let mut message = Some(first);
+        let mut index = 0usize;
+        while let Some(m) = message.take() {
+            let mut v = FieldViolations::new();
+            for item in &m.items {
+                if let Some(p) = parse::catalogue_item(&mut v, &format!("items[{index}]"), item) {
+                    pending.push(p);
+                }
+                index += 1;
+            }
+            v.finish()?;
+            if pending.len() >= ITEM_BATCH {
+                count += insert_items(&mut tx, version, &mut pending).await?;
+            }
+            message = stream.next().await.transpose()?;
+        }
+        count += insert_items(&mut tx, version, &mut pending).await?;
+        sqlx::query("UPDATE catalogue_versions SET item_count = $2 WHERE version = $1")
+            .bind(version)
+            .bind(count)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Response::new(PutCatalogueResponse {
+            treatment_region: region.to_string(),
+            effective_from: format_date(effective_from),
+            version,
+            item_count: count,
+        }))
+    }
+
+    async fn get_catalogue_item(
+        &self,
+        request: Request<GetCatalogueItemRequest>,
+    ) -> Result<Response<GetCatalogueItemResponse>, Status> {
+        let r = request.get_ref();
+        let mut v = FieldViolations::new();
+        let region = v.check("treatment_region", Region::parse(&r.treatment_region));
+        let date = v.check("date", parse_date(&r.date));
+        v.finish()?;
+        let (Some(region), Some(date)) = (region, date) else {
+            return Err(Status::internal("validation inconsistency"));
+        };
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let version = catalogue_in_force(&mut conn, region, date)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no catalogue of {region} in force")))?;
+        let row =
+            sqlx::query("SELECT * FROM catalogue_items WHERE version = $1 AND item_code = $2")
+                .bind(version)
+                .bind(&r.item_code)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| {
+                    Status::not_found(format!("item {} is not in the catalogue", r.item_code))
+                })?;
+        let class: String = row.try_get("class").map_err(db)?;
+        let ratio: Decimal = row.try_get("self_pay_ratio").map_err(db)?;
+        let ceiling: Option<Decimal> = row.try_get("price_ceiling").map_err(db)?;
+        let item = clearinghouse_proto::settlement::v1::CatalogueItem {
+            item_code: row.try_get("item_code").map_err(db)?,
+            name: row.try_get("name").map_err(db)?,
+            class: match class.as_str() {
+                "A" => clearinghouse_proto::settlement::v1::CatalogueClass::A,
+                "B" => clearinghouse_proto::settlement::v1::CatalogueClass::B,
+                _ => clearinghouse_proto::settlement::v1::CatalogueClass::C,
+            } as i32,
+            self_pay_ratio: ratio.normalize().to_string(),
+            price_ceiling: ceiling
+                .map(|c| c.normalize().to_string())
+                .unwrap_or_default(),
+        };
+        Ok(Response::new(GetCatalogueItemResponse {
+            item: Some(item),
+            version,
+        }))
+    }
+
+    async fn list_catalogue_versions(
+        &self,
+        request: Request<ListCatalogueVersionsRequest>,
+    ) -> Result<Response<ListCatalogueVersionsResponse>, Status> {
+        let region = Region::parse(&request.get_ref().treatment_region)
+            .map_err(|e| invalid_field("treatment_region", e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT version, effective_from, item_count FROM catalogue_versions
+             WHERE treatment_region = $1 ORDER BY effective_from, version LIMIT 1000",
+        )
+        .bind(region.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let versions = rows
+            .iter()
+            .map(|row| {
+                Ok(CatalogueVersion {
+                    treatment_region: region.to_string(),
+                    effective_from: format_date(row.try_get("effective_from").map_err(db)?),
+                    version: row.try_get("version").map_err(db)?,
+                    item_count: row.try_get("item_count").map_err(db)?,
+                })
+            })
+            .collect::<Result<_, Status>>()?;
+        Ok(Response::new(ListCatalogueVersionsResponse { versions }))
+    }
+}
+
+async fn insert_items(
+    tx: &mut PgConnection,
+    version: i64,
+    pending: &mut Vec<parse::ParsedItem>,
+) -> Result<i64, Status> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let codes: Vec<&str> = pending.iter().map(|p| p.code.as_str()).collect();
+    let names: Vec<&str> = pending.iter().map(|p| p.name.as_str()).collect();
+    let classes: Vec<&str> = pending.iter().map(|p| class_letter(p.item.class)).collect();
+    let ratios: Vec<Decimal> = pending.iter().map(|p| p.item.self_pay_ratio).collect();
+    let ceilings: Vec<Option<Decimal>> = pending.iter().map(|p| p.item.price_ceiling).collect();
+    let result = sqlx::query(
+        "INSERT INTO catalogue_items (version, item_code, name, class, self_pay_ratio, price_ceiling)
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::numeric[], $6::numeric[])",
+    )
+    .bind(version)
+    .bind(&codes)
+    .bind(&names)
+    .bind(&classes)
+    .bind(&ratios)
+    .bind(&ceilings)
+    .execute(&mut *tx)
+    .await;
+    let n = pending.len() as i64;
+    pending.clear();
+    match result {
+        Ok(_) => Ok(n),
+        Err(e) => Err(
+            match clearinghouse_platform::error::StorageError::from_sqlx(e) {
+                clearinghouse_platform::error::StorageError::UniqueViolation(_) => {
+                    invalid_field("items", "an item code is listed twice")
+                }
+                other => other.into(),
+            },
+        ),
+    }
+}
+
+fn decode_policy(body: &[u8]) -> Result<Policy_, Status> {
+    Policy_::decode(body).map_err(|e| {
+        tracing::error!(error = %e, "stored policy does not decode");
+        Status::internal("stored policy does not decode")
+    })
+}

@@ -1,0 +1,918 @@
+//! `SettlementService`: pre-settle, settle, reverse and the queries, as thin adapters
+//! between the contract, Postgres and the rules of `clearinghouse-domain`.
+
+use std::sync::Arc;
+
+use clearinghouse_domain::{
+    dates::format_date,
+    money::{format2, parse_decimal},
+    region::Region,
+    settlement::{self as rules, Coverage, Outcome, Person, RuleError, YearToDate},
+};
+use clearinghouse_events::{
+    Body,
+    outbox::{self, Outgoing},
+};
+use clearinghouse_platform::error::{FieldViolations, StorageError, invalid_field};
+use clearinghouse_proto::{
+    convert::{category_to_proto, line_reason_to_proto},
+    events::v1 as ev,
+    filing::v1::{CheckEligibilityRequest, filing_service_client::FilingServiceClient},
+    settlement::v1::{settlement_service_server::SettlementService, *},
+};
+use prost::Message;
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool, Row};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use tonic::{Request, Response, Status, transport::Channel};
+use uuid::Uuid;
+
+use crate::{
+    db,
+    parse::{self, ParsedClaim},
+    projection,
+    reference::{self, PolicyCache},
+};
+
+pub struct SettlementApi {
+    pool: PgPool,
+    policies: Arc<PolicyCache>,
+    filing: Option<FilingServiceClient<Channel>>,
+    topic: String,
+}
+
+/// Everything a claim needs that does not change while it is settled.
+struct Prepared {
+    person: Person,
+    coverage: Coverage,
+    policy_version: i64,
+    policy: Arc<rules::Policy>,
+    catalogue_version: i64,
+    items: std::collections::HashMap<String, rules::CatalogueItem>,
+}
+
+fn today() -> time::Date {
+    OffsetDateTime::now_utc().date()
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+fn rule_error(e: RuleError) -> Status {
+    match e {
+        RuleError::NotFiled | RuleError::DiseaseNotCovered(_) | RuleError::NoPolicyForLevel => {
+            Status::failed_precondition(e.to_string())
+        }
+        RuleError::InvariantViolated(what) => {
+            tracing::error!(invariant = what, "settlement invariant violated");
+            Status::internal("settlement invariant violated; nothing was stored")
+        }
+    }
+}
+
+fn decode_result(bytes: &[u8]) -> Result<SettlementResult, Status> {
+    SettlementResult::decode(bytes).map_err(|e| {
+        tracing::error!(error = %e, "stored result does not decode");
+        Status::internal("stored result does not decode")
+    })
+}
+
+/// The accumulator row key of a claim.
+struct YearKey<'a> {
+    insured_region: String,
+    person_id: &'a str,
+    year: i32,
+}
+
+impl SettlementApi {
+    pub fn new(
+        pool: PgPool,
+        policies: Arc<PolicyCache>,
+        filing: Option<FilingServiceClient<Channel>>,
+        topic: String,
+    ) -> Self {
+        Self {
+            pool,
+            policies,
+            filing,
+            topic,
+        }
+    }
+
+    /// Person, coverage, policy and catalogue for a claim, from local read models, with one
+    /// eligibility call to the filing service when the projection has no answer yet.
+    async fn prepare(&self, conn: &mut PgConnection, c: &ParsedClaim) -> Result<Prepared, Status> {
+        let date = c.claim.visit.service_date();
+        let known = projection::lookup(
+            conn,
+            c.insured_region,
+            &c.person_id,
+            c.treatment_region,
+            date,
+        )
+        .await
+        .map_err(db)?;
+        let (person, covering) = match known {
+            projection::Known {
+                person: Some(person),
+                covering,
+            } if !covering.is_empty() => (person, covering),
+            known => self.ask_filing(c, known).await?,
+        };
+        let visit = c.claim.visit.visit_type();
+        let (policy_version, policy) = reference::policy_in_force(
+            conn,
+            &self.policies,
+            c.insured_region,
+            person.scheme,
+            visit,
+            date,
+        )
+        .await?
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "no policy of insured region {} for this scheme and visit type is in force on {}",
+                c.insured_region,
+                format_date(date)
+            ))
+        })?;
+        let coverage = rules::resolve_coverage(&covering, c.claim.emergency, &policy)
+            .map_err(|e| Status::failed_precondition(format!("person {}: {e}", c.person_id)))?;
+        let catalogue_version = reference::catalogue_in_force(conn, c.treatment_region, date)
+            .await?
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "no catalogue of treatment region {} is in force on {}",
+                    c.treatment_region,
+                    format_date(date)
+                ))
+            })?;
+        let codes: Vec<String> = c.claim.lines.iter().map(|l| l.item_code.clone()).collect();
+        let items = reference::catalogue_items(conn, catalogue_version, &codes).await?;
+        Ok(Prepared {
+            person,
+            coverage,
+            policy_version,
+            policy,
+            catalogue_version,
+            items,
+        })
+    }
+
+    async fn ask_filing(
+        &self,
+        c: &ParsedClaim,
+        known: projection::Known,
+    ) -> Result<(rules::Person, Vec<rules::Category>), Status> {
+        let Some(client) = &self.filing else {
+            return match known.person {
+                Some(person) => Ok((person, known.covering)),
+                None => Err(Status::failed_precondition(format!(
+                    "person {} is not registered by insured region {}",
+                    c.person_id, c.insured_region
+                ))),
+            };
+        };
+        let answer = client
+            .clone()
+            .check_eligibility(CheckEligibilityRequest {
+                insured_region: c.insured_region.to_string(),
+                person_id: c.person_id.clone(),
+                treatment_region: c.treatment_region.to_string(),
+                date: format_date(c.claim.visit.service_date()),
+            })
+            .await;
+        let answer = match answer {
+            Ok(a) => a.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Err(Status::failed_precondition(format!(
+                    "person {} is not registered by insured region {}",
+                    c.person_id, c.insured_region
+                )));
+            }
+            Err(s) => {
+                tracing::warn!(error = %s, "eligibility call failed");
+                return Err(Status::unavailable(
+                    "the filing service cannot be reached to confirm eligibility",
+                ));
+            }
+        };
+        let p = answer.person.unwrap_or_default();
+        let scheme = clearinghouse_proto::convert::scheme_from_proto(p.scheme)
+            .ok_or_else(|| Status::internal("filing service answered without a scheme"))?;
+        let person = rules::Person {
+            scheme,
+            retired: p.retired,
+            assistance_category: (!p.assistance_category.is_empty())
+                .then_some(p.assistance_category),
+        };
+        let covering = answer
+            .covering
+            .iter()
+            .filter_map(|f| clearinghouse_proto::convert::category_from_proto(f.category))
+            .collect();
+        Ok((person, covering))
+    }
+
+    /// The stored claim under the same id, if any, checked against this request.
+    async fn replay(
+        &self,
+        conn: &mut PgConnection,
+        c: &ParsedClaim,
+        request: &[u8],
+    ) -> Result<Option<SettlementResult>, Status> {
+        let row = sqlx::query(
+            "SELECT request, result FROM claims WHERE treatment_region = $1 AND claim_id = $2",
+        )
+        .bind(c.treatment_region.to_string())
+        .bind(&c.claim_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get("request").map_err(db)?;
+        if stored != request {
+            return Err(Status::already_exists(format!(
+                "claim {} of treatment region {} was already settled with a different payload",
+                c.claim_id, c.treatment_region
+            )));
+        }
+        let result: Vec<u8> = row.try_get("result").map_err(db)?;
+        Ok(Some(decode_result(&result)?))
+    }
+
+    async fn settle_claim(&self, claim: Claim) -> Result<SettlementResult, Status> {
+        let parsed = parse::claim(Some(&claim), today())?;
+        let request = claim.encode_to_vec();
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        if let Some(stored) = self.replay(&mut conn, &parsed, &request).await? {
+            return Ok(stored);
+        }
+        let prepared = self.prepare(&mut conn, &parsed).await?;
+        drop(conn);
+
+        let year = parsed.claim.visit.service_date().year();
+        let key = YearKey {
+            insured_region: parsed.insured_region.to_string(),
+            person_id: &parsed.person_id,
+            year,
+        };
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let (balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
+        let outcome = compute(&parsed, &prepared, &ytd, balance)?;
+        let balance_after = balance - outcome.delta.personal_account_debit;
+        let result = result_proto(
+            claim,
+            &parsed,
+            &prepared,
+            &outcome,
+            ClaimStatus::Settled,
+            balance_after,
+        );
+        let body = Body::ClaimSettled(ev::ClaimSettled {
+            insured_province: parsed.insured_region.province().to_string(),
+            treatment_province: parsed.treatment_region.province().to_string(),
+            result: Some(result.clone()),
+        });
+        let event_ids = outbox::enqueue(
+            &mut tx,
+            vec![Outgoing {
+                topic: self.topic.clone(),
+                key: parsed.insured_region.province().to_string(),
+                body,
+            }],
+        )
+        .await
+        .map_err(db)?;
+        let d = &outcome.delta;
+        let inserted = sqlx::query(
+            "INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
+                                 settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
+                                 disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
+                                 assistance_paid, personal_account_debit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'SETTLED', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(parsed.treatment_region.to_string())
+        .bind(&parsed.claim_id)
+        .bind(&key.insured_region)
+        .bind(&parsed.person_id)
+        .bind(year)
+        .bind(&request)
+        .bind(result.encode_to_vec())
+        .bind(event_ids.first().copied().unwrap_or_else(Uuid::nil))
+        .bind(d.inpatient_admissions)
+        .bind(d.inpatient_fund_paid)
+        .bind(&d.disease)
+        .bind(d.disease_deductible_met)
+        .bind(d.disease_fund_paid)
+        .bind(d.serious_illness_base)
+        .bind(d.serious_illness_paid)
+        .bind(d.assistance_paid)
+        .bind(d.personal_account_debit)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 0 {
+            // The same claim id won a race: answer as a repeat would.
+            tx.rollback().await.map_err(db)?;
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            return self
+                .replay(&mut conn, &parsed, &request)
+                .await?
+                .ok_or_else(|| Status::aborted("claim vanished, retry"));
+        }
+        apply_delta(&mut tx, &key, d, Decimal::ONE).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(result)
+    }
+}
+
+fn disease_of(c: &ParsedClaim) -> Option<&str> {
+    match &c.claim.visit {
+        rules::Visit::ChronicOutpatient { disease, .. } => Some(disease),
+        rules::Visit::Inpatient { .. } => None,
+    }
+}
+
+fn compute(
+    c: &ParsedClaim,
+    p: &Prepared,
+    ytd: &YearToDate,
+    balance: Decimal,
+) -> Result<Outcome, Status> {
+    let ctx = rules::Context {
+        policy: &p.policy,
+        person: &p.person,
+        coverage: p.coverage,
+        year_to_date: ytd,
+        personal_account_balance: balance,
+    };
+    rules::compute(&c.claim, &p.items, &ctx).map_err(rule_error)
+}
+
+/// Takes the person's lock (the personal-account row) and the year's accumulators, and
+/// returns the balance and the year so far.
+async fn lock_person_year(
+    tx: &mut PgConnection,
+    key: &YearKey<'_>,
+    disease: Option<&str>,
+) -> Result<(Decimal, YearToDate), Status> {
+    let balance: Decimal = sqlx::query_scalar(
+        "INSERT INTO personal_accounts (insured_region, person_id) VALUES ($1, $2)
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
+         RETURNING balance",
+    )
+    .bind(&key.insured_region)
+    .bind(key.person_id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)?;
+    let row = sqlx::query(
+        "INSERT INTO accumulators (insured_region, person_id, year) VALUES ($1, $2, $3)
+         ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
+         RETURNING inpatient_admissions, inpatient_fund_paid, serious_illness_base, serious_illness_paid, assistance_paid",
+    )
+    .bind(&key.insured_region)
+    .bind(key.person_id)
+    .bind(key.year)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)?;
+    let mut ytd = YearToDate {
+        inpatient_admissions: row.try_get("inpatient_admissions").map_err(db)?,
+        inpatient_fund_paid: row.try_get("inpatient_fund_paid").map_err(db)?,
+        serious_illness_base: row.try_get("serious_illness_base").map_err(db)?,
+        serious_illness_paid: row.try_get("serious_illness_paid").map_err(db)?,
+        assistance_paid: row.try_get("assistance_paid").map_err(db)?,
+        ..YearToDate::default()
+    };
+    if let Some(disease) = disease {
+        let row = sqlx::query(
+            "INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
+             RETURNING deductible_met, fund_paid",
+        )
+        .bind(&key.insured_region)
+        .bind(key.person_id)
+        .bind(key.year)
+        .bind(disease)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        ytd.disease_deductible_met = row.try_get("deductible_met").map_err(db)?;
+        ytd.disease_fund_paid = row.try_get("fund_paid").map_err(db)?;
+    }
+    Ok((balance, ytd))
+}
+
+/// Adds (`sign` = 1) or gives back (`sign` = -1) what a claim took.
+async fn apply_delta(
+    tx: &mut PgConnection,
+    key: &YearKey<'_>,
+    d: &rules::AccumulatorDelta,
+    sign: Decimal,
+) -> Result<(), Status> {
+    let admissions = if sign.is_sign_negative() {
+        -d.inpatient_admissions
+    } else {
+        d.inpatient_admissions
+    };
+    sqlx::query(
+        "UPDATE accumulators SET inpatient_admissions = inpatient_admissions + $4,
+                inpatient_fund_paid = inpatient_fund_paid + $5, serious_illness_base = serious_illness_base + $6,
+                serious_illness_paid = serious_illness_paid + $7, assistance_paid = assistance_paid + $8
+         WHERE insured_region = $1 AND person_id = $2 AND year = $3",
+    )
+    .bind(&key.insured_region)
+    .bind(key.person_id)
+    .bind(key.year)
+    .bind(admissions)
+    .bind(sign * d.inpatient_fund_paid)
+    .bind(sign * d.serious_illness_base)
+    .bind(sign * d.serious_illness_paid)
+    .bind(sign * d.assistance_paid)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    if let Some(disease) = &d.disease {
+        sqlx::query(
+            "UPDATE disease_accumulators SET deductible_met = deductible_met + $5, fund_paid = fund_paid + $6
+             WHERE insured_region = $1 AND person_id = $2 AND year = $3 AND disease_code = $4",
+        )
+        .bind(&key.insured_region)
+        .bind(key.person_id)
+        .bind(key.year)
+        .bind(disease)
+        .bind(sign * d.disease_deductible_met)
+        .bind(sign * d.disease_fund_paid)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    if !d.personal_account_debit.is_zero() {
+        sqlx::query("UPDATE personal_accounts SET balance = balance - $3 WHERE insured_region = $1 AND person_id = $2")
+            .bind(&key.insured_region)
+            .bind(key.person_id)
+            .bind(sign * d.personal_account_debit)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+fn result_proto(
+    claim: Claim,
+    c: &ParsedClaim,
+    p: &Prepared,
+    o: &Outcome,
+    status: ClaimStatus,
+    balance_after: Decimal,
+) -> SettlementResult {
+    let s = &o.split;
+    SettlementResult {
+        lines: c
+            .claim
+            .lines
+            .iter()
+            .zip(&o.lines)
+            .map(|(line, r)| LineResult {
+                item_code: line.item_code.clone(),
+                amount: format2(r.amount),
+                full_self_pay: format2(r.full_self_pay),
+                prior_self_pay: format2(r.prior_self_pay),
+                in_scope: format2(r.in_scope),
+                reason: line_reason_to_proto(r.reason) as i32,
+            })
+            .collect(),
+        split: Some(Split {
+            total: format2(s.total),
+            full_self_pay: format2(s.full_self_pay),
+            prior_self_pay: format2(s.prior_self_pay),
+            in_scope: format2(s.in_scope),
+            deductible: format2(s.deductible),
+            ratio: ratio_text(s.ratio),
+            fund: format2(s.fund),
+            serious_illness: format2(s.serious_illness),
+            assistance: format2(s.assistance),
+            personal_account: format2(s.personal_account),
+            cash: format2(s.cash),
+        }),
+        claim: Some(claim),
+        category: match o.coverage {
+            Coverage::Filed(c) => category_to_proto(c) as i32,
+            Coverage::Unfiled => 0,
+        },
+        policy_version: p.policy_version,
+        catalogue_version: p.catalogue_version,
+        service_date: format_date(c.claim.visit.service_date()),
+        status: status as i32,
+        personal_account_balance: if c.claim.use_personal_account {
+            format2(balance_after)
+        } else {
+            String::new()
+        },
+        settled_at: now_rfc3339(),
+    }
+}
+
+/// A ratio with at least two decimals ("0.90", "0.6525").
+fn ratio_text(ratio: Decimal) -> String {
+    let mut r = ratio.normalize();
+    if r.scale() < 2 {
+        r.rescale(2);
+    }
+    r.to_string()
+}
+
+fn claim_key(treatment_region: &str, claim_id: &str) -> Result<Region, Status> {
+    let mut v = FieldViolations::new();
+    let region = v.check("treatment_region", Region::parse(treatment_region));
+    if !(1..=64).contains(&claim_id.len()) {
+        v.add("claim_id", "must be 1 to 64 characters");
+    }
+    v.finish()?;
+    region.ok_or_else(|| Status::internal("validation inconsistency"))
+}
+
+fn person_key(insured_region: &str, person_id: &str, year: i32) -> Result<Region, Status> {
+    let mut v = FieldViolations::new();
+    let region = v.check("insured_region", Region::parse(insured_region));
+    if !clearinghouse_domain::identity::person_id_is_valid(person_id) {
+        v.add("person_id", "must be 1 to 30 printable characters");
+    }
+    if !(2000..=2100).contains(&year) {
+        v.add("year", "must be a calendar year");
+    }
+    v.finish()?;
+    region.ok_or_else(|| Status::internal("validation inconsistency"))
+}
+
+#[tonic::async_trait]
+impl SettlementService for SettlementApi {
+    async fn pre_settle(
+        &self,
+        request: Request<PreSettleRequest>,
+    ) -> Result<Response<PreSettleResponse>, Status> {
+        let claim = request.into_inner().claim;
+        let parsed = parse::claim(claim.as_ref(), today())?;
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let prepared = self.prepare(&mut conn, &parsed).await?;
+        // Read without locking and without writing: nothing is stored, nothing changes.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let year = parsed.claim.visit.service_date().year();
+        let key = YearKey {
+            insured_region: parsed.insured_region.to_string(),
+            person_id: &parsed.person_id,
+            year,
+        };
+        let (balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
+        tx.rollback().await.map_err(db)?;
+        let outcome = compute(&parsed, &prepared, &ytd, balance)?;
+        let balance_after = balance - outcome.delta.personal_account_debit;
+        let result = result_proto(
+            claim.unwrap_or_default(),
+            &parsed,
+            &prepared,
+            &outcome,
+            ClaimStatus::Unspecified,
+            balance_after,
+        );
+        Ok(Response::new(PreSettleResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn settle(
+        &self,
+        request: Request<SettleRequest>,
+    ) -> Result<Response<SettleResponse>, Status> {
+        let Some(claim) = request.into_inner().claim else {
+            return Err(invalid_field("claim", "is required"));
+        };
+        let result = self.settle_claim(claim).await?;
+        Ok(Response::new(SettleResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn reverse(
+        &self,
+        request: Request<ReverseRequest>,
+    ) -> Result<Response<ReverseResponse>, Status> {
+        let r = request.get_ref();
+        let region = claim_key(&r.treatment_region, &r.claim_id)?;
+        if r.reason.len() > 200 {
+            return Err(invalid_field("reason", "must be at most 200 bytes"));
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row = sqlx::query(
+            "SELECT * FROM claims WHERE treatment_region = $1 AND claim_id = $2 FOR UPDATE",
+        )
+        .bind(region.to_string())
+        .bind(&r.claim_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "no claim {} of treatment region {region}",
+                r.claim_id
+            ))
+        })?;
+        let mut result = decode_result(&row.try_get::<Vec<u8>, _>("result").map_err(db)?)?;
+        let status: String = row.try_get("status").map_err(db)?;
+        result.status = ClaimStatus::Reversed as i32;
+        if status == "REVERSED" {
+            return Ok(Response::new(ReverseResponse {
+                result: Some(result),
+            }));
+        }
+        let insured_region: String = row.try_get("insured_region").map_err(db)?;
+        let person_id: String = row.try_get("person_id").map_err(db)?;
+        let key = YearKey {
+            insured_region: insured_region.clone(),
+            person_id: &person_id,
+            year: row.try_get("year").map_err(db)?,
+        };
+        let delta = rules::AccumulatorDelta {
+            inpatient_admissions: row.try_get("inpatient_admissions").map_err(db)?,
+            inpatient_fund_paid: row.try_get("inpatient_fund_paid").map_err(db)?,
+            disease: row.try_get("disease_code").map_err(db)?,
+            disease_deductible_met: row.try_get("disease_deductible_met").map_err(db)?,
+            disease_fund_paid: row.try_get("disease_fund_paid").map_err(db)?,
+            serious_illness_base: row.try_get("serious_illness_base").map_err(db)?,
+            serious_illness_paid: row.try_get("serious_illness_paid").map_err(db)?,
+            assistance_paid: row.try_get("assistance_paid").map_err(db)?,
+            personal_account_debit: row.try_get("personal_account_debit").map_err(db)?,
+        };
+        let disease = delta.disease.clone();
+        lock_person_year(&mut tx, &key, disease.as_deref()).await?;
+        apply_delta(&mut tx, &key, &delta, Decimal::NEGATIVE_ONE).await?;
+        let insured = Region::parse(&insured_region)
+            .map_err(|_| Status::internal("stored region is invalid"))?;
+        let settled_event_id: Uuid = row.try_get("settled_event_id").map_err(db)?;
+        let body = Body::ClaimReversed(ev::ClaimReversed {
+            insured_province: insured.province().to_string(),
+            treatment_province: region.province().to_string(),
+            original_event_id: settled_event_id.to_string(),
+            result: Some(result.clone()),
+        });
+        let ids = outbox::enqueue(
+            &mut tx,
+            vec![Outgoing {
+                topic: self.topic.clone(),
+                key: insured.province().to_string(),
+                body,
+            }],
+        )
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE claims SET status = 'REVERSED', reversed_event_id = $3, reversed_at = now()
+             WHERE treatment_region = $1 AND claim_id = $2",
+        )
+        .bind(region.to_string())
+        .bind(&r.claim_id)
+        .bind(ids.first().copied())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Response::new(ReverseResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn get_claim(
+        &self,
+        request: Request<GetClaimRequest>,
+    ) -> Result<Response<GetClaimResponse>, Status> {
+        let r = request.get_ref();
+        let region = claim_key(&r.treatment_region, &r.claim_id)?;
+        let row = sqlx::query(
+            "SELECT result, status FROM claims WHERE treatment_region = $1 AND claim_id = $2",
+        )
+        .bind(region.to_string())
+        .bind(&r.claim_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "no claim {} of treatment region {region}",
+                r.claim_id
+            ))
+        })?;
+        Ok(Response::new(GetClaimResponse {
+            result: Some(stored_result(&row)?),
+        }))
+    }
+
+    async fn list_claims(
+        &self,
+        request: Request<ListClaimsRequest>,
+    ) -> Result<Response<ListClaimsResponse>, Status> {
+        let r = request.get_ref();
+        let region = person_key(&r.insured_region, &r.person_id, r.year)?;
+        let page_size = match r.page_size {
+            0 => 50,
+            n if (1..=500).contains(&n) => i64::from(n),
+            _ => return Err(invalid_field("page_size", "must be between 0 and 500")),
+        };
+        let offset: i64 = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token
+                .parse()
+                .ok()
+                .filter(|o| *o >= 0)
+                .ok_or_else(|| invalid_field("page_token", "is not a token this service issued"))?
+        };
+        let rows = sqlx::query(
+            "SELECT result, status FROM claims WHERE insured_region = $1 AND person_id = $2 AND year = $3
+             ORDER BY settled_at, claim_id LIMIT $4 OFFSET $5",
+        )
+        .bind(region.to_string())
+        .bind(&r.person_id)
+        .bind(r.year)
+        .bind(page_size)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let results = rows
+            .iter()
+            .map(stored_result)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_page_token = if results.len() as i64 == page_size {
+            (offset + page_size).to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListClaimsResponse {
+            results,
+            next_page_token,
+        }))
+    }
+
+    async fn credit_personal_account(
+        &self,
+        request: Request<CreditPersonalAccountRequest>,
+    ) -> Result<Response<CreditPersonalAccountResponse>, Status> {
+        let r = request.get_ref();
+        let mut v = FieldViolations::new();
+        let region = v.check("insured_region", Region::parse(&r.insured_region));
+        if !clearinghouse_domain::identity::person_id_is_valid(&r.person_id) {
+            v.add("person_id", "must be 1 to 30 printable characters");
+        }
+        if !(1..=64).contains(&r.request_id.len()) {
+            v.add(
+                "request_id",
+                "is required (1 to 64 bytes): credits are idempotent by it",
+            );
+        }
+        let amount = v.check("amount", parse_decimal(&r.amount, 2));
+        if amount.is_some_and(|a| a.is_zero()) {
+            v.add("amount", "must be positive");
+        }
+        v.finish()?;
+        let (Some(region), Some(amount)) = (region, amount) else {
+            return Err(Status::internal("validation inconsistency"));
+        };
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let existing = sqlx::query(
+            "SELECT person_id, amount, balance_after FROM personal_account_credits WHERE insured_region = $1 AND request_id = $2",
+        )
+        .bind(region.to_string())
+        .bind(&r.request_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if let Some(row) = existing {
+            let same = row.try_get::<String, _>("person_id").map_err(db)? == r.person_id
+                && row.try_get::<Decimal, _>("amount").map_err(db)? == amount;
+            if !same {
+                return Err(Status::already_exists(format!(
+                    "credit request {} was already used for another credit",
+                    r.request_id
+                )));
+            }
+            let balance: Decimal = row.try_get("balance_after").map_err(db)?;
+            return Ok(Response::new(CreditPersonalAccountResponse {
+                balance: format2(balance),
+            }));
+        }
+        let balance: Decimal = sqlx::query_scalar(
+            "INSERT INTO personal_accounts (insured_region, person_id, balance) VALUES ($1, $2, $3)
+             ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance + EXCLUDED.balance
+             RETURNING balance",
+        )
+        .bind(region.to_string())
+        .bind(&r.person_id)
+        .bind(amount)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let recorded = sqlx::query(
+            "INSERT INTO personal_account_credits (insured_region, request_id, person_id, amount, balance_after)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(region.to_string())
+        .bind(&r.request_id)
+        .bind(&r.person_id)
+        .bind(amount)
+        .bind(balance)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = recorded {
+            return Err(match StorageError::from_sqlx(e) {
+                // A concurrent call with the same request id won: retrying answers as a repeat.
+                StorageError::UniqueViolation(_) => {
+                    Status::aborted("concurrent credit with the same request id, retry")
+                }
+                other => other.into(),
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Response::new(CreditPersonalAccountResponse {
+            balance: format2(balance),
+        }))
+    }
+
+    async fn get_accumulators(
+        &self,
+        request: Request<GetAccumulatorsRequest>,
+    ) -> Result<Response<GetAccumulatorsResponse>, Status> {
+        let r = request.get_ref();
+        let region = person_key(&r.insured_region, &r.person_id, r.year)?;
+        let row = sqlx::query(
+            "SELECT inpatient_admissions, inpatient_fund_paid, serious_illness_base, serious_illness_paid, assistance_paid
+             FROM accumulators WHERE insured_region = $1 AND person_id = $2 AND year = $3",
+        )
+        .bind(region.to_string())
+        .bind(&r.person_id)
+        .bind(r.year)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let amount = |col: &str| -> Result<String, Status> {
+            Ok(match &row {
+                Some(row) => format2(row.try_get::<Decimal, _>(col).map_err(db)?),
+                None => format2(Decimal::ZERO),
+            })
+        };
+        let diseases = sqlx::query(
+            "SELECT disease_code, deductible_met, fund_paid FROM disease_accumulators
+             WHERE insured_region = $1 AND person_id = $2 AND year = $3 ORDER BY disease_code",
+        )
+        .bind(region.to_string())
+        .bind(&r.person_id)
+        .bind(r.year)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| {
+            Ok(DiseaseAccumulator {
+                disease_code: row.try_get("disease_code").map_err(db)?,
+                deductible_met: format2(row.try_get("deductible_met").map_err(db)?),
+                fund_paid: format2(row.try_get("fund_paid").map_err(db)?),
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+        let balance: Option<Decimal> = sqlx::query_scalar(
+            "SELECT balance FROM personal_accounts WHERE insured_region = $1 AND person_id = $2",
+        )
+        .bind(region.to_string())
+        .bind(&r.person_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(Response::new(GetAccumulatorsResponse {
+            inpatient_admissions: match &row {
+                Some(row) => row.try_get("inpatient_admissions").map_err(db)?,
+                None => 0,
+            },
+            inpatient_fund_paid: amount("inpatient_fund_paid")?,
+            diseases,
+            serious_illness_base: amount("serious_illness_base")?,
+            serious_illness_paid: amount("serious_illness_paid")?,
+            assistance_paid: amount("assistance_paid")?,
+            personal_account_balance: format2(balance.unwrap_or_default()),
+        }))
+    }
+}
+
+fn stored_result(row: &sqlx::postgres::PgRow) -> Result<SettlementResult, Status> {
+    let mut result = decode_result(&row.try_get::<Vec<u8>, _>("result").map_err(db)?)?;
+    if row.try_get::<String, _>("status").map_err(db)? == "REVERSED" {
+        result.status = ClaimStatus::Reversed as i32;
+    }
+    Ok(result)
+}
