@@ -1,1 +1,191 @@
-//! placeholder
+//! Black-box helpers for the end-to-end tests: each test gets a fresh database, its own
+//! topic and group names, services on ephemeral ports, and talks to them only through the
+//! generated gRPC clients. `TEST_LOG=1` turns the services' logs on.
+
+use std::time::Duration;
+
+use clearinghouse_platform::{
+    config::{KafkaConfig, Secret, ServerConfig},
+    host::Host,
+};
+use clearinghouse_proto::{
+    filing::v1::{
+        FilingCategory, RegisterFilingRequest, RegisterPersonRequest,
+        filing_service_client::FilingServiceClient,
+    },
+    ledger::v1::{
+        GetBalancesRequest, GetBalancesResponse, ledger_service_client::LedgerServiceClient,
+    },
+    settlement::v1::{
+        PutCatalogueRequest, PutPolicyRequest,
+        reference_data_service_client::ReferenceDataServiceClient,
+        settlement_service_client::SettlementServiceClient,
+    },
+};
+use clearinghouse_testkit::fixtures;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// One test's world: its database and its names on the broker.
+pub struct TestEnv {
+    pub database_url: String,
+    pub kafka: KafkaConfig,
+}
+
+impl TestEnv {
+    pub async fn new() -> anyhow::Result<Self> {
+        init_logs();
+        let database_url = clearinghouse_testkit::fresh_database("ch_test").await?;
+        let kafka = KafkaConfig {
+            bootstrap_servers: clearinghouse_testkit::bootstrap_servers(),
+            name_suffix: format!(".test-{}", clearinghouse_testkit::unique_suffix()),
+            ..KafkaConfig::default()
+        };
+        Ok(Self {
+            database_url,
+            kafka,
+        })
+    }
+
+    pub async fn start_filing(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
+        let mut config = clearinghouse_filing::Config {
+            server: ServerConfig::ephemeral(),
+            kafka: self.kafka.clone(),
+            ..Default::default()
+        };
+        config.database.url = Secret::new(&self.database_url);
+        clearinghouse_filing::start(config, shutdown).await
+    }
+
+    pub async fn start_settlement(
+        &self,
+        filing: &Host,
+        relay: bool,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Host> {
+        let mut config = clearinghouse_settlement::Config {
+            server: ServerConfig::ephemeral(),
+            kafka: self.kafka.clone(),
+            filing_endpoint: format!("http://{}", filing.grpc_addr),
+            relay_enabled: relay,
+            ..Default::default()
+        };
+        config.database.url = Secret::new(&self.database_url);
+        clearinghouse_settlement::start(config, shutdown).await
+    }
+
+    pub async fn start_ledger(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
+        let mut config = clearinghouse_fund_ledger::Config {
+            server: ServerConfig::ephemeral(),
+            kafka: self.kafka.clone(),
+            ..Default::default()
+        };
+        config.database.url = Secret::new(&self.database_url);
+        clearinghouse_fund_ledger::start(config, shutdown).await
+    }
+
+    /// A pool on the settlement service's schema, for driving its outbox relay directly.
+    pub async fn settlement_pool(&self) -> anyhow::Result<sqlx::PgPool> {
+        let options: sqlx::postgres::PgConnectOptions = self.database_url.parse()?;
+        Ok(sqlx::PgPool::connect_with(options.options([("search_path", "settlement")])).await?)
+    }
+}
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+pub async fn channel(host: &Host) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{}", host.grpc_addr))?
+        .connect()
+        .await?)
+}
+
+pub async fn filing_client(host: &Host) -> anyhow::Result<FilingServiceClient<Channel>> {
+    Ok(FilingServiceClient::new(channel(host).await?))
+}
+
+pub async fn settlement_client(host: &Host) -> anyhow::Result<SettlementServiceClient<Channel>> {
+    Ok(SettlementServiceClient::new(channel(host).await?))
+}
+
+pub async fn ledger_client(host: &Host) -> anyhow::Result<LedgerServiceClient<Channel>> {
+    Ok(LedgerServiceClient::new(channel(host).await?))
+}
+
+/// Puts the worked examples' inpatient policy (`full`: with serious illness and
+/// assistance) and the treatment place's catalogue.
+pub async fn seed_reference(settlement: &Host, full: bool) -> anyhow::Result<()> {
+    let mut client = ReferenceDataServiceClient::new(channel(settlement).await?);
+    client
+        .put_policy(PutPolicyRequest {
+            request_id: "policy-1".into(),
+            policy: Some(fixtures::inpatient_policy(fixtures::INSURED_REGION, full)),
+        })
+        .await?;
+    client
+        .put_catalogue(tokio_stream::iter(vec![PutCatalogueRequest {
+            treatment_region: fixtures::TREATMENT_REGION.into(),
+            effective_from: fixtures::catalogue_effective_from(),
+            items: fixtures::catalogue_items(),
+        }]))
+        .await?;
+    Ok(())
+}
+
+/// Registers a person of the insured place and files them for Beijing.
+pub async fn register(
+    filing: &mut FilingServiceClient<Channel>,
+    person_id: &str,
+    retired: bool,
+    category: FilingCategory,
+) -> anyhow::Result<()> {
+    let digits: String = person_id
+        .bytes()
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
+    let body = format!("{:0<17}", format!("370102{digits}"));
+    let id_number = fixtures::id_number(&body[..17]);
+    filing
+        .register_person(RegisterPersonRequest {
+            request_id: String::new(),
+            person: Some(fixtures::person(person_id, &id_number, retired, "")),
+        })
+        .await?;
+    filing
+        .register_filing(RegisterFilingRequest {
+            request_id: format!("filing-{person_id}"),
+            filing: Some(fixtures::filing(person_id, category)),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Waits until the ledger holds at least `entries` journal entries, then returns its balances.
+pub async fn wait_for_entries(
+    ledger: &mut LedgerServiceClient<Channel>,
+    entries: i64,
+    within: Duration,
+) -> anyhow::Result<GetBalancesResponse> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let balances = ledger
+            .get_balances(GetBalancesRequest::default())
+            .await?
+            .into_inner();
+        if balances.entry_count >= entries {
+            return Ok(balances);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the ledger holds {} entries after {within:?}, expected {entries}",
+            balances.entry_count
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

