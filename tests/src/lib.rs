@@ -8,6 +8,10 @@ use clearinghouse_platform::{
     config::{KafkaConfig, Secret, ServerConfig},
     host::Host,
 };
+mod world;
+
+pub use world::World;
+
 use clearinghouse_proto::{
     filing::v1::{
         FilingCategory, RegisterFilingRequest, RegisterPersonRequest,
@@ -119,7 +123,7 @@ pub async fn ledger_client(host: &Host) -> anyhow::Result<LedgerServiceClient<Ch
 }
 
 /// Puts the worked examples' inpatient policy (`full`: with serious illness and
-/// assistance) and the treatment place's catalogue.
+/// assistance, plus the chronic-outpatient policy) and the treatment place's catalogue.
 pub async fn seed_reference(settlement: &Host, full: bool) -> anyhow::Result<()> {
     let mut client = ReferenceDataServiceClient::new(channel(settlement).await?);
     client
@@ -128,6 +132,14 @@ pub async fn seed_reference(settlement: &Host, full: bool) -> anyhow::Result<()>
             policy: Some(fixtures::inpatient_policy(fixtures::INSURED_REGION, full)),
         })
         .await?;
+    if full {
+        client
+            .put_policy(PutPolicyRequest {
+                request_id: "policy-2".into(),
+                policy: Some(fixtures::chronic_policy(fixtures::INSURED_REGION)),
+            })
+            .await?;
+    }
     client
         .put_catalogue(tokio_stream::iter(vec![PutCatalogueRequest {
             treatment_region: fixtures::TREATMENT_REGION.into(),
@@ -145,6 +157,17 @@ pub async fn register(
     retired: bool,
     category: FilingCategory,
 ) -> anyhow::Result<()> {
+    register_with_assistance(filing, person_id, retired, "", category).await
+}
+
+/// [`register`] with an assistance category (e.g. `LOW_INCOME`).
+pub async fn register_with_assistance(
+    filing: &mut FilingServiceClient<Channel>,
+    person_id: &str,
+    retired: bool,
+    assistance: &str,
+    category: FilingCategory,
+) -> anyhow::Result<()> {
     let digits: String = person_id
         .bytes()
         .map(|b| char::from(b'0' + b % 10))
@@ -154,7 +177,7 @@ pub async fn register(
     filing
         .register_person(RegisterPersonRequest {
             request_id: String::new(),
-            person: Some(fixtures::person(person_id, &id_number, retired, "")),
+            person: Some(fixtures::person(person_id, &id_number, retired, assistance)),
         })
         .await?;
     filing

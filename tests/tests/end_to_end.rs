@@ -15,7 +15,6 @@ use clearinghouse_proto::{
 };
 use clearinghouse_testkit::fixtures;
 use clearinghouse_tests::*;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 fn split(result: &SettlementResult) -> Split {
@@ -24,39 +23,15 @@ fn split(result: &SettlementResult) -> Split {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worked_examples_are_settled_and_posted_to_the_ledger() {
-    let env = TestEnv::new().await.unwrap();
-    let shutdown = CancellationToken::new();
-    let filing = env.start_filing(shutdown.clone()).await.unwrap();
-    let settlement = env
-        .start_settlement(&filing, true, shutdown.clone())
-        .await
-        .unwrap();
-    let ledger = env.start_ledger(shutdown.clone()).await.unwrap();
-    seed_reference(&settlement, false).await.unwrap();
-
-    let mut filings = filing_client(&filing).await.unwrap();
-    register(&mut filings, "P-EX1", false, FilingCategory::Referral)
-        .await
-        .unwrap();
-    register(
-        &mut filings,
-        "P-EX2",
-        true,
-        FilingCategory::LongTermResident,
+    let world = World::start(
+        false,
+        &[
+            ("P-EX1", false, "", FilingCategory::Referral),
+            ("P-EX2", true, "", FilingCategory::LongTermResident),
+        ],
     )
-    .await
-    .unwrap();
-
-    let mut client = settlement_client(&settlement).await.unwrap();
-    let settle = |claim| {
-        let mut client = client.clone();
-        async move {
-            client
-                .settle(SettleRequest { claim: Some(claim) })
-                .await
-                .map(|r| r.into_inner().result.unwrap())
-        }
-    };
+    .await;
+    let settle = |claim| world.settle(claim);
 
     // Example 1.
     let one = settle(fixtures::example1("EX1", "P-EX1")).await.unwrap();
@@ -122,7 +97,9 @@ async fn worked_examples_are_settled_and_posted_to_the_ledger() {
     let refused = settle(changed).await.unwrap_err();
     assert_eq!(refused.code(), Code::AlreadyExists);
     assert!(refused.message().contains("EX1"), "{}", refused.message());
-    let stored = client
+    let stored = world
+        .settlement
+        .clone()
         .get_claim(GetClaimRequest {
             treatment_region: fixtures::TREATMENT_REGION.into(),
             claim_id: "EX2B".into(),
@@ -135,8 +112,7 @@ async fn worked_examples_are_settled_and_posted_to_the_ledger() {
     assert_eq!(split(&stored), two_b);
 
     // The ledger posts the insured-place share of each claim; cash never enters clearing.
-    let mut ledger_client = ledger_client(&ledger).await.unwrap();
-    let balances = wait_for_entries(&mut ledger_client, 3, Duration::from_secs(60))
+    let balances = wait_for_entries(&mut world.ledger.clone(), 3, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(balances.entry_count, 3);
@@ -157,27 +133,18 @@ async fn worked_examples_are_settled_and_posted_to_the_ledger() {
         Some("-287296.83")
     );
 
-    shutdown.cancel();
-    for host in [filing, settlement, ledger] {
-        host.wait().await.unwrap();
-    }
+    world.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_and_unfiled_claims_are_refused_and_leave_nothing_behind() {
-    let env = TestEnv::new().await.unwrap();
-    let shutdown = CancellationToken::new();
-    let filing = env.start_filing(shutdown.clone()).await.unwrap();
-    let settlement = env
-        .start_settlement(&filing, true, shutdown.clone())
-        .await
-        .unwrap();
-    seed_reference(&settlement, false).await.unwrap();
-    let mut filings = filing_client(&filing).await.unwrap();
-    register(&mut filings, "P-FILED", false, FilingCategory::PostedWorker)
-        .await
-        .unwrap();
-    let mut client = settlement_client(&settlement).await.unwrap();
+    let world = World::start(
+        false,
+        &[("P-FILED", false, "", FilingCategory::PostedWorker)],
+    )
+    .await;
+    let mut client = world.settlement.clone();
+    let mut filings = world.filing.clone();
 
     // Every bad field is named.
     let mut bad = fixtures::example1("BAD-1", "P-FILED");
@@ -262,7 +229,5 @@ async fn bad_and_unfiled_claims_are_refused_and_leave_nothing_behind() {
             .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound, "{claim_id}");
     }
-    shutdown.cancel();
-    filing.wait().await.unwrap();
-    settlement.wait().await.unwrap();
+    world.stop().await;
 }

@@ -62,6 +62,8 @@ fn start_relay(pool: &sqlx::PgPool, env: &TestEnv) -> tokio::task::JoinHandle<()
 async fn relay_restart_and_partition_handoff_lose_and_double_nothing() {
     let env = TestEnv::new().await.unwrap();
     let services = CancellationToken::new();
+    // Stops the services even when an assertion fails, so a failing test ends.
+    let _stop_on_drop = services.clone().drop_guard();
     let filing = env.start_filing(services.clone()).await.unwrap();
     // The settlement service's relay is driven by the test.
     let settlement = env
@@ -69,6 +71,7 @@ async fn relay_restart_and_partition_handoff_lose_and_double_nothing() {
         .await
         .unwrap();
     let first_ledger_stop = CancellationToken::new();
+    let _stop_first_on_drop = first_ledger_stop.clone().drop_guard();
     let first_ledger = env.start_ledger(first_ledger_stop.clone()).await.unwrap();
     seed_reference(&settlement, false).await.unwrap();
     let mut filings = filing_client(&filing).await.unwrap();
@@ -99,6 +102,7 @@ async fn relay_restart_and_partition_handoff_lose_and_double_nothing() {
 
     // Phase 2: a second ledger instance joins the group and takes partitions.
     let second_ledger_stop = CancellationToken::new();
+    let _stop_second_on_drop = second_ledger_stop.clone().drop_guard();
     let second_ledger = env.start_ledger(second_ledger_stop.clone()).await.unwrap();
     fund += settle_range(&settlement, 70..140).await;
     let mut ledger = ledger_client(&second_ledger).await.unwrap();

@@ -892,12 +892,95 @@ fn arb_line() -> impl Strategy<Value = Line> {
         .prop_map(|(code, q, p)| line(code, Decimal::new(q, 4), Decimal::new(p, 4)))
 }
 
+fn money(max_fen: i64) -> impl Strategy<Value = Decimal> {
+    (0..max_fen).prop_map(|f| Decimal::new(f, 2))
+}
+
+fn unit() -> impl Strategy<Value = Decimal> {
+    (0i64..=10_000).prop_map(|r| Decimal::new(r, 4))
+}
+
+/// Random but valid inpatient policies: any deductibles, ratios, Δ, caps and bands.
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (
+        prop::array::uniform3(money(300_000)),
+        prop::option::of(prop::array::uniform3(money(300_000))),
+        prop::array::uniform3(unit()),
+        (unit(), unit(), unit(), unit()),
+        money(100_000_000),
+        prop::option::of((
+            prop::collection::vec((money(5_000_000), unit()), 1..5),
+            money(50_000_000),
+        )),
+        prop::option::of((unit(), money(10_000_000))),
+    )
+        .prop_map(
+            |(
+                deductible,
+                later,
+                ratios,
+                (bonus, referral, emergency, other),
+                cap,
+                bands,
+                assistance,
+            )| Policy {
+                deductible_by_level: ByLevel(deductible),
+                later_admission_deductible_by_level: later.map(ByLevel),
+                ratio_by_level: ByLevel(ratios),
+                retiree_bonus: bonus,
+                deltas: CategoryDeltas {
+                    referral,
+                    emergency,
+                    other_temporary: other,
+                },
+                unfiled_delta: None,
+                annual_cap: cap,
+                diseases: BTreeMap::new(),
+                serious_illness: bands.map(|(widths, cap)| {
+                    // Consecutive bands from a threshold, the last one open.
+                    let mut lower = dec!(1000);
+                    let n = widths.len();
+                    let bands = widths
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (width, ratio))| {
+                            let upper = (i + 1 < n).then_some(lower + width + dec!(0.01));
+                            let band = Band {
+                                lower,
+                                upper,
+                                ratio,
+                            };
+                            lower = upper.unwrap_or(lower);
+                            band
+                        })
+                        .collect();
+                    SeriousIllness {
+                        bands,
+                        annual_cap: cap,
+                    }
+                }),
+                assistance: assistance
+                    .map(|(ratio, cap)| {
+                        BTreeMap::from([(
+                            "LOW_INCOME".to_string(),
+                            AssistanceRule {
+                                ratio,
+                                annual_cap: cap,
+                            },
+                        )])
+                    })
+                    .unwrap_or_default(),
+            },
+        )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     /// Every result satisfies the invariants, and nothing exceeds what remains of a cap.
     #[test]
-    fn invariants_hold_for_any_claim(
+    fn invariants_hold_for_any_claim_and_policy(
+        policy in arb_policy(),
         lines in prop::collection::vec(arb_line(), 0..12),
         level in 1i64..=3,
         retired: bool,
@@ -911,7 +994,7 @@ proptest! {
         si_paid in 0i64..40_000_000,
         assistance_paid in 0i64..5_000_000,
     ) {
-        let policy = full_inpatient_policy();
+        prop_assert!(policy.validate().is_ok());
         let someone = person(retired, poor.then_some("LOW_INCOME"));
         let ytd = YearToDate {
             inpatient_admissions: admissions,
@@ -930,11 +1013,103 @@ proptest! {
         prop_assert!(s.check_invariants().is_ok());
         prop_assert!(ytd.inpatient_fund_paid + s.fund <= policy.annual_cap.max(ytd.inpatient_fund_paid));
         prop_assert!(s.fund == Decimal::ZERO || ytd.inpatient_fund_paid + s.fund <= policy.annual_cap);
-        prop_assert!(s.serious_illness == Decimal::ZERO || ytd.serious_illness_paid + s.serious_illness <= dec!(400000));
-        prop_assert!(s.assistance == Decimal::ZERO || ytd.assistance_paid + s.assistance <= dec!(50000));
+        if let Some(si) = &policy.serious_illness {
+            prop_assert!(s.serious_illness == Decimal::ZERO || ytd.serious_illness_paid + s.serious_illness <= si.annual_cap);
+        }
+        if let Some(rule) = policy.assistance.get("LOW_INCOME") {
+            prop_assert!(s.assistance == Decimal::ZERO || ytd.assistance_paid + s.assistance <= rule.annual_cap);
+        }
+        prop_assert!(s.ratio >= Decimal::ZERO && s.ratio <= Decimal::ONE);
         prop_assert!(s.personal_account <= balance);
         prop_assert_eq!(s.total, out.lines.iter().map(|l| l.amount).sum::<Decimal>());
         prop_assert_eq!(s.in_scope, out.lines.iter().map(|l| l.in_scope).sum::<Decimal>());
         prop_assert_eq!(s.fund.scale().max(2), 2);
+    }
+}
+
+/// Subtracts a claim's delta, as a reversal does.
+fn give_back(ytd: &mut YearToDate, d: &AccumulatorDelta) {
+    ytd.inpatient_admissions -= d.inpatient_admissions;
+    ytd.inpatient_fund_paid -= d.inpatient_fund_paid;
+    ytd.disease_deductible_met -= d.disease_deductible_met;
+    ytd.disease_fund_paid -= d.disease_fund_paid;
+    ytd.serious_illness_base -= d.serious_illness_base;
+    ytd.serious_illness_paid -= d.serious_illness_paid;
+    ytd.assistance_paid -= d.assistance_paid;
+}
+
+/// Settles `claims` in order against one person's year, as the store does.
+fn settle_all(
+    claims: &[Claim],
+    policy: &Policy,
+    someone: &Person,
+    balance: Decimal,
+) -> (YearToDate, Decimal, Vec<Outcome>) {
+    let mut ytd = YearToDate::default();
+    let mut balance = balance;
+    let mut outcomes = Vec::new();
+    for claim in claims {
+        let ctx = Context {
+            policy,
+            person: someone,
+            coverage: Coverage::Filed(Category::Referral),
+            year_to_date: &ytd,
+            personal_account_balance: balance,
+        };
+        let out = compute(claim, &catalogue(), &ctx).unwrap();
+        accumulate(&mut ytd, &out.delta);
+        balance -= out.delta.personal_account_debit;
+        outcomes.push(out);
+    }
+    (ytd, balance, outcomes)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Settling N claims and reversing a subset leaves exactly what the rest took; when the
+    /// reversed claims are the last ones, the state is that of settling only the others.
+    #[test]
+    fn reversal_gives_back_exactly_what_was_taken(
+        claims in prop::collection::vec((prop::collection::vec(arb_line(), 1..6), 1i64..=3, any::<bool>()), 1..12),
+        reversed in prop::collection::vec(any::<bool>(), 12),
+        keep in 0usize..12,
+        retired: bool,
+    ) {
+        let policy = full_inpatient_policy();
+        let someone = person(retired, Some("LOW_INCOME"));
+        let claims: Vec<Claim> = claims
+            .into_iter()
+            .map(|(lines, level, account)| Claim { use_personal_account: account, ..inpatient(level, lines) })
+            .collect();
+        let opening = dec!(5000);
+        let (mut ytd, mut balance, outcomes) = settle_all(&claims, &policy, &someone, opening);
+        for (out, reverse) in outcomes.iter().zip(&reversed) {
+            if *reverse {
+                give_back(&mut ytd, &out.delta);
+                balance += out.delta.personal_account_debit;
+            }
+        }
+        let mut expected = YearToDate::default();
+        let mut debits = Decimal::ZERO;
+        for (out, reverse) in outcomes.iter().zip(&reversed) {
+            if !*reverse {
+                accumulate(&mut expected, &out.delta);
+                debits += out.delta.personal_account_debit;
+            }
+        }
+        prop_assert_eq!(&ytd, &expected);
+        prop_assert_eq!(balance, opening - debits);
+
+        // Reversing a suffix is the same as never having settled it.
+        let keep = keep.min(claims.len());
+        let (mut suffix_ytd, mut suffix_balance, full) = settle_all(&claims, &policy, &someone, opening);
+        for out in &full[keep..] {
+            give_back(&mut suffix_ytd, &out.delta);
+            suffix_balance += out.delta.personal_account_debit;
+        }
+        let (prefix_ytd, prefix_balance, _) = settle_all(&claims[..keep], &policy, &someone, opening);
+        prop_assert_eq!(suffix_ytd, prefix_ytd);
+        prop_assert_eq!(suffix_balance, prefix_balance);
     }
 }

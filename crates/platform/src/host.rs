@@ -56,6 +56,9 @@ pub async fn start(
     )
     .await?;
     let done = tokio::spawn(async move {
+        // Should this task be dropped unfinished (the runtime going away), the background
+        // work must still be told to stop: consumers run on threads of their own.
+        let _stop_background = background.token.clone().drop_guard();
         let served = running.handle.await;
         // In-flight calls are done (or abandoned): stop the relay and the consumers.
         background.token.cancel();

@@ -3,9 +3,9 @@
 use clearinghouse_proto::{
     filing::v1::{Filing, FilingCategory, Person, Scheme},
     settlement::v1::{
-        AssistanceRule, CatalogueClass, CatalogueItem, CategoryDeltas, Claim, ClaimLine,
-        DiseaseRule, Hospital, Inpatient, LevelAmounts, Policy, SeriousIllness, SeriousIllnessBand,
-        VisitType, claim,
+        AssistanceRule, CatalogueClass, CatalogueItem, CategoryDeltas, ChronicOutpatient, Claim,
+        ClaimLine, DiseaseRule, Hospital, Inpatient, LevelAmounts, Policy, SeriousIllness,
+        SeriousIllnessBand, VisitType, claim,
     },
 };
 use time::{Date, Duration, OffsetDateTime};
@@ -117,6 +117,23 @@ pub fn chronic_policy(insured_region: &str) -> Policy {
     }
 }
 
+/// The five nationally settled chronic diseases (门诊慢特病) as sample data; hypertension
+/// carries the settlement issue's figures.
+pub fn chronic_diseases() -> Vec<DiseaseRule> {
+    let rule = |code: &str, deductible: &str, cap: &str| DiseaseRule {
+        disease_code: code.into(),
+        annual_deductible: deductible.into(),
+        annual_cap: cap.into(),
+    };
+    vec![
+        rule("HYPERTENSION", "200", "3000"),
+        rule("DIABETES", "200", "4000"),
+        rule("MALIGNANT_TUMOUR_RADIO_CHEMOTHERAPY", "0", "100000"),
+        rule("UREMIA_DIALYSIS", "0", "80000"),
+        rule("ORGAN_TRANSPLANT_ANTI_REJECTION", "0", "60000"),
+    ]
+}
+
 /// The treatment place's catalogue of the worked examples.
 pub fn catalogue_items() -> Vec<CatalogueItem> {
     let item = |code: &str, class: CatalogueClass, ratio: &str, ceiling: &str| CatalogueItem {
@@ -197,14 +214,14 @@ fn line(code: &str, quantity: &str, price: &str) -> ClaimLine {
     }
 }
 
-fn inpatient_claim(
+/// A claim to Beijing by the insured place's person, at a hospital of `level`.
+fn claim(
     claim_id: &str,
     person_id: &str,
     level: i32,
-    discharged_before_anchor: i64,
+    visit: claim::Visit,
     lines: Vec<ClaimLine>,
 ) -> Claim {
-    let discharge = before_anchor_same_year(discharged_before_anchor);
     Claim {
         claim_id: claim_id.into(),
         person_id: person_id.into(),
@@ -214,14 +231,32 @@ fn inpatient_claim(
             code: format!("H11000{level}"),
             level,
         }),
-        visit: Some(claim::Visit::Inpatient(Inpatient {
-            admission_date: date(discharge - Duration::days(3)),
-            discharge_date: date(discharge),
-        })),
+        visit: Some(visit),
         emergency: false,
         use_personal_account: false,
         lines,
     }
+}
+
+fn inpatient_claim(
+    claim_id: &str,
+    person_id: &str,
+    level: i32,
+    discharged_before_anchor: i64,
+    lines: Vec<ClaimLine>,
+) -> Claim {
+    let discharge = before_anchor_same_year(discharged_before_anchor);
+    let stay = Inpatient {
+        admission_date: date(discharge - Duration::days(3)),
+        discharge_date: date(discharge),
+    };
+    claim(
+        claim_id,
+        person_id,
+        level,
+        claim::Visit::Inpatient(stay),
+        lines,
+    )
 }
 
 /// Example 1: level-3 hospital, first admission, `REFERRAL` filing.
@@ -265,6 +300,61 @@ pub fn example2b(claim_id: &str, person_id: &str) -> Claim {
             line("C001", "1", "999.99"),
         ],
     )
+}
+
+/// A chronic-outpatient visit for `disease` at a level-1 hospital, ten days ago.
+pub fn chronic_claim(
+    claim_id: &str,
+    person_id: &str,
+    disease: &str,
+    use_personal_account: bool,
+    lines: Vec<ClaimLine>,
+) -> Claim {
+    let visit = ChronicOutpatient {
+        disease_code: disease.into(),
+        service_date: date(anchor()),
+    };
+    Claim {
+        use_personal_account,
+        ..claim(
+            claim_id,
+            person_id,
+            1,
+            claim::Visit::ChronicOutpatient(visit),
+            lines,
+        )
+    }
+}
+
+/// Example 3's earlier hypertension visit: 120.00 in scope, all of it deductible.
+pub fn example3_earlier(claim_id: &str, person_id: &str) -> Claim {
+    chronic_claim(
+        claim_id,
+        person_id,
+        "HYPERTENSION",
+        false,
+        vec![line("D001", "1", "120.00")],
+    )
+}
+
+/// Example 3: hypertension, personal account used.
+pub fn example3(claim_id: &str, person_id: &str) -> Claim {
+    chronic_claim(
+        claim_id,
+        person_id,
+        "HYPERTENSION",
+        true,
+        vec![
+            line("D002", "3", "45.5000"),
+            line("D003", "2.5", "33.3333"),
+            line("C001", "1", "20.00"),
+        ],
+    )
+}
+
+/// A claim line.
+pub fn claim_line(code: &str, quantity: &str, price: &str) -> ClaimLine {
+    line(code, quantity, price)
 }
 
 /// A small inpatient claim for streams of settlements.

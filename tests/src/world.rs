@@ -1,0 +1,129 @@
+//! A running world for one test: filing, settlement and fund-ledger with clients.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test support: a failed set-up fails the test at once"
+)]
+
+use clearinghouse_proto::{
+    filing::v1::{FilingCategory, filing_service_client::FilingServiceClient},
+    ledger::v1::ledger_service_client::LedgerServiceClient,
+    settlement::v1::{
+        CreditPersonalAccountRequest, GetAccumulatorsRequest, GetAccumulatorsResponse,
+        ReverseRequest, SettleRequest, SettlementResult,
+        reference_data_service_client::ReferenceDataServiceClient,
+        settlement_service_client::SettlementServiceClient,
+    },
+};
+use clearinghouse_testkit::fixtures;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::*;
+
+/// A running world for one test; dropping it stops the services.
+pub struct World {
+    pub env: TestEnv,
+    /// Stops the services even when an assertion fails, so a failing test ends.
+    _stop_on_drop: tokio_util::sync::DropGuard,
+    shutdown: CancellationToken,
+    hosts: Vec<clearinghouse_platform::host::Host>,
+    pub filing: FilingServiceClient<Channel>,
+    pub settlement: SettlementServiceClient<Channel>,
+    pub ledger: LedgerServiceClient<Channel>,
+    pub reference: ReferenceDataServiceClient<Channel>,
+}
+
+impl World {
+    /// Filing, settlement and fund-ledger on ephemeral ports with the worked examples'
+    /// reference data (`full`: see [`seed_reference`]) and these persons filed for Beijing:
+    /// (person id, retired, assistance category, filing category).
+    pub async fn start(full: bool, persons: &[(&str, bool, &str, FilingCategory)]) -> Self {
+        let env = TestEnv::new().await.unwrap();
+        let shutdown = CancellationToken::new();
+        let filing = env.start_filing(shutdown.clone()).await.unwrap();
+        let settlement = env
+            .start_settlement(&filing, true, shutdown.clone())
+            .await
+            .unwrap();
+        let ledger = env.start_ledger(shutdown.clone()).await.unwrap();
+        seed_reference(&settlement, full).await.unwrap();
+        let mut filings = filing_client(&filing).await.unwrap();
+        for (person_id, retired, assistance, category) in persons {
+            register_with_assistance(&mut filings, person_id, *retired, assistance, *category)
+                .await
+                .unwrap();
+        }
+        Self {
+            filing: filings,
+            settlement: settlement_client(&settlement).await.unwrap(),
+            ledger: ledger_client(&ledger).await.unwrap(),
+            reference: ReferenceDataServiceClient::new(channel(&settlement).await.unwrap()),
+            hosts: vec![filing, settlement, ledger],
+            _stop_on_drop: shutdown.clone().drop_guard(),
+            shutdown,
+            env,
+        }
+    }
+
+    pub async fn settle(
+        &self,
+        claim: clearinghouse_proto::settlement::v1::Claim,
+    ) -> Result<SettlementResult, tonic::Status> {
+        let mut client = self.settlement.clone();
+        client
+            .settle(SettleRequest { claim: Some(claim) })
+            .await
+            .map(|r| r.into_inner().result.unwrap())
+    }
+
+    pub async fn credit(&self, person_id: &str, request_id: &str, amount: &str) -> String {
+        let mut client = self.settlement.clone();
+        client
+            .credit_personal_account(CreditPersonalAccountRequest {
+                request_id: request_id.into(),
+                insured_region: fixtures::INSURED_REGION.into(),
+                person_id: person_id.into(),
+                amount: amount.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .balance
+    }
+
+    pub async fn accumulators(&self, person_id: &str, year: i32) -> GetAccumulatorsResponse {
+        let mut client = self.settlement.clone();
+        client
+            .get_accumulators(GetAccumulatorsRequest {
+                insured_region: fixtures::INSURED_REGION.into(),
+                person_id: person_id.into(),
+                year,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn reverse(&self, claim_id: &str) -> SettlementResult {
+        let mut client = self.settlement.clone();
+        client
+            .reverse(ReverseRequest {
+                treatment_region: fixtures::TREATMENT_REGION.into(),
+                claim_id: claim_id.into(),
+                reason: "refund".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for host in self.hosts {
+            host.wait().await.unwrap();
+        }
+    }
+}
