@@ -14,30 +14,42 @@ pub struct Outgoing {
     pub body: Body,
 }
 
+/// An outbox row, encoded: for callers that write it within a statement of their own
+/// (the settlement hot path writes claim, accumulators and event in one statement).
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    pub topic: String,
+    pub key: String,
+    pub event_type: &'static str,
+    pub payload: Vec<u8>,
+}
+
+impl Outgoing {
+    /// Gives the event its id (UUIDv7) and encodes its envelope.
+    pub fn into_row(self) -> OutboxRow {
+        let event_id = Uuid::now_v7();
+        let event_type = event_type(&self.body);
+        let envelope = Event {
+            event_id: event_id.to_string(),
+            occurred_at: OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+            body: Some(self.body),
+        };
+        OutboxRow {
+            event_id,
+            topic: self.topic,
+            key: self.key,
+            event_type,
+            payload: envelope.encode_to_vec(),
+        }
+    }
+}
+
 /// Writes the events in the caller's transaction and returns their ids, in order.
 pub async fn enqueue(conn: &mut PgConnection, events: Vec<Outgoing>) -> sqlx::Result<Vec<Uuid>> {
-    let mut ids = Vec::with_capacity(events.len());
-    let mut topics = Vec::with_capacity(events.len());
-    let mut keys = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
-    let occurred_at = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
-    for event in events {
-        let id = Uuid::now_v7();
-        types.push(event_type(&event.body).to_string());
-        let envelope = Event {
-            event_id: id.to_string(),
-            occurred_at: occurred_at.clone(),
-            body: Some(event.body),
-        };
-        ids.push(id);
-        topics.push(event.topic);
-        keys.push(event.key);
-        payloads.push(envelope.encode_to_vec());
-    }
-    // One statement for the whole batch: the hot path pays one round trip.
+    let rows: Vec<OutboxRow> = events.into_iter().map(Outgoing::into_row).collect();
+    // One statement for the whole batch: one round trip, rows in the given order.
     sqlx::query(
         "INSERT INTO outbox (event_id, topic, key, event_type, payload)
          SELECT e, t, k, ty, p
@@ -45,12 +57,16 @@ pub async fn enqueue(conn: &mut PgConnection, events: Vec<Outgoing>) -> sqlx::Re
               WITH ORDINALITY AS u(e, t, k, ty, p, n)
          ORDER BY n",
     )
-    .bind(&ids)
-    .bind(&topics)
-    .bind(&keys)
-    .bind(&types)
-    .bind(&payloads)
+    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await?;
-    Ok(ids)
+    Ok(rows.into_iter().map(|r| r.event_id).collect())
 }

@@ -127,14 +127,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let routes = tonic::service::Routes::new(
         SettlementServiceServer::new(settle::SettlementApi::new(
             pool.clone(),
-            policies,
+            policies.clone(),
             filing,
             settlement_topic,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
     .add_service(
-        ReferenceDataServiceServer::new(reference::ReferenceApi::new(pool))
+        ReferenceDataServiceServer::new(reference::ReferenceApi::new(pool, policies))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
     let routes = ServiceRoutes {

@@ -100,6 +100,8 @@ pub struct Known {
     pub covering: Vec<Category>,
 }
 
+/// The person and the categories of the filings covering the treatment on the date, in
+/// one statement.
 pub async fn lookup(
     conn: &mut PgConnection,
     insured_region: Region,
@@ -107,48 +109,64 @@ pub async fn lookup(
     treatment_region: Region,
     date: Date,
 ) -> sqlx::Result<Known> {
-    let person = sqlx::query(
-        "SELECT scheme, retired, assistance_category FROM person_projection
-         WHERE insured_region = $1 AND person_id = $2",
-    )
-    .bind(insured_region.to_string())
-    .bind(person_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|row| -> sqlx::Result<Option<Person>> {
-        let scheme: String = row.try_get("scheme")?;
-        let assistance: String = row.try_get("assistance_category")?;
-        Ok(scheme_from_name(&scheme).map(|scheme| Person {
-            scheme,
-            retired: row.try_get("retired").unwrap_or(false),
-            assistance_category: (!assistance.is_empty()).then_some(assistance),
-        }))
-    })
-    .transpose()?
-    .flatten();
-    let rows = sqlx::query(
-        "SELECT treatment_region, category, start_date, end_date, revoked_from FROM filing_projection
-         WHERE insured_region = $1 AND person_id = $2 AND start_date <= $3",
+    let row = sqlx::query(
+        "SELECT p.scheme, p.retired, p.assistance_category, f.regions, f.categories, f.starts, f.ends, f.revoked
+         FROM person_projection p
+         CROSS JOIN LATERAL (
+             SELECT array_agg(treatment_region) AS regions, array_agg(category) AS categories,
+                    array_agg(start_date) AS starts, array_agg(end_date) AS ends, array_agg(revoked_from) AS revoked
+             FROM filing_projection
+             WHERE insured_region = p.insured_region AND person_id = p.person_id AND start_date <= $3) f
+         WHERE p.insured_region = $1 AND p.person_id = $2",
     )
     .bind(insured_region.to_string())
     .bind(person_id)
     .bind(date)
-    .fetch_all(&mut *conn)
+    .fetch_optional(conn)
     .await?;
+    let Some(row) = row else {
+        return Ok(Known {
+            person: None,
+            covering: Vec::new(),
+        });
+    };
+    let scheme: String = row.try_get("scheme")?;
+    let assistance: String = row.try_get("assistance_category")?;
+    let person = scheme_from_name(&scheme).map(|scheme| Person {
+        scheme,
+        retired: row.try_get("retired").unwrap_or(false),
+        assistance_category: (!assistance.is_empty()).then_some(assistance),
+    });
+    let regions: Vec<String> = row
+        .try_get::<Option<Vec<String>>, _>("regions")?
+        .unwrap_or_default();
+    let categories: Vec<String> = row
+        .try_get::<Option<Vec<String>>, _>("categories")?
+        .unwrap_or_default();
+    let starts: Vec<Date> = row
+        .try_get::<Option<Vec<Date>>, _>("starts")?
+        .unwrap_or_default();
+    let ends: Vec<Option<Date>> = row
+        .try_get::<Option<Vec<Option<Date>>>, _>("ends")?
+        .unwrap_or_default();
+    let revoked: Vec<Option<Date>> = row
+        .try_get::<Option<Vec<Option<Date>>>, _>("revoked")?
+        .unwrap_or_default();
     let mut covering = Vec::new();
-    for row in rows {
-        let region: String = row.try_get("treatment_region")?;
-        let category: String = row.try_get("category")?;
-        let (Ok(region), Some(category)) = (Region::parse(&region), category_from_name(&category))
-        else {
+    for (i, region) in regions.iter().enumerate() {
+        let (Ok(region), Some(category), Some(&start)) = (
+            Region::parse(region),
+            categories.get(i).and_then(|c| category_from_name(c)),
+            starts.get(i),
+        ) else {
             continue;
         };
         let cover = FilingCover {
             treatment_region: region,
             category,
-            start: row.try_get("start_date")?,
-            end: row.try_get("end_date")?,
-            revoked_from: row.try_get("revoked_from")?,
+            start,
+            end: ends.get(i).copied().flatten(),
+            revoked_from: revoked.get(i).copied().flatten(),
         };
         if cover.covers(treatment_region, date) {
             covering.push(category);

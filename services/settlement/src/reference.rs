@@ -2,7 +2,11 @@
 //! versioned by effective date. A put always makes a new version, so a version a claim
 //! has used never changes.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
 use clearinghouse_domain::{
     dates::{format_date, parse_date},
@@ -18,7 +22,6 @@ use prost::Message;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row};
 use time::Date;
-use tokio::sync::RwLock;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,10 +30,44 @@ use crate::{db, parse};
 /// Items inserted per statement while a catalogue streams in.
 const ITEM_BATCH: usize = 5000;
 
-/// Decoded policy versions, shared by the handlers. Versions are immutable, so a cached
-/// version can never be stale and replicas need not coordinate.
+/// How long an answer to "which version is in force" is reused. A version put with an
+/// effective date already past is picked up by settlements within this time.
+const IN_FORCE_TTL: Duration = Duration::from_secs(1);
+/// Cached catalogue items (present or absent) before the cache starts afresh.
+const MAX_CACHED_ITEMS: usize = 1_000_000;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum InForce {
+    Policy(Region, Scheme, VisitType, Date),
+    Catalogue(Region, Date),
+}
+
+/// Reference data shared by the handlers. Versions are immutable, so a cached policy or
+/// item of a version is never stale and replicas need not coordinate; only the choice of
+/// the version in force on a date is cached briefly.
 #[derive(Default)]
-pub struct PolicyCache(RwLock<HashMap<i64, Arc<Policy>>>);
+pub struct PolicyCache {
+    policies: RwLock<HashMap<i64, Arc<Policy>>>,
+    in_force: Mutex<HashMap<InForce, (Instant, Option<i64>)>>,
+    items: RwLock<HashMap<(i64, String), Option<CatalogueItem>>>,
+}
+
+impl PolicyCache {
+    fn in_force(&self, key: &InForce) -> Option<Option<i64>> {
+        let map = self.in_force.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < IN_FORCE_TTL)
+            .map(|(_, v)| *v)
+    }
+
+    fn remember_in_force(&self, key: InForce, version: Option<i64>) {
+        let mut map = self.in_force.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (at, _)| at.elapsed() < IN_FORCE_TTL);
+        }
+        map.insert(key, (Instant::now(), version));
+    }
+}
 
 fn class_letter(c: CatalogueClass) -> &'static str {
     match c {
@@ -53,42 +90,65 @@ pub async fn policy_in_force(
     visit: VisitType,
     date: Date,
 ) -> Result<Option<(i64, Arc<Policy>)>, Status> {
-    let row = sqlx::query(
-        "SELECT version, body FROM policies
-         WHERE insured_region = ANY($1) AND scheme = $2 AND visit_type = $3 AND effective_from <= $4
-         ORDER BY (insured_region = $5) DESC, effective_from DESC, version DESC LIMIT 1",
-    )
-    .bind(vec![
-        insured_region.to_string(),
-        insured_region.province().to_string(),
-    ])
-    .bind(scheme_name(scheme))
-    .bind(visit_name(visit))
-    .bind(date)
-    .bind(insured_region.to_string())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?;
-    let Some(row) = row else { return Ok(None) };
-    let version: i64 = row.try_get("version").map_err(db)?;
-    if let Some(policy) = cache.0.read().await.get(&version) {
+    let key = InForce::Policy(insured_region, scheme, visit, date);
+    let version = match cache.in_force(&key) {
+        Some(version) => version,
+        None => {
+            let version: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM policies
+                 WHERE insured_region = ANY($1) AND scheme = $2 AND visit_type = $3 AND effective_from <= $4
+                 ORDER BY (insured_region = $5) DESC, effective_from DESC, version DESC LIMIT 1",
+            )
+            .bind(vec![insured_region.to_string(), insured_region.province().to_string()])
+            .bind(scheme_name(scheme))
+            .bind(visit_name(visit))
+            .bind(date)
+            .bind(insured_region.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+            cache.remember_in_force(key, version);
+            version
+        }
+    };
+    let Some(version) = version else {
+        return Ok(None);
+    };
+    if let Some(policy) = cache
+        .policies
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&version)
+    {
         return Ok(Some((version, policy.clone())));
     }
-    let body: Vec<u8> = row.try_get("body").map_err(db)?;
-    let stored = decode_policy(&body)?;
-    let (_, policy) = parse::policy(Some(&stored))?;
+    let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM policies WHERE version = $1")
+        .bind(version)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    let (_, policy) = parse::policy(Some(&decode_policy(&body)?))?;
     let policy = Arc::new(policy);
-    cache.0.write().await.insert(version, policy.clone());
+    cache
+        .policies
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(version, policy.clone());
     Ok(Some((version, policy)))
 }
 
 /// The catalogue version in force on `date` for the treatment region, else its province.
 pub async fn catalogue_in_force(
     conn: &mut PgConnection,
+    cache: &PolicyCache,
     treatment_region: Region,
     date: Date,
 ) -> Result<Option<i64>, Status> {
-    sqlx::query_scalar(
+    let key = InForce::Catalogue(treatment_region, date);
+    if let Some(version) = cache.in_force(&key) {
+        return Ok(version);
+    }
+    let version = sqlx::query_scalar(
         "SELECT version FROM catalogue_versions
          WHERE treatment_region = ANY($1) AND effective_from <= $2
          ORDER BY (treatment_region = $3) DESC, effective_from DESC, version DESC LIMIT 1",
@@ -101,25 +161,47 @@ pub async fn catalogue_in_force(
     .bind(treatment_region.to_string())
     .fetch_optional(conn)
     .await
-    .map_err(db)
+    .map_err(db)?;
+    cache.remember_in_force(key, version);
+    Ok(version)
 }
 
-/// The items of `codes` in a catalogue version.
+/// The items of `codes` in a catalogue version, from the cache or else one query.
 pub async fn catalogue_items(
     conn: &mut PgConnection,
+    cache: &PolicyCache,
     version: i64,
     codes: &[String],
 ) -> Result<HashMap<String, CatalogueItem>, Status> {
+    let mut items = HashMap::with_capacity(codes.len());
+    let mut missing: Vec<String> = Vec::new();
+    {
+        let cached = cache.items.read().unwrap_or_else(|e| e.into_inner());
+        for code in codes {
+            match cached.get(&(version, code.clone())) {
+                Some(Some(item)) => {
+                    items.insert(code.clone(), item.clone());
+                }
+                Some(None) => {}
+                None => missing.push(code.clone()),
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(items);
+    }
+    missing.sort_unstable();
+    missing.dedup();
     let rows = sqlx::query(
         "SELECT item_code, class, self_pay_ratio, price_ceiling FROM catalogue_items
          WHERE version = $1 AND item_code = ANY($2)",
     )
     .bind(version)
-    .bind(codes)
+    .bind(&missing)
     .fetch_all(conn)
     .await
     .map_err(db)?;
-    let mut items = HashMap::with_capacity(rows.len());
+    let mut found: HashMap<String, CatalogueItem> = HashMap::with_capacity(rows.len());
     for row in rows {
         let class: String = row.try_get("class").map_err(db)?;
         let class = match class.as_str() {
@@ -127,7 +209,7 @@ pub async fn catalogue_items(
             "B" => CatalogueClass::B,
             _ => CatalogueClass::C,
         };
-        items.insert(
+        found.insert(
             row.try_get("item_code").map_err(db)?,
             CatalogueItem {
                 class,
@@ -136,16 +218,28 @@ pub async fn catalogue_items(
             },
         );
     }
+    let mut cached = cache.items.write().unwrap_or_else(|e| e.into_inner());
+    if cached.len() + missing.len() > MAX_CACHED_ITEMS {
+        cached.clear();
+    }
+    for code in missing {
+        let item = found.remove(&code);
+        if let Some(item) = &item {
+            items.insert(code.clone(), item.clone());
+        }
+        cached.insert((version, code), item);
+    }
     Ok(items)
 }
 
 pub struct ReferenceApi {
     pool: PgPool,
+    cache: Arc<PolicyCache>,
 }
 
 impl ReferenceApi {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, cache: Arc<PolicyCache>) -> Self {
+        Self { pool, cache }
     }
 }
 
@@ -362,7 +456,7 @@ impl ReferenceDataService for ReferenceApi {
             return Err(Status::internal("validation inconsistency"));
         };
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        let version = catalogue_in_force(&mut conn, region, date)
+        let version = catalogue_in_force(&mut conn, &self.cache, region, date)
             .await?
             .ok_or_else(|| Status::not_found(format!("no catalogue of {region} in force")))?;
         let row =

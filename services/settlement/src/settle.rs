@@ -141,17 +141,19 @@ impl SettlementApi {
         })?;
         let coverage = rules::resolve_coverage(&covering, c.claim.emergency, &policy)
             .map_err(|e| Status::failed_precondition(format!("person {}: {e}", c.person_id)))?;
-        let catalogue_version = reference::catalogue_in_force(conn, c.treatment_region, date)
-            .await?
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "no catalogue of treatment region {} is in force on {}",
-                    c.treatment_region,
-                    format_date(date)
-                ))
-            })?;
+        let catalogue_version =
+            reference::catalogue_in_force(conn, &self.policies, c.treatment_region, date)
+                .await?
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "no catalogue of treatment region {} is in force on {}",
+                        c.treatment_region,
+                        format_date(date)
+                    ))
+                })?;
         let codes: Vec<String> = c.claim.lines.iter().map(|l| l.item_code.clone()).collect();
-        let items = reference::catalogue_items(conn, catalogue_version, &codes).await?;
+        let items =
+            reference::catalogue_items(conn, &self.policies, catalogue_version, &codes).await?;
         Ok(Prepared {
             person,
             coverage,
@@ -247,10 +249,8 @@ impl SettlementApi {
     async fn settle_claim(&self, claim: Claim) -> Result<SettlementResult, Status> {
         let parsed = parse::claim(Some(&claim), today())?;
         let request = claim.encode_to_vec();
+        // A repeated claim id is found by the insert below, so a new claim pays no lookup.
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        if let Some(stored) = self.replay(&mut conn, &parsed, &request).await? {
-            return Ok(stored);
-        }
         let prepared = self.prepare(&mut conn, &parsed).await?;
         drop(conn);
 
@@ -272,29 +272,44 @@ impl SettlementApi {
             ClaimStatus::Settled,
             balance_after,
         );
-        let body = Body::ClaimSettled(ev::ClaimSettled {
-            insured_province: parsed.insured_region.province().to_string(),
-            treatment_province: parsed.treatment_region.province().to_string(),
-            result: Some(result.clone()),
-        });
-        let event_ids = outbox::enqueue(
-            &mut tx,
-            vec![Outgoing {
-                topic: self.topic.clone(),
-                key: parsed.insured_region.province().to_string(),
-                body,
-            }],
-        )
-        .await
-        .map_err(db)?;
+        let event = Outgoing {
+            topic: self.topic.clone(),
+            key: parsed.insured_region.province().to_string(),
+            body: Body::ClaimSettled(ev::ClaimSettled {
+                insured_province: parsed.insured_region.province().to_string(),
+                treatment_province: parsed.treatment_region.province().to_string(),
+                result: Some(result.clone()),
+            }),
+        }
+        .into_row();
         let d = &outcome.delta;
-        let inserted = sqlx::query(
-            "INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
-                                 settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
-                                 disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
-                                 assistance_paid, personal_account_debit)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'SETTLED', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT DO NOTHING",
+        // The claim, its event and what it takes from the accumulators and the personal
+        // account, in one statement: every effect only if the claim id is new.
+        let inserted: i64 = sqlx::query_scalar(
+            "WITH c AS (
+                 INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
+                                     status, settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
+                                     disease_deductible_met, disease_fund_paid, serious_illness_base,
+                                     serious_illness_paid, assistance_paid, personal_account_debit)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'SETTLED', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                 ON CONFLICT DO NOTHING RETURNING 1),
+             o AS (
+                 INSERT INTO outbox (event_id, topic, key, event_type, payload)
+                 SELECT $8, $18, $19, $20, $21 FROM c),
+             a AS (
+                 UPDATE accumulators SET inpatient_admissions = inpatient_admissions + $9,
+                        inpatient_fund_paid = inpatient_fund_paid + $10,
+                        serious_illness_base = serious_illness_base + $14,
+                        serious_illness_paid = serious_illness_paid + $15, assistance_paid = assistance_paid + $16
+                 WHERE insured_region = $3 AND person_id = $4 AND year = $5 AND EXISTS (SELECT 1 FROM c)),
+             d AS (
+                 UPDATE disease_accumulators SET deductible_met = deductible_met + $12, fund_paid = fund_paid + $13
+                 WHERE insured_region = $3 AND person_id = $4 AND year = $5 AND disease_code = $11
+                   AND EXISTS (SELECT 1 FROM c)),
+             p AS (
+                 UPDATE personal_accounts SET balance = balance - $17
+                 WHERE insured_region = $3 AND person_id = $4 AND $17 <> 0 AND EXISTS (SELECT 1 FROM c))
+             SELECT count(*) FROM c",
         )
         .bind(parsed.treatment_region.to_string())
         .bind(&parsed.claim_id)
@@ -303,7 +318,7 @@ impl SettlementApi {
         .bind(year)
         .bind(&request)
         .bind(result.encode_to_vec())
-        .bind(event_ids.first().copied().unwrap_or_else(Uuid::nil))
+        .bind(event.event_id)
         .bind(d.inpatient_admissions)
         .bind(d.inpatient_fund_paid)
         .bind(&d.disease)
@@ -313,12 +328,15 @@ impl SettlementApi {
         .bind(d.serious_illness_paid)
         .bind(d.assistance_paid)
         .bind(d.personal_account_debit)
-        .execute(&mut *tx)
+        .bind(&event.topic)
+        .bind(&event.key)
+        .bind(event.event_type)
+        .bind(&event.payload)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(db)?
-        .rows_affected();
+        .map_err(db)?;
         if inserted == 0 {
-            // The same claim id won a race: answer as a repeat would.
+            // The claim id is taken: the same request gets the stored result.
             tx.rollback().await.map_err(db)?;
             let mut conn = self.pool.acquire().await.map_err(db)?;
             return self
@@ -326,7 +344,6 @@ impl SettlementApi {
                 .await?
                 .ok_or_else(|| Status::aborted("claim vanished, retry"));
         }
-        apply_delta(&mut tx, &key, d, Decimal::ONE).await?;
         tx.commit().await.map_err(db)?;
         Ok(result)
     }
@@ -355,59 +372,55 @@ fn compute(
     rules::compute(&c.claim, &p.items, &ctx).map_err(rule_error)
 }
 
-/// Takes the person's lock (the personal-account row) and the year's accumulators, and
-/// returns the balance and the year so far.
+/// Takes the person's lock (the personal-account row, always first) and the year's
+/// accumulators in one statement, and returns the balance and the year so far.
 async fn lock_person_year(
     tx: &mut PgConnection,
     key: &YearKey<'_>,
     disease: Option<&str>,
 ) -> Result<(Decimal, YearToDate), Status> {
-    let balance: Decimal = sqlx::query_scalar(
-        "INSERT INTO personal_accounts (insured_region, person_id) VALUES ($1, $2)
-         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
-         RETURNING balance",
-    )
-    .bind(&key.insured_region)
-    .bind(key.person_id)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db)?;
+    // Each insert reads the one before it, so the locks are taken in this order.
     let row = sqlx::query(
-        "INSERT INTO accumulators (insured_region, person_id, year) VALUES ($1, $2, $3)
-         ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
-         RETURNING inpatient_admissions, inpatient_fund_paid, serious_illness_base, serious_illness_paid, assistance_paid",
+        "WITH pa AS (
+             INSERT INTO personal_accounts (insured_region, person_id) VALUES ($1, $2)
+             ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
+             RETURNING balance),
+         acc AS (
+             INSERT INTO accumulators (insured_region, person_id, year) SELECT $1, $2, $3 FROM pa
+             ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
+             RETURNING inpatient_admissions, inpatient_fund_paid, serious_illness_base, serious_illness_paid,
+                       assistance_paid),
+         dis AS (
+             INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code)
+             SELECT $1, $2, $3, $4 FROM acc WHERE $4::text IS NOT NULL
+             ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
+             RETURNING deductible_met, fund_paid)
+         SELECT pa.balance, acc.*, dis.deductible_met, dis.fund_paid
+         FROM pa CROSS JOIN acc LEFT JOIN dis ON true",
     )
     .bind(&key.insured_region)
     .bind(key.person_id)
     .bind(key.year)
+    .bind(disease)
     .fetch_one(&mut *tx)
     .await
     .map_err(db)?;
-    let mut ytd = YearToDate {
+    let ytd = YearToDate {
         inpatient_admissions: row.try_get("inpatient_admissions").map_err(db)?,
         inpatient_fund_paid: row.try_get("inpatient_fund_paid").map_err(db)?,
         serious_illness_base: row.try_get("serious_illness_base").map_err(db)?,
         serious_illness_paid: row.try_get("serious_illness_paid").map_err(db)?,
         assistance_paid: row.try_get("assistance_paid").map_err(db)?,
-        ..YearToDate::default()
+        disease_deductible_met: row
+            .try_get::<Option<Decimal>, _>("deductible_met")
+            .map_err(db)?
+            .unwrap_or_default(),
+        disease_fund_paid: row
+            .try_get::<Option<Decimal>, _>("fund_paid")
+            .map_err(db)?
+            .unwrap_or_default(),
     };
-    if let Some(disease) = disease {
-        let row = sqlx::query(
-            "INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
-             RETURNING deductible_met, fund_paid",
-        )
-        .bind(&key.insured_region)
-        .bind(key.person_id)
-        .bind(key.year)
-        .bind(disease)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        ytd.disease_deductible_met = row.try_get("deductible_met").map_err(db)?;
-        ytd.disease_fund_paid = row.try_get("fund_paid").map_err(db)?;
-    }
-    Ok((balance, ytd))
+    Ok((row.try_get("balance").map_err(db)?, ytd))
 }
 
 /// Adds (`sign` = 1) or gives back (`sign` = -1) what a claim took.

@@ -1,0 +1,462 @@
+//! The `Settle` load generator: starts the clearinghouse in-process (all four services,
+//! co-located with Postgres and the broker on this machine), seeds 31 provinces' policies
+//! and catalogues and many filed persons, then drives `Settle` open-loop at a fixed rate
+//! (or closed-loop as fast as it can) with realistic claims, and reports throughput,
+//! p50/p99/p999 latency and errors. Afterwards it checks that the ledger received every
+//! settled claim.
+//!
+//! ```sh
+//! cargo run --release -p clearinghouse-tests --bin clearinghouse-loadgen -- --rate 2000 --seconds 30
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a benchmark stops at the first broken assumption"
+)]
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clearinghouse_all_in_one::{Config, Stack};
+use clearinghouse_platform::config::KafkaConfig;
+use clearinghouse_proto::{
+    filing::v1::{FilingCategory, RegisterFilingRequest, RegisterPersonRequest, Scheme},
+    ledger::v1::GetBalancesRequest,
+    settlement::v1::{
+        CatalogueClass, CatalogueItem, Claim, ClaimLine, Hospital, Inpatient, PutCatalogueRequest,
+        PutPolicyRequest, SettleRequest, claim,
+    },
+};
+use clearinghouse_testkit::fixtures;
+use clearinghouse_tests::{channel, filing_client, ledger_client, settlement_client};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+const PROVINCES: [&str; 31] = [
+    "110000", "120000", "130000", "140000", "150000", "210000", "220000", "230000", "310000",
+    "320000", "330000", "340000", "350000", "360000", "370000", "410000", "420000", "430000",
+    "440000", "450000", "460000", "500000", "510000", "520000", "530000", "540000", "610000",
+    "620000", "630000", "640000", "650000",
+];
+const ITEMS: usize = 2_000;
+const DISEASES: [&str; 5] = [
+    "HYPERTENSION",
+    "DIABETES",
+    "MALIGNANT_TUMOUR_RADIO_CHEMOTHERAPY",
+    "UREMIA_DIALYSIS",
+    "ORGAN_TRANSPLANT_ANTI_REJECTION",
+];
+
+struct Args {
+    rate: u64,
+    seconds: u64,
+    persons: usize,
+    concurrency: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        rate: 2000,
+        seconds: 30,
+        persons: 6200,
+        concurrency: 64,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{flag} needs a number"))
+        };
+        match flag.as_str() {
+            "--rate" => a.rate = value(),
+            "--seconds" => a.seconds = value(),
+            "--persons" => a.persons = value() as usize,
+            "--concurrency" => a.concurrency = value() as usize,
+            other => panic!(
+                "unknown flag {other}: --rate N (0 = as fast as possible), --seconds N, --persons N, --concurrency N"
+            ),
+        }
+    }
+    a
+}
+
+struct Person {
+    id: String,
+    insured: &'static str,
+    treatment: &'static str,
+}
+
+fn person_id(i: usize) -> String {
+    format!("B{i:07}")
+}
+
+fn random_claim(rng: &mut StdRng, n: u64, person: &Person) -> Claim {
+    let lines = (0..rng.random_range(10..=40))
+        .map(|_| {
+            let item = rng.random_range(0..ITEMS + 50); // a few items are not in the catalogue
+            ClaimLine {
+                item_code: format!("I{item:05}"),
+                quantity: format!("{}", rng.random_range(1..20)),
+                unit_price: format!(
+                    "{}.{:02}",
+                    rng.random_range(1..400),
+                    rng.random_range(0..100)
+                ),
+            }
+        })
+        .collect();
+    let day = rng.random_range(1..=28);
+    let service_date = fixtures::days_ago(i64::from(day));
+    let visit = if rng.random_bool(0.8) {
+        claim::Visit::Inpatient(Inpatient {
+            admission_date: fixtures::days_ago(i64::from(day) + 4),
+            discharge_date: service_date,
+        })
+    } else {
+        claim::Visit::ChronicOutpatient(clearinghouse_proto::settlement::v1::ChronicOutpatient {
+            disease_code: DISEASES[rng.random_range(0..DISEASES.len())].into(),
+            service_date,
+        })
+    };
+    Claim {
+        claim_id: format!("L{n:09}"),
+        person_id: person.id.clone(),
+        insured_region: person.insured.into(),
+        treatment_region: person.treatment.into(),
+        hospital: Some(Hospital {
+            code: format!("H{}", rng.random_range(1000..9999)),
+            level: rng.random_range(1..=3),
+        }),
+        visit: Some(visit),
+        emergency: false,
+        use_personal_account: false,
+        lines,
+    }
+}
+
+async fn seed(stack: &Stack, persons: &[Person]) {
+    let mut reference = clearinghouse_proto::settlement::v1::reference_data_service_client::ReferenceDataServiceClient::new(
+        channel(&stack.settlement).await.unwrap(),
+    );
+    for (i, province) in PROVINCES.iter().enumerate() {
+        for scheme in [Scheme::Employee, Scheme::Resident] {
+            let mut inpatient = fixtures::inpatient_policy(province, true);
+            inpatient.scheme = scheme as i32;
+            let mut chronic = fixtures::chronic_policy(province);
+            chronic.scheme = scheme as i32;
+            for (j, policy) in [inpatient, chronic].into_iter().enumerate() {
+                reference
+                    .put_policy(PutPolicyRequest {
+                        request_id: format!("p-{i}-{}-{j}", scheme as i32),
+                        policy: Some(policy),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        let items = (0..ITEMS)
+            .map(|k| CatalogueItem {
+                item_code: format!("I{k:05}"),
+                name: format!("item {k}"),
+                class: [
+                    CatalogueClass::A,
+                    CatalogueClass::A,
+                    CatalogueClass::B,
+                    CatalogueClass::C,
+                ][k % 4] as i32,
+                self_pay_ratio: if k % 4 == 2 {
+                    "0.10".into()
+                } else {
+                    String::new()
+                },
+                price_ceiling: if k % 7 == 0 {
+                    "150.00".into()
+                } else {
+                    String::new()
+                },
+            })
+            .collect();
+        reference
+            .put_catalogue(tokio_stream::iter(vec![PutCatalogueRequest {
+                treatment_region: (*province).into(),
+                effective_from: fixtures::catalogue_effective_from(),
+                items,
+            }]))
+            .await
+            .unwrap();
+    }
+    let filing = filing_client(&stack.filing).await.unwrap();
+    let next = Arc::new(AtomicU64::new(0));
+    let persons = Arc::new(
+        persons
+            .iter()
+            .map(|p| (p.id.clone(), p.insured, p.treatment))
+            .collect::<Vec<_>>(),
+    );
+    let workers = (0..32).map(|_| {
+        let (mut filing, next, persons) = (filing.clone(), next.clone(), persons.clone());
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some((id, insured, treatment)) = persons.get(i) else {
+                    break;
+                };
+                let mut person = fixtures::person(
+                    id,
+                    &fixtures::id_number(&format!("{}{:011}", &insured[..6], i)),
+                    i % 3 == 0,
+                    "",
+                );
+                person.insured_region = (*insured).into();
+                person.scheme = if i % 2 == 0 {
+                    Scheme::Employee
+                } else {
+                    Scheme::Resident
+                } as i32;
+                filing
+                    .register_person(RegisterPersonRequest {
+                        request_id: String::new(),
+                        person: Some(person),
+                    })
+                    .await
+                    .unwrap();
+                let mut f = fixtures::filing(id, FilingCategory::LongTermResident);
+                f.insured_region = (*insured).into();
+                f.treatment_region = (*treatment).into();
+                filing
+                    .register_filing(RegisterFilingRequest {
+                        request_id: format!("f-{id}"),
+                        filing: Some(f),
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    futures::future::join_all(workers).await;
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let database_url = clearinghouse_testkit::recreate_database("clearinghouse_bench")
+        .await
+        .unwrap();
+    let kafka = KafkaConfig {
+        bootstrap_servers: clearinghouse_testkit::bootstrap_servers(),
+        name_suffix: format!(".bench-{}", clearinghouse_testkit::unique_suffix()),
+        ..KafkaConfig::default()
+    };
+    let mut config = Config::ephemeral(&database_url, kafka);
+    for db in [
+        &mut config.filing.database,
+        &mut config.settlement.database,
+        &mut config.fund_ledger.database,
+    ] {
+        db.max_connections = 48;
+    }
+    let shutdown = CancellationToken::new();
+    let stack = Stack::start(config, shutdown.clone()).await.unwrap();
+
+    let mut rng = StdRng::seed_from_u64(2026);
+    let persons: Vec<Person> = (0..args.persons)
+        .map(|i| {
+            let insured = PROVINCES[i % PROVINCES.len()];
+            let mut treatment = PROVINCES[rng.random_range(0..PROVINCES.len())];
+            while treatment == insured {
+                treatment = PROVINCES[rng.random_range(0..PROVINCES.len())];
+            }
+            Person {
+                id: person_id(i),
+                insured,
+                treatment,
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    seed(&stack, &persons).await;
+    println!(
+        "seeded 31 provinces' policies and catalogues ({ITEMS} items each) and {} filed persons in {:.1?}",
+        persons.len(),
+        started.elapsed()
+    );
+    // Let the settlement service's projection catch up with the filing events.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let client = settlement_client(&stack.settlement).await.unwrap();
+    // Claims are prepared beforehand so that generating them costs nothing during the run.
+    let total = if args.rate == 0 {
+        400_000
+    } else {
+        args.rate * args.seconds
+    };
+    let claims: Vec<Claim> = (0..total)
+        .map(|n| {
+            let person = &persons[rng.random_range(0..persons.len())];
+            random_claim(&mut rng, n, person)
+        })
+        .collect();
+    let claims = Arc::new(claims);
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        args.concurrency.max(1) * if args.rate == 0 { 1 } else { 64 },
+    ));
+    let deadline = Duration::from_secs(args.seconds);
+    let run_started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    if args.rate == 0 {
+        // Closed loop: `concurrency` callers, each sending its next claim at once.
+        for _ in 0..args.concurrency {
+            let (client, claims, latencies, errors, next) = (
+                client.clone(),
+                claims.clone(),
+                latencies.clone(),
+                errors.clone(),
+                next.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                while run_started.elapsed() < deadline {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(claim) = claims.get(n) else { break };
+                    let sent = Instant::now();
+                    let result = client
+                        .clone()
+                        .settle(SettleRequest {
+                            claim: Some(claim.clone()),
+                        })
+                        .await;
+                    record(result.map(|_| ()), sent.elapsed(), &latencies, &errors).await;
+                }
+            }));
+        }
+    } else {
+        // Open loop: one claim every 1/rate s; latency counts from the scheduled instant, so
+        // a stalled server is charged for the requests it delayed.
+        let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+        for n in 0..total {
+            let scheduled = run_started + interval.mul_f64(n as f64);
+            tokio::time::sleep_until(scheduled.into()).await;
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                *errors
+                    .lock()
+                    .await
+                    .entry("client overloaded (too many in flight)".into())
+                    .or_default() += 1;
+                continue;
+            };
+            let (client, claims, latencies, errors) = (
+                client.clone(),
+                claims.clone(),
+                latencies.clone(),
+                errors.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let result = client
+                    .clone()
+                    .settle(SettleRequest {
+                        claim: Some(claims[n as usize].clone()),
+                    })
+                    .await;
+                record(result.map(|_| ()), scheduled.elapsed(), &latencies, &errors).await;
+                drop(permit);
+            }));
+        }
+    }
+    futures::future::join_all(tasks).await;
+    let elapsed = run_started.elapsed();
+    let mut latencies = std::mem::take(&mut *latencies.lock().await);
+    latencies.sort_unstable();
+    let ok = latencies.len() as u64;
+    let errors = errors.lock().await.clone();
+    println!(
+        "\nSettle, {} mode, {:.1?}:",
+        if args.rate == 0 {
+            format!("closed-loop x{}", args.concurrency)
+        } else {
+            format!("open-loop at {}/s", args.rate)
+        },
+        elapsed
+    );
+    println!(
+        "  settled     {ok} ({:.0}/s)",
+        ok as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency ms  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
+        percentile(&latencies, 1.0)
+    );
+    println!(
+        "  errors      {}",
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{errors:?}")
+        }
+    );
+
+    // The ledger must receive every settled claim.
+    let mut ledger = ledger_client(&stack.fund_ledger).await.unwrap();
+    let waited = Instant::now();
+    let entries = loop {
+        let balances = ledger
+            .get_balances(GetBalancesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if balances.entry_count as u64 >= ok || waited.elapsed() > Duration::from_secs(300) {
+            break balances;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "  ledger      {} entries for {ok} settled claims ({:.1?} after the run), balances sum to {}",
+        entries.entry_count,
+        waited.elapsed(),
+        entries.total
+    );
+    shutdown.cancel();
+    stack.wait().await.unwrap();
+    if entries.entry_count as u64 != ok || entries.total != "0.00" {
+        eprintln!("the ledger does not match the settled claims");
+        std::process::exit(1);
+    }
+}
+
+async fn record(
+    result: Result<(), tonic::Status>,
+    latency: Duration,
+    latencies: &Mutex<Vec<u64>>,
+    errors: &Mutex<BTreeMap<String, u64>>,
+) {
+    match result {
+        Ok(()) => latencies.lock().await.push(latency.as_micros() as u64),
+        Err(status) => {
+            *errors
+                .lock()
+                .await
+                .entry(format!("{:?}", status.code()))
+                .or_default() += 1
+        }
+    }
+}
