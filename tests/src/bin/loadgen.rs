@@ -212,11 +212,11 @@ async fn seed(stack: &Stack, persons: &[Person]) {
                 let mut person = fixtures::person(
                     id,
                     &fixtures::id_number(&format!("{}{:011}", &insured[..6], i)),
-                    i % 3 == 0,
+                    i.is_multiple_of(3),
                     "",
                 );
                 person.insured_region = (*insured).into();
-                person.scheme = if i % 2 == 0 {
+                person.scheme = if i.is_multiple_of(2) {
                     Scheme::Employee
                 } else {
                     Scheme::Resident
