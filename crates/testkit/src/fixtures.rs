@@ -108,11 +108,7 @@ pub fn chronic_policy(insured_region: &str) -> Policy {
         later_admission_deductible_by_level: None,
         ratio_by_level: levels("0.80", "0.75", "0.70"),
         annual_cap: String::new(),
-        diseases: vec![DiseaseRule {
-            disease_code: "HYPERTENSION".into(),
-            annual_deductible: "200".into(),
-            annual_cap: "3000".into(),
-        }],
+        diseases: chronic_diseases(),
         ..inpatient_policy(insured_region, true)
     }
 }

@@ -53,6 +53,7 @@ impl Config {
         }
         if let Some(kafka) = &self.kafka {
             self.filing.kafka = kafka.clone();
+            self.referral.kafka = kafka.clone();
             self.settlement.kafka = kafka.clone();
             self.fund_ledger.kafka = kafka.clone();
         }

@@ -1,8 +1,6 @@
 //! gRPC handlers of `clearinghouse.filing.v1.FilingService`: validate at the edge, then
 //! store and announce in one transaction.
 
-use std::time::Duration;
-
 use clearinghouse_domain::{
     dates::parse_date,
     filing::FilingCover,
@@ -18,7 +16,7 @@ use clearinghouse_platform::{
     telemetry::mask,
 };
 use clearinghouse_proto::{
-    convert::{category_from_proto, scheme_from_proto},
+    convert::{category_from_proto, category_to_proto, scheme_from_proto},
     events::v1 as ev,
     filing::v1::{filing_service_server::FilingService, *},
 };
@@ -26,21 +24,151 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::store::{self, FilingRow, PersonRow};
+use crate::{
+    FilingRules,
+    store::{self, FilingRow, PersonRow},
+};
+use clearinghouse_domain::settlement::Category;
+use time::Date;
 
 pub struct FilingApi {
     pool: PgPool,
     topic: String,
-    temporary_validity: Duration,
+    rules: FilingRules,
 }
 
 impl FilingApi {
-    pub fn new(pool: PgPool, topic: String, temporary_validity: Duration) -> Self {
-        Self {
-            pool,
-            topic,
-            temporary_validity,
+    pub fn new(pool: PgPool, topic: String, rules: FilingRules) -> Self {
+        Self { pool, topic, rules }
+    }
+
+    /// Validates a filing as registered or changed, applying the insured place's rules.
+    fn parse_filing(
+        &self,
+        f: &Filing,
+        today: Date,
+    ) -> Result<(Region, String, FilingCover, bool, String), Status> {
+        let mut v = FieldViolations::new();
+        let insured_region = v.check("filing.insured_region", Region::parse(&f.insured_region));
+        if !person_id_is_valid(&f.person_id) {
+            v.add("filing.person_id", "must be 1 to 30 printable characters");
         }
+        let treatment_region = v.check(
+            "filing.treatment_region",
+            Region::parse(&f.treatment_region),
+        );
+        let category = category_from_proto(f.category);
+        if category.is_none() {
+            v.add("filing.category", "must name a filing category");
+        }
+        let start = v.check("filing.start_date", parse_date(&f.start_date));
+        let end = if f.end_date.is_empty() {
+            None
+        } else {
+            v.check("filing.end_date", parse_date(&f.end_date))
+        };
+        if f.proof_reference.len() > MAX_TEXT {
+            v.add("filing.proof_reference", "must be at most 200 bytes");
+        }
+        if let (Some(i), Some(t)) = (insured_region, treatment_region)
+            && i.province() == t.province()
+        {
+            v.add(
+                "filing.treatment_region",
+                "must lie outside the insured province",
+            );
+        }
+        if let (Some(c), Some(_)) = (category, end)
+            && c.is_long_term()
+        {
+            v.add(
+                "filing.end_date",
+                "must be empty: a long-term filing is open-ended",
+            );
+        }
+        if let (Some(s), Some(e)) = (start, end)
+            && e < s
+        {
+            v.add("filing.end_date", "must not be before the start date");
+        }
+        if let Some(c) = category
+            && c.is_long_term()
+            && !f.residence_proof
+            && f.proof_reference.is_empty()
+        {
+            v.add(
+                "filing.residence_proof",
+                "a long-term filing needs proof of residence or a personal pledge",
+            );
+        }
+        let validity = insured_region.map(|r| self.rules.validity(r));
+        if let (Some(s), Some(e), Some(validity), Some(c)) = (start, end, validity, category)
+            && !c.is_long_term()
+            && (e - s).whole_days() + 1 < validity.minimum_days
+        {
+            v.add(
+                "filing.end_date",
+                format!(
+                    "a temporary filing is valid at least {} days",
+                    validity.minimum_days
+                ),
+            );
+        }
+        v.finish()?;
+        let (
+            Some(insured_region),
+            Some(treatment_region),
+            Some(category),
+            Some(start),
+            Some(validity),
+        ) = (insured_region, treatment_region, category, start, validity)
+        else {
+            return Err(Status::internal("validation inconsistency"));
+        };
+        if start < today - time::Duration::days(self.rules.backdate_window_days) {
+            return Err(Status::failed_precondition(format!(
+                "filing.start_date lies more than {} days back: beyond the back-dating window",
+                self.rules.backdate_window_days
+            )));
+        }
+        let end = match (category.is_long_term(), end) {
+            (true, _) => None,
+            (false, Some(end)) => Some(end),
+            (false, None) => Some(start + time::Duration::days(validity.default_days - 1)),
+        };
+        let cover = FilingCover {
+            treatment_region,
+            category,
+            start,
+            end,
+            revoked_from: None,
+        };
+        Ok((
+            insured_region,
+            f.person_id.clone(),
+            cover,
+            f.residence_proof,
+            f.proof_reference.clone(),
+        ))
+    }
+
+    /// A long-term filing inside its lock period may change only by explicit override;
+    /// returns whether the override was needed (and is to be recorded).
+    fn check_lock(
+        &self,
+        filing: &FilingRow,
+        today: Date,
+        override_lock: bool,
+    ) -> Result<bool, Status> {
+        let locked = filing.cover.category.is_long_term()
+            && today < filing.cover.start + time::Duration::days(self.rules.long_term_lock_days);
+        if locked && !override_lock {
+            return Err(Status::failed_precondition(format!(
+                "filing {} is a long-term filing inside its {}-day lock period; the insured place may override",
+                filing.filing_id, self.rules.long_term_lock_days
+            )));
+        }
+        Ok(locked)
     }
 
     fn outgoing(&self, insured_region: Region, person_id: &str, body: Body) -> Outgoing {
@@ -106,6 +234,22 @@ fn parse_person_key(insured_region: &str, person_id: &str) -> Result<Region, Sta
     }
     v.finish()?;
     region.ok_or_else(|| Status::internal("validation inconsistency"))
+}
+
+fn today() -> Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+/// A second active long-term filing is a precondition failure, not a storage error.
+fn long_term_conflict(e: sqlx::Error, person_id: &str) -> Status {
+    match StorageError::from_sqlx(e) {
+        StorageError::UniqueViolation(c) if c == "one_active_long_term" => {
+            Status::failed_precondition(format!(
+                "person {person_id} already has an active long-term filing"
+            ))
+        }
+        other => other.into(),
+    }
 }
 
 fn parse_filing_id(text: &str, field: &str) -> Result<Uuid, Status> {
@@ -203,78 +347,15 @@ impl FilingService for FilingApi {
         let Some(f) = r.filing.as_ref() else {
             return Err(invalid_field("filing", "is required"));
         };
-        let mut v = FieldViolations::new();
-        let insured_region = v.check("filing.insured_region", Region::parse(&f.insured_region));
-        if !person_id_is_valid(&f.person_id) {
-            v.add("filing.person_id", "must be 1 to 30 printable characters");
-        }
-        let treatment_region = v.check(
-            "filing.treatment_region",
-            Region::parse(&f.treatment_region),
-        );
-        let category = category_from_proto(f.category);
-        if category.is_none() {
-            v.add("filing.category", "must name a filing category");
-        }
-        let start = v.check("filing.start_date", parse_date(&f.start_date));
-        let end = if f.end_date.is_empty() {
-            None
-        } else {
-            v.check("filing.end_date", parse_date(&f.end_date))
-        };
         if r.request_id.len() > 64 {
-            v.add("request_id", "must be at most 64 bytes");
+            return Err(invalid_field("request_id", "must be at most 64 bytes"));
         }
-        if f.proof_reference.len() > MAX_TEXT {
-            v.add("filing.proof_reference", "must be at most 200 bytes");
-        }
-        if let (Some(i), Some(t)) = (insured_region, treatment_region)
-            && i.province() == t.province()
-        {
-            v.add(
-                "filing.treatment_region",
-                "must lie outside the insured province",
-            );
-        }
-        if let (Some(c), Some(_)) = (category, end)
-            && c.is_long_term()
-        {
-            v.add(
-                "filing.end_date",
-                "must be empty: a long-term filing is open-ended",
-            );
-        }
-        if let (Some(s), Some(e)) = (start, end)
-            && e < s
-        {
-            v.add("filing.end_date", "must not be before the start date");
-        }
-        if let Some(c) = category
-            && c.is_long_term()
-            && !f.residence_proof
-            && f.proof_reference.is_empty()
-        {
-            v.add(
-                "filing.residence_proof",
-                "a long-term filing needs proof of residence or a personal pledge",
-            );
-        }
-        v.finish()?;
-        let (Some(insured_region), Some(treatment_region), Some(category), Some(start)) =
-            (insured_region, treatment_region, category, start)
-        else {
-            return Err(Status::internal("validation inconsistency"));
-        };
-        let end = match (category.is_long_term(), end) {
-            (true, _) => None,
-            (false, Some(end)) => Some(end),
-            (false, None) => Some(start + self.temporary_validity),
-        };
-
+        let insured = Region::parse(&f.insured_region).ok();
         let mut tx = self.pool.begin().await.map_err(db)?;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
-        if let Some(request_id) = request_id
-            && let Some(original) = store::filing_by_request(&mut tx, insured_region, request_id)
+        // A repeated request returns the original filing, whatever day it is repeated on.
+        if let (Some(request_id), Some(insured)) = (request_id, insured)
+            && let Some(original) = store::filing_by_request(&mut tx, insured, request_id)
                 .await
                 .map_err(db)?
         {
@@ -282,40 +363,27 @@ impl FilingService for FilingApi {
                 filing: Some(original.to_proto()),
             }));
         }
-        if store::get_person(&mut tx, insured_region, &f.person_id)
+        let (insured_region, person_id, cover, residence_proof, proof_reference) =
+            self.parse_filing(f, today())?;
+        if store::get_person(&mut tx, insured_region, &person_id)
             .await
             .map_err(db)?
             .is_none()
         {
             return Err(Status::not_found(format!(
-                "no person {} in {}",
-                f.person_id, insured_region
+                "no person {person_id} in {insured_region}"
             )));
         }
         let filing = FilingRow {
             filing_id: Uuid::now_v7(),
             insured_region,
-            person_id: f.person_id.clone(),
-            cover: FilingCover {
-                treatment_region,
-                category,
-                start,
-                end,
-                revoked_from: None,
-            },
-            residence_proof: f.residence_proof,
-            proof_reference: f.proof_reference.clone(),
+            person_id,
+            cover,
+            residence_proof,
+            proof_reference,
         };
         if let Err(e) = store::insert_filing(&mut tx, &filing, request_id).await {
-            return Err(match StorageError::from_sqlx(e) {
-                StorageError::UniqueViolation(c) if c == "one_active_long_term" => {
-                    Status::failed_precondition(format!(
-                        "person {} already has an active long-term filing",
-                        f.person_id
-                    ))
-                }
-                other => other.into(),
-            });
+            return Err(long_term_conflict(e, &filing.person_id));
         }
         let body = Body::FilingRegistered(ev::FilingRegistered {
             filing: Some(filing.to_proto()),
@@ -334,11 +402,65 @@ impl FilingService for FilingApi {
 
     async fn change_filing(
         &self,
-        _request: Request<ChangeFilingRequest>,
+        request: Request<ChangeFilingRequest>,
     ) -> Result<Response<ChangeFilingResponse>, Status> {
-        Err(Status::unimplemented(
-            "ChangeFiling comes with the filing lifecycle (issue 4)",
-        ))
+        let r = request.get_ref();
+        let Some(f) = r.filing.as_ref() else {
+            return Err(invalid_field("filing", "is required"));
+        };
+        let filing_id = parse_filing_id(&f.filing_id, "filing.filing_id")?;
+        let today = today();
+        let (insured_region, person_id, cover, residence_proof, proof_reference) =
+            self.parse_filing(f, today)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let current = store::get_filing(&mut tx, filing_id, true)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+        if current.insured_region != insured_region || current.person_id != person_id {
+            return Err(invalid_field(
+                "filing.person_id",
+                "a filing cannot move to another person",
+            ));
+        }
+        if current.cover.revoked_from.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "filing {filing_id} is revoked"
+            )));
+        }
+        let overridden = self.check_lock(&current, today, r.override_lock)?;
+        let changed = FilingRow {
+            filing_id,
+            insured_region,
+            person_id,
+            cover,
+            residence_proof,
+            proof_reference,
+        };
+        if changed == current {
+            return Ok(Response::new(ChangeFilingResponse {
+                filing: Some(current.to_proto()),
+            }));
+        }
+        if let Err(e) = store::change_filing(&mut tx, &changed, overridden).await {
+            return Err(long_term_conflict(e, &changed.person_id));
+        }
+        if overridden {
+            tracing::info!(filing = %filing_id, "long-term lock overridden by the insured place");
+        }
+        let body = Body::FilingChanged(ev::FilingChanged {
+            filing: Some(changed.to_proto()),
+        });
+        outbox::enqueue(
+            &mut tx,
+            vec![self.outgoing(insured_region, &changed.person_id, body)],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Response::new(ChangeFilingResponse {
+            filing: Some(changed.to_proto()),
+        }))
     }
 
     async fn revoke_filing(
@@ -367,6 +489,12 @@ impl FilingService for FilingApi {
             return Err(Status::failed_precondition(format!(
                 "filing {filing_id} is already revoked"
             )));
+        }
+        if self.check_lock(&filing, today(), r.override_lock)? {
+            store::record_override(&mut tx, filing_id)
+                .await
+                .map_err(db)?;
+            tracing::info!(filing = %filing_id, "long-term lock overridden by the insured place");
         }
         store::revoke_filing(&mut tx, filing_id, from)
             .await
@@ -470,9 +598,15 @@ impl FilingService for FilingApi {
         )
         .await
         .map_err(db)?;
+        let category = covering
+            .iter()
+            .map(|f| f.cover.category)
+            .min_by_key(|c| Category::ALL.iter().position(|x| x == c))
+            .map_or(FilingCategory::Unspecified, category_to_proto);
         Ok(Response::new(CheckEligibilityResponse {
             person: Some(person.to_proto(false)),
             covering: covering.iter().map(FilingRow::to_proto).collect(),
+            category: category as i32,
         }))
     }
 }

@@ -2,6 +2,7 @@
 //! and the eligibility answer settlement relies on.
 
 mod api;
+mod referrals;
 mod store;
 
 use std::time::Duration;
@@ -30,8 +31,60 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Run the outbox relay in this process (off only in tests that drive it themselves).
     pub relay_enabled: bool,
+    #[serde(flatten)]
+    pub rules: FilingRules,
+}
+
+/// The insured places' filing rules (DESIGN.md §3, issue 4), all configurable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FilingRules {
     /// Validity of a temporary filing when the request gives no end date.
     pub temporary_validity_days: i64,
+    /// The shortest validity a temporary filing may be given.
+    pub minimum_validity_days: i64,
+    /// Per insured region (prefecture or province code): its own default and minimum.
+    pub validity_by_insured_region: std::collections::BTreeMap<String, Validity>,
+    /// A long-term filing cannot be changed or revoked this long after its start, except
+    /// by the insured place's explicit (recorded) override.
+    pub long_term_lock_days: i64,
+    /// How far before today a filing may start (补办备案).
+    pub backdate_window_days: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Validity {
+    pub default_days: i64,
+    pub minimum_days: i64,
+}
+
+impl Default for FilingRules {
+    fn default() -> Self {
+        Self {
+            temporary_validity_days: 183,
+            minimum_validity_days: 183,
+            validity_by_insured_region: Default::default(),
+            long_term_lock_days: 183,
+            backdate_window_days: 90,
+        }
+    }
+}
+
+impl FilingRules {
+    /// The validity rule of an insured region: its own, its province's, or the default.
+    pub fn validity(&self, insured_region: clearinghouse_domain::region::Region) -> Validity {
+        self.validity_by_insured_region
+            .get(&insured_region.to_string())
+            .or_else(|| {
+                self.validity_by_insured_region
+                    .get(&insured_region.province().to_string())
+            })
+            .copied()
+            .unwrap_or(Validity {
+                default_days: self.temporary_validity_days,
+                minimum_days: self.minimum_validity_days,
+            })
+    }
 }
 
 impl Default for Config {
@@ -44,7 +97,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
             relay_enabled: true,
-            temporary_validity_days: 183,
+            rules: FilingRules::default(),
         }
     }
 }
@@ -78,11 +131,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         );
         background.tasks.push(relay.spawn(background.token.clone()));
     }
-    let api = FilingApi::new(
-        pool,
-        topic,
-        Duration::from_secs(86_400 * config.temporary_validity_days.max(1) as u64),
-    );
+    if config.relay_enabled {
+        // Referrals file themselves: their events become REFERRAL filings.
+        let referral_topic = config.kafka.topic(clearinghouse_events::topics::REFERRAL);
+        kafka::ensure_topics(&config.kafka, std::slice::from_ref(&referral_topic)).await?;
+        let settings = clearinghouse_events::consumer::ConsumerSettings {
+            group: format!("clearinghouse-filing-referrals{}", config.kafka.name_suffix),
+            topics: vec![referral_topic],
+            max_batch: 200,
+            max_wait: Duration::from_millis(20),
+        };
+        background.tasks.push(clearinghouse_events::consumer::spawn(
+            &config.kafka,
+            settings,
+            pool.clone(),
+            referrals::ReferralFilings {
+                filing_topic: topic.clone(),
+            },
+            clearinghouse_events::consumer::ConsumerMetrics::register(&mut registry),
+            background.token.clone(),
+        )?);
+    }
+    let api = FilingApi::new(pool, topic, config.rules);
     let routes = ServiceRoutes {
         routes: tonic::service::Routes::new(
             FilingServiceServer::new(api)

@@ -297,3 +297,77 @@ pub async fn covering_filings(
     }
     Ok(filings)
 }
+
+/// Inserts the filing of a referral; returns false when that referral already has one.
+pub async fn insert_referral_filing(
+    conn: &mut PgConnection,
+    f: &FilingRow,
+    referral_id: Uuid,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO filings (filing_id, referral_id, insured_region, person_id, treatment_region,
+                              category, long_term, start_date, end_date, residence_proof, proof_reference)
+         VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, false, $9)
+         ON CONFLICT (referral_id) DO NOTHING",
+    )
+    .bind(f.filing_id)
+    .bind(referral_id)
+    .bind(f.insured_region.to_string())
+    .bind(&f.person_id)
+    .bind(f.cover.treatment_region.to_string())
+    .bind(category_name(f.cover.category))
+    .bind(f.cover.start)
+    .bind(f.cover.end)
+    .bind(&f.proof_reference)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+pub async fn filing_of_referral(
+    conn: &mut PgConnection,
+    referral_id: Uuid,
+) -> sqlx::Result<Option<FilingRow>> {
+    sqlx::query("SELECT * FROM filings WHERE referral_id = $1 FOR UPDATE")
+        .bind(referral_id)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| FilingRow::from_row(&row))
+        .transpose()
+}
+
+/// Changes a filing's treatment region, category, start and end (a new state, announced
+/// as `FilingChanged`).
+pub async fn change_filing(
+    conn: &mut PgConnection,
+    f: &FilingRow,
+    overridden: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE filings SET treatment_region = $2, category = $3, long_term = $4, start_date = $5, end_date = $6,
+                residence_proof = $7, proof_reference = $8,
+                lock_overridden_at = CASE WHEN $9 THEN now() ELSE lock_overridden_at END
+         WHERE filing_id = $1",
+    )
+    .bind(f.filing_id)
+    .bind(f.cover.treatment_region.to_string())
+    .bind(category_name(f.cover.category))
+    .bind(f.cover.category.is_long_term())
+    .bind(f.cover.start)
+    .bind(f.cover.end)
+    .bind(f.residence_proof)
+    .bind(&f.proof_reference)
+    .bind(overridden)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_override(conn: &mut PgConnection, filing_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE filings SET lock_overridden_at = now() WHERE filing_id = $1")
+        .bind(filing_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

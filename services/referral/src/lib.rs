@@ -1,39 +1,41 @@
-//! The referral service: referrals (转诊) issued by hospitals of the insured place. Its
-//! RPCs come with the referral issue; until then each answers `UNIMPLEMENTED`, while the
-//! service already owns its schema and outbox.
+//! The referral service: referrals (转诊) issued by hospitals of the insured place, with no
+//! insurer approval. Each referral announces itself with `ReferralIssued`, from which the
+//! filing service makes a temporary `REFERRAL` filing.
 
+mod api;
+
+use clearinghouse_events::{kafka, relay, topics};
 use clearinghouse_platform::{
-    config::{DatabaseConfig, ServerConfig},
+    config::{DatabaseConfig, KafkaConfig, ServerConfig},
     db,
     grpc::ServiceRoutes,
     host::{self, Background, Host, ServiceConfig},
     telemetry::TelemetryConfig,
 };
-use clearinghouse_proto::referral::v1::{
-    referral_service_server::{ReferralService, ReferralServiceServer},
-    *,
-};
+use clearinghouse_proto::referral::v1::referral_service_server::ReferralServiceServer;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
+    /// Validity of a referral when the request gives none.
+    pub validity_days: i64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let database = DatabaseConfig::for_schema("referral");
-        let server = ServerConfig::on_ports(50062, 9562);
         Self {
-            server,
-            database,
+            server: ServerConfig::on_ports(50062, 9562),
+            database: DatabaseConfig::for_schema("referral"),
+            kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
+            validity_days: 365,
         }
     }
 }
@@ -45,51 +47,32 @@ impl ServiceConfig for Config {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
-    // The outbox tables exist from day one; the relay starts with the first event type.
-    db::connect_and_migrate(&config.database, &[&clearinghouse_events::migrator()]).await?;
+    let pool = db::connect_and_migrate(
+        &config.database,
+        &[
+            &clearinghouse_events::migrator(),
+            &sqlx::migrate!("./migrations"),
+        ],
+    )
+    .await?;
+    let mut registry = Registry::with_prefix("clearinghouse_referral");
+    let topic = config.kafka.topic(topics::REFERRAL);
+    kafka::ensure_topics(&config.kafka, std::slice::from_ref(&topic)).await?;
+    let mut background = Background::default();
+    let relay = relay::Relay::new(
+        pool.clone(),
+        kafka::producer(&config.kafka)?,
+        relay::RelayMetrics::register(&mut registry),
+    );
+    background.tasks.push(relay.spawn(background.token.clone()));
+    let api = api::ReferralApi::new(
+        pool,
+        topic,
+        time::Duration::days(config.validity_days.max(1)),
+    );
     let routes = ServiceRoutes {
-        routes: tonic::service::Routes::new(ReferralServiceServer::new(ReferralApi)),
+        routes: tonic::service::Routes::new(ReferralServiceServer::new(api)),
         health_names: vec!["clearinghouse.referral.v1.ReferralService"],
     };
-    let registry = Registry::with_prefix("clearinghouse_referral");
-    host::start(
-        &config.server,
-        routes,
-        registry,
-        Background::default(),
-        shutdown,
-    )
-    .await
-}
-
-pub struct ReferralApi;
-
-const LATER: &str = "referrals come with the filing and referral issue (issue 4)";
-
-#[tonic::async_trait]
-impl ReferralService for ReferralApi {
-    async fn issue_referral(
-        &self,
-        _: Request<IssueReferralRequest>,
-    ) -> Result<Response<IssueReferralResponse>, Status> {
-        Err(Status::unimplemented(LATER))
-    }
-    async fn cancel_referral(
-        &self,
-        _: Request<CancelReferralRequest>,
-    ) -> Result<Response<CancelReferralResponse>, Status> {
-        Err(Status::unimplemented(LATER))
-    }
-    async fn get_referral(
-        &self,
-        _: Request<GetReferralRequest>,
-    ) -> Result<Response<GetReferralResponse>, Status> {
-        Err(Status::unimplemented(LATER))
-    }
-    async fn list_referrals(
-        &self,
-        _: Request<ListReferralsRequest>,
-    ) -> Result<Response<ListReferralsResponse>, Status> {
-        Err(Status::unimplemented(LATER))
-    }
+    host::start(&config.server, routes, registry, background, shutdown).await
 }

@@ -452,11 +452,12 @@ async fn record(
     match result {
         Ok(()) => latencies.lock().await.push(latency.as_micros() as u64),
         Err(status) => {
-            *errors
-                .lock()
-                .await
-                .entry(format!("{:?}", status.code()))
-                .or_default() += 1
+            let mut errors = errors.lock().await;
+            let code = format!("{:?}", status.code());
+            if !errors.contains_key(&code) {
+                eprintln!("first {code}: {}", status.message());
+            }
+            *errors.entry(code).or_default() += 1;
         }
     }
 }
