@@ -61,21 +61,41 @@ impl TestEnv {
         clearinghouse_filing::start(config, shutdown).await
     }
 
+    /// The settlement service; with `filing`, it asks that filing service when its
+    /// projection has no answer, without it relies on its projection alone.
     pub async fn start_settlement(
         &self,
-        filing: &Host,
+        filing: Option<&Host>,
         relay: bool,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Host> {
         let mut config = clearinghouse_settlement::Config {
             server: ServerConfig::ephemeral(),
             kafka: self.kafka.clone(),
-            filing_endpoint: format!("http://{}", filing.grpc_addr),
+            filing_endpoint: filing
+                .map(|f| format!("http://{}", f.grpc_addr))
+                .unwrap_or_default(),
             relay_enabled: relay,
             ..Default::default()
         };
         config.database.url = Secret::new(&self.database_url);
         clearinghouse_settlement::start(config, shutdown).await
+    }
+
+    pub async fn start_referral(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
+        let mut config = clearinghouse_referral::Config {
+            server: ServerConfig::ephemeral(),
+            kafka: self.kafka.clone(),
+            ..Default::default()
+        };
+        config.database.url = Secret::new(&self.database_url);
+        clearinghouse_referral::start(config, shutdown).await
+    }
+
+    /// A pool on one service's schema, for what a test must see inside.
+    pub async fn schema_pool(&self, schema: &str) -> anyhow::Result<sqlx::PgPool> {
+        let options: sqlx::postgres::PgConnectOptions = self.database_url.parse()?;
+        Ok(sqlx::PgPool::connect_with(options.options([("search_path", schema)])).await?)
     }
 
     pub async fn start_ledger(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
@@ -86,12 +106,6 @@ impl TestEnv {
         };
         config.database.url = Secret::new(&self.database_url);
         clearinghouse_fund_ledger::start(config, shutdown).await
-    }
-
-    /// A pool on the settlement service's schema, for driving its outbox relay directly.
-    pub async fn settlement_pool(&self) -> anyhow::Result<sqlx::PgPool> {
-        let options: sqlx::postgres::PgConnectOptions = self.database_url.parse()?;
-        Ok(sqlx::PgPool::connect_with(options.options([("search_path", "settlement")])).await?)
     }
 }
 

@@ -43,7 +43,7 @@ impl World {
         let shutdown = CancellationToken::new();
         let filing = env.start_filing(shutdown.clone()).await.unwrap();
         let settlement = env
-            .start_settlement(&filing, true, shutdown.clone())
+            .start_settlement(Some(&filing), true, shutdown.clone())
             .await
             .unwrap();
         let ledger = env.start_ledger(shutdown.clone()).await.unwrap();

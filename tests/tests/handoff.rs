@@ -67,7 +67,7 @@ async fn relay_restart_and_partition_handoff_lose_and_double_nothing() {
     let filing = env.start_filing(services.clone()).await.unwrap();
     // The settlement service's relay is driven by the test.
     let settlement = env
-        .start_settlement(&filing, false, services.clone())
+        .start_settlement(Some(&filing), false, services.clone())
         .await
         .unwrap();
     let first_ledger_stop = CancellationToken::new();
@@ -85,7 +85,7 @@ async fn relay_restart_and_partition_handoff_lose_and_double_nothing() {
         .await
         .unwrap();
     }
-    let pool = env.settlement_pool().await.unwrap();
+    let pool = env.schema_pool("settlement").await.unwrap();
     kafka::ensure_topics(
         &env.kafka,
         &[env.kafka.topic(clearinghouse_events::topics::SETTLEMENT)],
@@ -139,12 +139,7 @@ async fn relay_restart_and_partition_handoff_lose_and_double_nothing() {
     assert_eq!(receivable.balance.parse::<Decimal>().unwrap(), fund);
 
     // Every claim posted once, by claim id.
-    let ledger_pool = {
-        let options: sqlx::postgres::PgConnectOptions = env.database_url.parse().unwrap();
-        sqlx::PgPool::connect_with(options.options([("search_path", "ledger")]))
-            .await
-            .unwrap()
-    };
+    let ledger_pool = { env.schema_pool("ledger").await.unwrap() };
     let (distinct, total): (i64, i64) =
         sqlx::query_as("SELECT count(DISTINCT claim_id), count(*) FROM journal_entries")
             .fetch_one(&ledger_pool)

@@ -6,10 +6,13 @@ use clearinghouse_all_in_one::{Config, Stack};
 use clearinghouse_platform::config::ServerConfig;
 use clearinghouse_proto::{
     filing::v1::{
-        FilingCategory, RegisterFilingRequest, RegisterPersonRequest,
+        CheckEligibilityRequest, FilingCategory, RegisterFilingRequest, RegisterPersonRequest,
         filing_service_client::FilingServiceClient,
     },
     ledger::v1::{GetBalancesRequest, ledger_service_client::LedgerServiceClient},
+    referral::v1::{
+        IssueReferralRequest, Referral, referral_service_client::ReferralServiceClient,
+    },
     settlement::v1::{
         PutCatalogueRequest, PutPolicyRequest, SettleRequest, SettlementResult,
         reference_data_service_client::ReferenceDataServiceClient,
@@ -145,14 +148,83 @@ async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
         &two_b,
     );
 
-    // The ledger posts from the settlement topic; wait until all three are in.
+    // A hospital in Shandong refers a third patient to Beijing: no insurer approval, and the
+    // referral files itself (ReferralIssued → the filing service → a REFERRAL filing).
+    let mut referrals = ReferralServiceClient::connect(url(&stack.referral)).await?;
+    filing
+        .register_person(RegisterPersonRequest {
+            request_id: String::new(),
+            person: Some(fixtures::person(
+                "P-DEMO-3",
+                &fixtures::id_number("37010219750505123"),
+                false,
+                "",
+            )),
+        })
+        .await?;
+    let referral = referrals
+        .issue_referral(IssueReferralRequest {
+            request_id: "demo-referral".into(),
+            referral: Some(Referral {
+                person_id: "P-DEMO-3".into(),
+                insured_region: fixtures::INSURED_REGION.into(),
+                referring_hospital: "H370102001".into(),
+                target_region: fixtures::TREATMENT_REGION.into(),
+                diagnosis: "I21.9 acute myocardial infarction".into(),
+                issue_date: fixtures::days_ago(30),
+                ..Referral::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .referral
+        .unwrap_or_default();
+    println!(
+        "
+Referral {} issued for P-DEMO-3, valid until {}",
+        referral.referral_id, referral.valid_until
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = filing
+            .check_eligibility(CheckEligibilityRequest {
+                insured_region: fixtures::INSURED_REGION.into(),
+                person_id: "P-DEMO-3".into(),
+                treatment_region: fixtures::TREATMENT_REGION.into(),
+                date: fixtures::days_ago(10),
+            })
+            .await?
+            .into_inner();
+        if let Some(f) = answer.covering.first() {
+            println!(
+                "  → filing {} ({:?}) from {} to {}",
+                f.filing_id,
+                FilingCategory::try_from(f.category).unwrap_or_default(),
+                f.start_date,
+                f.end_date
+            );
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the referral did not file itself within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let three = settle(fixtures::example1("DEMO-REF", "P-DEMO-3")).await?;
+    print_split(
+        "The referred patient settled under the REFERRAL filing (example 1's bill)",
+        &three,
+    );
+
+    // The ledger posts from the settlement topic; wait until all four are in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let balances = loop {
         let b = ledger
             .get_balances(GetBalancesRequest::default())
             .await?
             .into_inner();
-        if b.entry_count >= 3 || tokio::time::Instant::now() > deadline {
+        if b.entry_count >= 4 || tokio::time::Instant::now() > deadline {
             break b;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -166,8 +238,8 @@ async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
     }
     println!("  {:<40}{:>14}", "sum of all accounts", balances.total);
     anyhow::ensure!(
-        balances.entry_count >= 3,
-        "the ledger did not receive all three settlements within 60 s"
+        balances.entry_count >= 4,
+        "the ledger did not receive all four settlements within 60 s"
     );
     Ok(())
 }

@@ -104,6 +104,7 @@ impl FilingApi {
         let validity = insured_region.map(|r| self.rules.validity(r));
         if let (Some(s), Some(e), Some(validity), Some(c)) = (start, end, validity, category)
             && !c.is_long_term()
+            && e >= s
             && (e - s).whole_days() + 1 < validity.minimum_days
         {
             v.add(
