@@ -226,3 +226,29 @@ pub async fn wait_for_entries(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A settlement result carrying only what the ledger reads: the claim's id and treatment
+/// region and the four insured-place parts (fund, serious illness, assistance, account).
+pub fn synthetic_result(
+    parts: &[rust_decimal::Decimal; 4],
+    treatment: &str,
+    claim_id: &str,
+) -> clearinghouse_proto::settlement::v1::SettlementResult {
+    use clearinghouse_proto::settlement::v1 as pb;
+    let fmt = |d: rust_decimal::Decimal| format!("{d:.2}");
+    pb::SettlementResult {
+        claim: Some(pb::Claim {
+            claim_id: claim_id.into(),
+            treatment_region: treatment.into(),
+            ..Default::default()
+        }),
+        split: Some(pb::Split {
+            fund: fmt(parts[0]),
+            serious_illness: fmt(parts[1]),
+            assistance: fmt(parts[2]),
+            personal_account: fmt(parts[3]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -151,3 +151,238 @@ mod tests {
         }
     }
 }
+
+/// How far a prepaid reserve is used: `NONE` below the yellow threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReserveLevel {
+    None,
+    Yellow,
+    Red,
+}
+
+/// Warning thresholds as fractions of the sized amount (70 % and 90 % by default).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub yellow: Decimal,
+    pub red: Decimal,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            yellow: Decimal::new(70, 2),
+            red: Decimal::new(90, 2),
+        }
+    }
+}
+
+/// The share of the sized reserve drawn (0 when nothing is sized).
+pub fn usage(sized: Decimal, drawn: Decimal) -> Decimal {
+    if sized <= Decimal::ZERO {
+        return Decimal::ZERO;
+    }
+    (drawn / sized).max(Decimal::ZERO)
+}
+
+pub fn level(sized: Decimal, drawn: Decimal, t: Thresholds) -> ReserveLevel {
+    let u = usage(sized, drawn);
+    if sized <= Decimal::ZERO {
+        ReserveLevel::None
+    } else if u >= t.red {
+        ReserveLevel::Red
+    } else if u >= t.yellow {
+        ReserveLevel::Yellow
+    } else {
+        ReserveLevel::None
+    }
+}
+
+/// What a change of usage does to the warning state: the level to record and whether a
+/// `ReserveLow` event is due. Warnings go out once per crossing upwards; only a top-up
+/// re-arms them (brings the recorded level down).
+pub fn warning(recorded: ReserveLevel, now: ReserveLevel, top_up: bool) -> (ReserveLevel, bool) {
+    if now > recorded {
+        (now, true)
+    } else if top_up && now < recorded {
+        (now, false)
+    } else {
+        (recorded, false)
+    }
+}
+
+/// One pair's side of a period: what the insured province owes the treatment province.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PairTotals {
+    pub settled: i64,
+    pub reversed: i64,
+    pub share: InsuredShare,
+}
+
+/// A posted claim or reversal, as statements and reconciliation see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posting {
+    pub insured: Region,
+    pub treatment: Region,
+    pub reversal: bool,
+    /// Unsigned parts of the claim.
+    pub share: InsuredShare,
+}
+
+/// Totals per (insured, treatment) province pair; a reversal subtracts its claim.
+pub fn statement(postings: &[Posting]) -> std::collections::BTreeMap<(Region, Region), PairTotals> {
+    let mut pairs: std::collections::BTreeMap<(Region, Region), PairTotals> = Default::default();
+    for p in postings {
+        let t = pairs
+            .entry((p.insured.province(), p.treatment.province()))
+            .or_default();
+        let sign = if p.reversal {
+            Decimal::NEGATIVE_ONE
+        } else {
+            Decimal::ONE
+        };
+        if p.reversal {
+            t.reversed += 1;
+        } else {
+            t.settled += 1;
+        }
+        t.share.fund += sign * p.share.fund;
+        t.share.serious_illness += sign * p.share.serious_illness;
+        t.share.assistance += sign * p.share.assistance;
+        t.share.personal_account += sign * p.share.personal_account;
+    }
+    pairs
+}
+
+/// Each province's multilateral net: what it receives as treatment place minus what it owes
+/// as insured place. The nets of a period sum to zero.
+pub fn nets(
+    pairs: &std::collections::BTreeMap<(Region, Region), PairTotals>,
+) -> std::collections::BTreeMap<Region, Decimal> {
+    let mut nets: std::collections::BTreeMap<Region, Decimal> = Default::default();
+    for ((insured, treatment), totals) in pairs {
+        let amount = totals.share.total();
+        *nets.entry(*treatment).or_default() += amount;
+        *nets.entry(*insured).or_default() -= amount;
+    }
+    nets
+}
+
+/// Settlement instructions from nets: debtors pay creditors, largest first, until every
+/// net is covered. The instructions' amounts sum to the creditors' total.
+pub fn instructions(
+    nets: &std::collections::BTreeMap<Region, Decimal>,
+) -> Vec<(Region, Region, Decimal)> {
+    let mut debtors: Vec<(Region, Decimal)> = nets
+        .iter()
+        .filter(|(_, n)| n.is_sign_negative() && !n.is_zero())
+        .map(|(r, n)| (*r, -*n))
+        .collect();
+    let mut creditors: Vec<(Region, Decimal)> = nets
+        .iter()
+        .filter(|(_, n)| n.is_sign_positive() && !n.is_zero())
+        .map(|(r, n)| (*r, *n))
+        .collect();
+    debtors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    creditors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut out = Vec::new();
+    let (mut d, mut c) = (0, 0);
+    while d < debtors.len() && c < creditors.len() {
+        let amount = debtors[d].1.min(creditors[c].1);
+        out.push((debtors[d].0, creditors[c].0, amount));
+        debtors[d].1 -= amount;
+        creditors[c].1 -= amount;
+        if debtors[d].1.is_zero() {
+            d += 1;
+        }
+        if creditors[c].1.is_zero() {
+            c += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod clearing_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rust_decimal_macros::dec;
+
+    const PROVINCES: [&str; 5] = ["110000", "310000", "370000", "440000", "510000"];
+
+    fn arb_posting() -> impl Strategy<Value = Posting> {
+        (
+            0usize..5,
+            0usize..5,
+            any::<bool>(),
+            0i64..10_000_000,
+            0i64..1_000_000,
+            0i64..1_000_000,
+            0i64..100_000,
+        )
+            .prop_filter("two provinces", |(i, t, ..)| i != t)
+            .prop_map(|(i, t, reversal, f, s, a, p)| Posting {
+                insured: Region::parse(PROVINCES[i]).unwrap(),
+                treatment: Region::parse(PROVINCES[t]).unwrap(),
+                reversal,
+                share: InsuredShare {
+                    fund: Decimal::new(f, 2),
+                    serious_illness: Decimal::new(s, 2),
+                    assistance: Decimal::new(a, 2),
+                    personal_account: Decimal::new(p, 2),
+                },
+            })
+    }
+
+    proptest! {
+        /// Whatever the postings, every entry balances, the accounts sum to zero, the nets
+        /// sum to zero, and the instructions move exactly the nets.
+        #[test]
+        fn clearing_is_closed(postings in prop::collection::vec(arb_posting(), 0..60)) {
+            let mut accounts: std::collections::BTreeMap<String, Decimal> = Default::default();
+            for p in &postings {
+                let legs = claim_entry(p.insured, p.treatment, &p.share, p.reversal);
+                prop_assert!(is_balanced(&legs));
+                for leg in legs {
+                    *accounts.entry(leg.account).or_default() += leg.amount;
+                }
+            }
+            prop_assert_eq!(accounts.values().copied().sum::<Decimal>(), Decimal::ZERO);
+            let pairs = statement(&postings);
+            let nets = nets(&pairs);
+            prop_assert_eq!(nets.values().copied().sum::<Decimal>(), Decimal::ZERO);
+            // The receivable accounts equal the pairs' totals.
+            for ((insured, treatment), totals) in &pairs {
+                let receivable = accounts.get(&account::receivable(*treatment, *insured)).copied().unwrap_or_default();
+                prop_assert_eq!(receivable, totals.share.total());
+            }
+            let paid: std::collections::BTreeMap<Region, Decimal> = instructions(&nets).into_iter().fold(Default::default(), |mut m, (from, to, amount)| {
+                *m.entry(from).or_default() -= amount;
+                *m.entry(to).or_default() += amount;
+                m
+            });
+            for (region, net) in &nets {
+                prop_assert_eq!(paid.get(region).copied().unwrap_or_default(), *net);
+            }
+        }
+    }
+
+    #[test]
+    fn warnings_fire_once_per_crossing_and_rearm_on_top_up() {
+        let t = Thresholds::default();
+        assert_eq!(level(dec!(1000), dec!(699.99), t), ReserveLevel::None);
+        assert_eq!(level(dec!(1000), dec!(700), t), ReserveLevel::Yellow);
+        assert_eq!(level(dec!(1000), dec!(900), t), ReserveLevel::Red);
+        assert_eq!(level(dec!(0), dec!(900), t), ReserveLevel::None);
+        use ReserveLevel::*;
+        assert_eq!(warning(None, Yellow, false), (Yellow, true));
+        assert_eq!(warning(Yellow, Yellow, false), (Yellow, false));
+        assert_eq!(warning(Yellow, Red, false), (Red, true));
+        assert_eq!(
+            warning(Red, Yellow, false),
+            (Red, false),
+            "a reversal does not re-arm"
+        );
+        assert_eq!(warning(Red, None, true), (None, false), "a top-up re-arms");
+        assert_eq!(warning(None, Red, false), (Red, true));
+    }
+}

@@ -9,7 +9,10 @@ use clearinghouse_proto::{
         CheckEligibilityRequest, FilingCategory, RegisterFilingRequest, RegisterPersonRequest,
         filing_service_client::FilingServiceClient,
     },
-    ledger::v1::{GetBalancesRequest, ledger_service_client::LedgerServiceClient},
+    ledger::v1::{
+        CloseClearingPeriodRequest, GetBalancesRequest, GetStatementRequest,
+        ledger_service_client::LedgerServiceClient,
+    },
     referral::v1::{
         IssueReferralRequest, Referral, referral_service_client::ReferralServiceClient,
     },
@@ -241,5 +244,42 @@ Referral {} issued for P-DEMO-3, valid until {}",
         balances.entry_count >= 4,
         "the ledger did not receive all four settlements within 60 s"
     );
+
+    // The national platform closes the month; each province reads its statement.
+    let now = time::OffsetDateTime::now_utc() + time::Duration::hours(8);
+    let period = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
+    ledger
+        .close_clearing_period(CloseClearingPeriodRequest {
+            request_id: "demo-close".into(),
+            period: period.clone(),
+        })
+        .await?;
+    for province in ["370000", "110000"] {
+        let s = ledger
+            .get_statement(GetStatementRequest {
+                period: period.clone(),
+                province: province.into(),
+            })
+            .await?
+            .into_inner();
+        println!(
+            "\nStatement of {province} for {} ({}), net {}:",
+            s.period, s.state, s.net
+        );
+        for p in &s.pairs {
+            println!(
+                "  {} owes {}: {} claims, {} reversals; fund {}, serious illness {}, assistance {}, personal account {}; total {}",
+                p.insured_province,
+                p.treatment_province,
+                p.claim_count,
+                p.reversal_count,
+                p.fund,
+                p.serious_illness,
+                p.assistance,
+                p.personal_account,
+                p.total
+            );
+        }
+    }
     Ok(())
 }

@@ -1,8 +1,16 @@
 //! `clearinghouse.ledger.v1.LedgerService`. Reserves and clearing come with the ledger
 //! issue; until then those RPCs answer `UNIMPLEMENTED`.
 
-use clearinghouse_domain::{money::format2, region::Region};
-use clearinghouse_platform::error::{StorageError, invalid_field};
+use clearinghouse_domain::{
+    ledger,
+    money::{format2, parse_decimal},
+    region::Region,
+};
+use clearinghouse_events::{Body, outbox};
+use clearinghouse_platform::error::{FieldViolations, StorageError, invalid_field};
+use clearinghouse_proto::events::v1 as ev;
+
+use crate::clearing;
 use clearinghouse_proto::ledger::v1::{ledger_service_server::LedgerService, *};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Row};
@@ -10,19 +18,18 @@ use tonic::{Request, Response, Status};
 
 pub struct LedgerApi {
     pool: PgPool,
+    clearing: clearing::Clearing,
 }
 
 impl LedgerApi {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, clearing: clearing::Clearing) -> Self {
+        Self { pool, clearing }
     }
 }
 
 fn db(e: sqlx::Error) -> Status {
     StorageError::from_sqlx(e).into()
 }
-
-const LATER: &str = "reserves and clearing come with the fund-ledger issue (issue 5)";
 
 /// `None` for all provinces, else the province whose accounts are asked for.
 fn province_filter(text: &str) -> Result<Option<String>, Status> {
@@ -161,50 +168,479 @@ impl LedgerService for LedgerApi {
 
     async fn size_reserve(
         &self,
-        _: Request<SizeReserveRequest>,
+        request: Request<SizeReserveRequest>,
     ) -> Result<Response<SizeReserveResponse>, Status> {
-        Err(Status::unimplemented(LATER))
+        let r = request.get_ref();
+        let reserve = self
+            .reserve_request(
+                "SIZE",
+                &r.request_id,
+                &r.insured_province,
+                &r.treatment_province,
+                &r.amount,
+            )
+            .await?;
+        Ok(Response::new(SizeReserveResponse {
+            reserve: Some(reserve),
+        }))
     }
+
     async fn top_up_reserve(
         &self,
-        _: Request<TopUpReserveRequest>,
+        request: Request<TopUpReserveRequest>,
     ) -> Result<Response<TopUpReserveResponse>, Status> {
-        Err(Status::unimplemented(LATER))
+        let r = request.get_ref();
+        let reserve = self
+            .reserve_request(
+                "TOP_UP",
+                &r.request_id,
+                &r.insured_province,
+                &r.treatment_province,
+                &r.amount,
+            )
+            .await?;
+        Ok(Response::new(TopUpReserveResponse {
+            reserve: Some(reserve),
+        }))
     }
+
     async fn get_reserves(
         &self,
-        _: Request<GetReservesRequest>,
+        request: Request<GetReservesRequest>,
     ) -> Result<Response<GetReservesResponse>, Status> {
-        Err(Status::unimplemented(LATER))
+        let province = province_filter(&request.get_ref().province)?;
+        let rows = sqlx::query(
+            "SELECT * FROM reserves WHERE $1::text IS NULL OR insured_province = $1 OR treatment_province = $1
+             ORDER BY insured_province, treatment_province",
+        )
+        .bind(&province)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let reserves = rows.iter().map(reserve_proto).collect::<Result<_, _>>()?;
+        Ok(Response::new(GetReservesResponse { reserves }))
     }
+
     async fn close_clearing_period(
         &self,
-        _: Request<CloseClearingPeriodRequest>,
+        request: Request<CloseClearingPeriodRequest>,
     ) -> Result<Response<CloseClearingPeriodResponse>, Status> {
-        Err(Status::unimplemented(LATER))
+        let period = request.get_ref().period.clone();
+        let next = clearing::next_period(&period)
+            .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The row lock waits for postings in flight into this period (they hold a share lock).
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1 FOR UPDATE")
+                .bind(&period)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        match state.as_deref() {
+            None => return Err(Status::not_found(format!("no clearing period {period}"))),
+            Some("OPEN") => {}
+            // Closing again answers as the first close did.
+            Some(_) => return Ok(Response::new(CloseClearingPeriodResponse { period })),
+        }
+        sqlx::query(
+            "UPDATE clearing_periods SET state = 'CLOSED', closed_at = now() WHERE period = $1",
+        )
+        .bind(&period)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("INSERT INTO clearing_periods (period, state) VALUES ($1, 'OPEN') ON CONFLICT (period) DO UPDATE SET state = 'OPEN'")
+            .bind(&next)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let body = Body::ClearingPeriodClosed(ev::ClearingPeriodClosed {
+            period: period.clone(),
+        });
+        outbox::enqueue(&mut tx, vec![self.event(&period, body)])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Response::new(CloseClearingPeriodResponse { period }))
     }
+
     async fn get_statement(
         &self,
-        _: Request<GetStatementRequest>,
+        request: Request<GetStatementRequest>,
     ) -> Result<Response<GetStatementResponse>, Status> {
-        Err(Status::unimplemented(LATER))
+        let r = request.get_ref();
+        let province = province_filter(&r.province)?;
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let state = period_state(&mut conn, &r.period).await?;
+        let pairs = clearing::period_pairs(&mut conn, &r.period)
+            .await
+            .map_err(db)?;
+        let nets = ledger::nets(&pairs);
+        let net = province
+            .as_ref()
+            .and_then(|p| Region::parse(p).ok())
+            .map(|p| nets.get(&p).copied().unwrap_or_default())
+            .unwrap_or_default();
+        let pairs = pairs
+            .iter()
+            .filter(|((i, t), _)| {
+                province
+                    .as_ref()
+                    .is_none_or(|p| *p == i.to_string() || *p == t.to_string())
+            })
+            .map(|(k, v)| clearing::pair_proto(k, v))
+            .collect();
+        Ok(Response::new(GetStatementResponse {
+            period: r.period.clone(),
+            state,
+            pairs,
+            net: format2(net),
+        }))
     }
+
     async fn confirm_statement(
         &self,
-        _: Request<ConfirmStatementRequest>,
+        request: Request<ConfirmStatementRequest>,
     ) -> Result<Response<ConfirmStatementResponse>, Status> {
-        Err(Status::unimplemented(LATER))
+        let r = request.get_ref();
+        let state = self
+            .respond(&r.period, &r.province, "CONFIRMED", "")
+            .await?;
+        Ok(Response::new(ConfirmStatementResponse { state }))
     }
+
     async fn dispute_statement(
         &self,
-        _: Request<DisputeStatementRequest>,
+        request: Request<DisputeStatementRequest>,
     ) -> Result<Response<DisputeStatementResponse>, Status> {
-        Err(Status::unimplemented(LATER))
+        let r = request.get_ref();
+        if r.reason.trim().is_empty() || r.reason.len() > 500 {
+            return Err(invalid_field(
+                "reason",
+                "a dispute needs a reason of 1 to 500 bytes",
+            ));
+        }
+        let state = self
+            .respond(&r.period, &r.province, "DISPUTED", &r.reason)
+            .await?;
+        Ok(Response::new(DisputeStatementResponse { state }))
     }
+
     async fn reconcile(
         &self,
-        _: Request<ReconcileRequest>,
+        request: Request<ReconcileRequest>,
     ) -> Result<Response<ReconcileResponse>, Status> {
-        Err(Status::unimplemented(LATER))
+        let period = &request.get_ref().period;
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        period_state(&mut conn, period).await?;
+        let pairs = clearing::period_pairs(&mut conn, period)
+            .await
+            .map_err(db)?;
+        Ok(Response::new(ReconcileResponse {
+            pairs: pairs
+                .iter()
+                .map(|(k, v)| clearing::pair_proto(k, v))
+                .collect(),
+        }))
+    }
+}
+
+async fn period_state(conn: &mut sqlx::PgConnection, period: &str) -> Result<String, Status> {
+    clearing::next_period(period)
+        .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
+    sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1")
+        .bind(period)
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| Status::not_found(format!("no clearing period {period}")))
+}
+
+fn reserve_proto(row: &sqlx::postgres::PgRow) -> Result<Reserve, Status> {
+    let sized: Decimal = row.try_get("sized").map_err(db)?;
+    let drawn: Decimal = row.try_get("drawn").map_err(db)?;
+    Ok(Reserve {
+        insured_province: row.try_get("insured_province").map_err(db)?,
+        treatment_province: row.try_get("treatment_province").map_err(db)?,
+        sized: format2(sized),
+        used: format2(drawn),
+        usage_ratio: ledger::usage(sized, drawn)
+            .round_dp(4)
+            .normalize()
+            .to_string(),
+    })
+}
+
+impl LedgerApi {
+    fn event(&self, key: &str, body: Body) -> outbox::Outgoing {
+        outbox::Outgoing {
+            topic: self.clearing.topic.clone(),
+            key: key.to_string(),
+            body,
+        }
+    }
+
+    /// Sizes a reserve (sets its amount) or tops it up (refills what was drawn, posting a
+    /// balanced entry), idempotent by request id; re-arms the warnings when usage falls.
+    async fn reserve_request(
+        &self,
+        kind: &str,
+        request_id: &str,
+        insured: &str,
+        treatment: &str,
+        amount: &str,
+    ) -> Result<Reserve, Status> {
+        let mut v = FieldViolations::new();
+        if !(1..=64).contains(&request_id.len()) {
+            v.add(
+                "request_id",
+                "is required (1 to 64 bytes): the call is idempotent by it",
+            );
+        }
+        let insured = v.check("insured_province", Region::parse(insured));
+        let treatment = v.check("treatment_province", Region::parse(treatment));
+        for (field, region) in [
+            ("insured_province", insured),
+            ("treatment_province", treatment),
+        ] {
+            if region.is_some_and(|r| !r.is_province()) {
+                v.add(field, "must be a province code (ending in 0000)");
+            }
+        }
+        if insured.is_some() && insured == treatment {
+            v.add(
+                "treatment_province",
+                "must differ from the insured province",
+            );
+        }
+        let amount = v.check("amount", parse_decimal(amount, 2));
+        v.finish()?;
+        let (Some(insured), Some(treatment), Some(amount)) = (insured, treatment, amount) else {
+            return Err(Status::internal("validation inconsistency"));
+        };
+        let (insured, treatment) = (insured.to_string(), treatment.to_string());
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let fresh = sqlx::query(
+            "INSERT INTO reserve_requests (request_id, kind, insured_province, treatment_province, amount)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(request_id)
+        .bind(kind)
+        .bind(&insured)
+        .bind(&treatment)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        let mut events = Vec::new();
+        if fresh {
+            if kind == "SIZE" {
+                let row = sqlx::query(
+                    "INSERT INTO reserves (insured_province, treatment_province, sized) VALUES ($1, $2, $3)
+                     ON CONFLICT (insured_province, treatment_province) DO UPDATE SET sized = EXCLUDED.sized
+                     RETURNING sized, drawn, level",
+                )
+                .bind(&insured)
+                .bind(&treatment)
+                .bind(amount)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                events.extend(
+                    self.clearing
+                        .rearm(&mut tx, &insured, &treatment, &row, true)
+                        .await
+                        .map_err(db)?,
+                );
+            } else {
+                let changes = std::collections::BTreeMap::from([(
+                    (insured.clone(), treatment.clone()),
+                    -amount,
+                )]);
+                events.extend(
+                    self.clearing
+                        .change_reserves(&mut tx, &changes, true)
+                        .await
+                        .map_err(db)?,
+                );
+                self.post_top_up(&mut tx, &insured, &treatment, amount)
+                    .await?;
+            }
+        }
+        if !events.is_empty() {
+            outbox::enqueue(&mut tx, events).await.map_err(db)?;
+        }
+        let row = sqlx::query(
+            "SELECT * FROM reserves WHERE insured_province = $1 AND treatment_province = $2",
+        )
+        .bind(&insured)
+        .bind(&treatment)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| Status::failed_precondition("the reserve was never sized"))?;
+        let reserve = reserve_proto(&row)?;
+        tx.commit().await.map_err(db)?;
+        Ok(reserve)
+    }
+
+    /// A top-up moves money from the insured province's treasury into its reserve at the
+    /// treatment province: a balanced entry of its own.
+    async fn post_top_up(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        insured: &str,
+        treatment: &str,
+        amount: Decimal,
+    ) -> Result<(), Status> {
+        let period = clearing::open_period(tx).await.map_err(db)?;
+        let entry_id: i64 = sqlx::query_scalar(
+            "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region, claim_id,
+                                          fund, serious_illness, assistance, personal_account, period)
+             VALUES ($1, 'RESERVE_TOP_UP', $2, $3, '', '', 0, 0, 0, 0, $4) RETURNING entry_id",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(insured)
+        .bind(treatment)
+        .bind(&period)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let legs = [
+            (format!("reserve:{insured}:{treatment}"), amount),
+            (format!("treasury:{insured}"), -amount),
+        ];
+        for (account, value) in &legs {
+            sqlx::query("INSERT INTO journal_legs (entry_id, account, amount) VALUES ($1, $2, $3)")
+                .bind(entry_id)
+                .bind(account)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query(
+                "INSERT INTO accounts (account, balance) VALUES ($1, $2)
+                 ON CONFLICT (account) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance",
+            )
+            .bind(account)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// Records a province's answer to a closed period's statement; when every province of
+    /// the period has confirmed and none disputes, the period is confirmed and settled.
+    async fn respond(
+        &self,
+        period: &str,
+        province: &str,
+        answer: &str,
+        reason: &str,
+    ) -> Result<String, Status> {
+        let province =
+            province_filter(province)?.ok_or_else(|| invalid_field("province", "is required"))?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let state: String = {
+            clearing::next_period(period)
+                .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
+            sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1 FOR UPDATE")
+                .bind(period)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| Status::not_found(format!("no clearing period {period}")))?
+        };
+        match state.as_str() {
+            "OPEN" => {
+                return Err(Status::failed_precondition(format!(
+                    "period {period} is still open"
+                )));
+            }
+            "CLOSED" => {}
+            settled => return Ok(settled.to_string()),
+        }
+        let pairs = clearing::period_pairs(&mut tx, period).await.map_err(db)?;
+        let provinces: std::collections::BTreeSet<String> = pairs
+            .keys()
+            .flat_map(|(i, t)| [i.to_string(), t.to_string()])
+            .collect();
+        if !provinces.contains(&province) {
+            return Err(Status::failed_precondition(format!(
+                "province {province} has no statement in period {period}"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO statement_responses (period, province, state, reason) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (period, province) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = now()",
+        )
+        .bind(period)
+        .bind(&province)
+        .bind(answer)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut events = Vec::new();
+        if answer == "CONFIRMED" {
+            events.push(self.event(
+                period,
+                Body::StatementConfirmed(ev::StatementConfirmed {
+                    period: period.into(),
+                    province: province.clone(),
+                }),
+            ));
+        }
+        let confirmed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM statement_responses WHERE period = $1 AND state = 'CONFIRMED' AND province = ANY($2)",
+        )
+        .bind(period)
+        .bind(provinces.iter().cloned().collect::<Vec<_>>())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut state = "CLOSED".to_string();
+        if confirmed as usize == provinces.len() {
+            // Every province confirmed: settle by the multilateral nets.
+            let nets = ledger::nets(&pairs);
+            for (payer, payee, amount) in ledger::instructions(&nets) {
+                sqlx::query("INSERT INTO settlement_instructions (period, payer, payee, amount) VALUES ($1, $2, $3, $4)")
+                    .bind(period)
+                    .bind(payer.to_string())
+                    .bind(payee.to_string())
+                    .bind(amount)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            sqlx::query("UPDATE clearing_periods SET state = 'SETTLED', settled_at = now() WHERE period = $1")
+                .bind(period)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            events.push(
+                self.event(
+                    period,
+                    Body::ClearingSettled(ev::ClearingSettled {
+                        period: period.into(),
+                        nets: nets
+                            .iter()
+                            .map(|(p, n)| ev::clearing_settled::Net {
+                                province: p.to_string(),
+                                net: format2(*n),
+                            })
+                            .collect(),
+                    }),
+                ),
+            );
+            state = "SETTLED".into();
+        }
+        outbox::enqueue(&mut tx, events).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(state)
     }
 }

@@ -2,11 +2,12 @@
 //! (DESIGN.md section 6).
 
 mod api;
+mod clearing;
 mod posting;
 
 use std::time::Duration;
 
-use clearinghouse_events::{consumer, kafka, topics};
+use clearinghouse_events::{consumer, kafka, relay, topics};
 use clearinghouse_platform::{
     config::{DatabaseConfig, KafkaConfig, ServerConfig},
     db,
@@ -28,6 +29,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Events applied per transaction.
     pub max_batch: usize,
+    /// Reserve usage that raises a yellow warning (a fraction of the sized amount).
+    pub yellow_threshold: rust_decimal::Decimal,
+    /// Reserve usage that raises a red warning.
+    pub red_threshold: rust_decimal::Decimal,
 }
 
 impl Default for Config {
@@ -40,6 +45,8 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
             max_batch: 1000,
+            yellow_threshold: rust_decimal::Decimal::new(70, 2),
+            red_threshold: rust_decimal::Decimal::new(90, 2),
         }
     }
 }
@@ -61,8 +68,27 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .await?;
     let mut registry = Registry::with_prefix("clearinghouse_ledger");
     let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
-    kafka::ensure_topics(&config.kafka, std::slice::from_ref(&settlement_topic)).await?;
+    let ledger_topic = config.kafka.topic(topics::LEDGER);
+    kafka::ensure_topics(
+        &config.kafka,
+        &[settlement_topic.clone(), ledger_topic.clone()],
+    )
+    .await?;
+    let clearing = clearing::Clearing {
+        thresholds: clearinghouse_domain::ledger::Thresholds {
+            yellow: config.yellow_threshold,
+            red: config.red_threshold,
+        },
+        topic: ledger_topic,
+        metrics: clearing::ReserveMetrics::register(&mut registry),
+    };
     let mut background = Background::default();
+    let relay = relay::Relay::new(
+        pool.clone(),
+        kafka::producer(&config.kafka)?,
+        relay::RelayMetrics::register(&mut registry),
+    );
+    background.tasks.push(relay.spawn(background.token.clone()));
     let settings = consumer::ConsumerSettings {
         group: format!("clearinghouse-fund-ledger{}", config.kafka.name_suffix),
         topics: vec![settlement_topic],
@@ -73,12 +99,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &config.kafka,
         settings,
         pool.clone(),
-        posting::LedgerPosting,
+        posting::LedgerPosting {
+            clearing: clearing.clone(),
+        },
         consumer::ConsumerMetrics::register(&mut registry),
         background.token.clone(),
     )?);
     let routes = ServiceRoutes {
-        routes: tonic::service::Routes::new(LedgerServiceServer::new(api::LedgerApi::new(pool))),
+        routes: tonic::service::Routes::new(LedgerServiceServer::new(api::LedgerApi::new(
+            pool, clearing,
+        ))),
         health_names: vec!["clearinghouse.ledger.v1.LedgerService"],
     };
     host::start(&config.server, routes, registry, background, shutdown).await

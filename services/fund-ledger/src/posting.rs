@@ -11,13 +11,16 @@ use clearinghouse_domain::{
 use clearinghouse_events::{
     Body,
     consumer::{Handler, Received},
+    outbox,
 };
 use clearinghouse_proto::settlement::v1::SettlementResult;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub struct LedgerPosting;
+pub struct LedgerPosting {
+    pub clearing: crate::clearing::Clearing,
+}
 
 struct Entry {
     event_id: Uuid,
@@ -115,15 +118,20 @@ impl Handler for LedgerPosting {
         if entries.is_empty() {
             return Ok(());
         }
-        let entry_ids: Vec<i64> = sqlx::query_scalar(
+        let period = crate::clearing::open_period(tx).await?;
+        // A second reversal of the same claim is skipped by the unique index; the rows
+        // inserted come back with their ids.
+        let inserted: Vec<(i64, Uuid)> = sqlx::query_as(
             "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
-                                          claim_id, original_event_id, fund, serious_illness, assistance, personal_account)
-             SELECT e, k, i, t, tr, c, o, f, s, a, p
+                                          claim_id, original_event_id, fund, serious_illness, assistance,
+                                          personal_account, period)
+             SELECT e, k, i, t, tr, c, o, f, s, a, p, $12
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],
                          $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[])
                   WITH ORDINALITY AS u(e, k, i, t, tr, c, o, f, s, a, p, n)
              ORDER BY n
-             RETURNING entry_id",
+             ON CONFLICT DO NOTHING
+             RETURNING entry_id, event_id",
         )
         .bind(entries.iter().map(|e| e.event_id).collect::<Vec<_>>())
         .bind(entries.iter().map(|e| e.kind).collect::<Vec<_>>())
@@ -136,20 +144,26 @@ impl Handler for LedgerPosting {
         .bind(entries.iter().map(|e| e.share.serious_illness).collect::<Vec<_>>())
         .bind(entries.iter().map(|e| e.share.assistance).collect::<Vec<_>>())
         .bind(entries.iter().map(|e| e.share.personal_account).collect::<Vec<_>>())
+        .bind(&period)
         .fetch_all(&mut *tx)
         .await?;
-        anyhow::ensure!(
-            entry_ids.len() == entries.len(),
-            "journal insert returned {} ids for {} entries",
-            entry_ids.len(),
-            entries.len()
-        );
+        let ids: std::collections::HashMap<Uuid, i64> = inserted
+            .into_iter()
+            .map(|(id, event)| (event, id))
+            .collect();
 
         let mut leg_entries = Vec::new();
         let mut leg_accounts = Vec::new();
         let mut leg_amounts = Vec::new();
         let mut balances: BTreeMap<&str, Decimal> = BTreeMap::new();
-        for (entry, id) in entries.iter().zip(&entry_ids) {
+        let mut draws: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+        for entry in &entries {
+            let Some(id) = ids.get(&entry.event_id) else {
+                continue;
+            };
+            *draws
+                .entry((entry.insured.to_string(), entry.treatment.to_string()))
+                .or_default() += entry.share.total();
             for leg in &entry.legs {
                 leg_entries.push(*id);
                 leg_accounts.push(leg.account.as_str());
@@ -177,6 +191,12 @@ impl Handler for LedgerPosting {
         .bind(&amounts)
         .execute(&mut *tx)
         .await?;
+        // Settled claims draw on the insured province's reserve at the treatment province,
+        // reversals restore it; a low reserve warns but never blocks.
+        let warnings = self.clearing.change_reserves(tx, &draws, false).await?;
+        if !warnings.is_empty() {
+            outbox::enqueue(tx, warnings).await?;
+        }
         Ok(())
     }
 }

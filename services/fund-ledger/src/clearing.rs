@@ -1,0 +1,239 @@
+//! Reserves, periods and statements in the ledger's schema: the parts of DESIGN.md §6 that
+//! both the event posting and the RPCs need.
+
+use std::collections::BTreeMap;
+
+use clearinghouse_domain::{
+    ledger::{self, InsuredShare, PairTotals, ReserveLevel, Thresholds},
+    money::format2,
+    region::Region,
+};
+use clearinghouse_events::{Body, outbox::Outgoing};
+use clearinghouse_proto::{events::v1 as ev, ledger::v1::PairStatement};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, Row};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PairLabels {
+    pub insured_province: String,
+    pub treatment_province: String,
+}
+
+/// Reserve usage per pair, as a ratio of the sized amount.
+#[derive(Clone, Default)]
+pub struct ReserveMetrics {
+    usage: Family<PairLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl ReserveMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "reserve_usage_ratio",
+            "Share of the sized prepaid reserve drawn, per province pair",
+            m.usage.clone(),
+        );
+        m
+    }
+
+    fn set(&self, insured: &str, treatment: &str, usage: Decimal) {
+        let value = usage.to_string().parse::<f64>().unwrap_or(0.0);
+        self.usage
+            .get_or_create(&PairLabels {
+                insured_province: insured.into(),
+                treatment_province: treatment.into(),
+            })
+            .set(value);
+    }
+}
+
+/// Thresholds and the topic warnings go to.
+#[derive(Clone)]
+pub struct Clearing {
+    pub thresholds: Thresholds,
+    pub topic: String,
+    pub metrics: ReserveMetrics,
+}
+
+fn level_name(l: ReserveLevel) -> &'static str {
+    match l {
+        ReserveLevel::None => "NONE",
+        ReserveLevel::Yellow => "YELLOW",
+        ReserveLevel::Red => "RED",
+    }
+}
+
+fn level_from(name: &str) -> ReserveLevel {
+    match name {
+        "RED" => ReserveLevel::Red,
+        "YELLOW" => ReserveLevel::Yellow,
+        _ => ReserveLevel::None,
+    }
+}
+
+/// The month after `period` ("2026-12" → "2027-01").
+pub fn next_period(period: &str) -> Option<String> {
+    let (y, m) = period.split_once('-')?;
+    let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    Some(if m == 12 {
+        format!("{:04}-01", y + 1)
+    } else {
+        format!("{y:04}-{:02}", m + 1)
+    })
+}
+
+/// The open period, created for the current month when there is none; held with a share
+/// lock so that closing it waits for the postings in flight.
+pub async fn open_period(tx: &mut PgConnection) -> sqlx::Result<String> {
+    sqlx::query(
+        "INSERT INTO clearing_periods (period, state)
+         SELECT to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM'), 'OPEN'
+         WHERE NOT EXISTS (SELECT 1 FROM clearing_periods WHERE state = 'OPEN')
+         ON CONFLICT DO NOTHING",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query_scalar("SELECT period FROM clearing_periods WHERE state = 'OPEN' FOR SHARE")
+        .fetch_one(&mut *tx)
+        .await
+}
+
+impl Clearing {
+    /// Applies draws (positive) or refills (negative) to reserves and returns the
+    /// `ReserveLow` warnings due. Pairs are updated in key order (no deadlocks).
+    pub async fn change_reserves(
+        &self,
+        tx: &mut PgConnection,
+        changes: &BTreeMap<(String, String), Decimal>,
+        top_up: bool,
+    ) -> sqlx::Result<Vec<Outgoing>> {
+        let mut warnings = Vec::new();
+        for ((insured, treatment), change) in changes {
+            let row = sqlx::query(
+                "INSERT INTO reserves (insured_province, treatment_province, drawn) VALUES ($1, $2, $3)
+                 ON CONFLICT (insured_province, treatment_province) DO UPDATE SET drawn = reserves.drawn + EXCLUDED.drawn
+                 RETURNING sized, drawn, level",
+            )
+            .bind(insured)
+            .bind(treatment)
+            .bind(change)
+            .fetch_one(&mut *tx)
+            .await?;
+            warnings.extend(self.rearm(tx, insured, treatment, &row, top_up).await?);
+        }
+        Ok(warnings)
+    }
+
+    /// Records the new warning level of a pair from its `sized, drawn, level` row.
+    pub async fn rearm(
+        &self,
+        tx: &mut PgConnection,
+        insured: &str,
+        treatment: &str,
+        row: &sqlx::postgres::PgRow,
+        top_up: bool,
+    ) -> sqlx::Result<Option<Outgoing>> {
+        let sized: Decimal = row.try_get("sized")?;
+        let drawn: Decimal = row.try_get("drawn")?;
+        let recorded = level_from(&row.try_get::<String, _>("level")?);
+        let now = ledger::level(sized, drawn, self.thresholds);
+        self.metrics
+            .set(insured, treatment, ledger::usage(sized, drawn));
+        let (new, warn) = ledger::warning(recorded, now, top_up);
+        if new != recorded {
+            sqlx::query("UPDATE reserves SET level = $3 WHERE insured_province = $1 AND treatment_province = $2")
+                .bind(insured)
+                .bind(treatment)
+                .bind(level_name(new))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(warn.then(|| Outgoing {
+            topic: self.topic.clone(),
+            key: insured.to_string(),
+            body: Body::ReserveLow(ev::ReserveLow {
+                insured_province: insured.into(),
+                treatment_province: treatment.into(),
+                level: match new {
+                    ReserveLevel::Red => ev::ReserveLevel::Red,
+                    _ => ev::ReserveLevel::Yellow,
+                } as i32,
+                sized: format2(sized),
+                used: format2(drawn),
+            }),
+        }))
+    }
+}
+
+/// The claim postings of a period per province pair (top-ups are not clearing).
+pub async fn period_pairs(
+    conn: &mut PgConnection,
+    period: &str,
+) -> sqlx::Result<BTreeMap<(Region, Region), PairTotals>> {
+    let rows = sqlx::query(
+        "SELECT insured_province, treatment_province,
+                count(*) FILTER (WHERE kind = 'CLAIM_SETTLED') AS settled,
+                count(*) FILTER (WHERE kind = 'CLAIM_REVERSED') AS reversed,
+                sum(fund) AS fund, sum(serious_illness) AS serious_illness,
+                sum(assistance) AS assistance, sum(personal_account) AS personal_account
+         FROM journal_entries WHERE period = $1 AND kind IN ('CLAIM_SETTLED', 'CLAIM_REVERSED')
+         GROUP BY insured_province, treatment_province",
+    )
+    .bind(period)
+    .fetch_all(conn)
+    .await?;
+    let mut pairs = BTreeMap::new();
+    for row in rows {
+        let region = |col: &str| -> sqlx::Result<Region> {
+            Region::parse(&row.try_get::<String, _>(col)?)
+                .map_err(|e| sqlx::Error::Decode(e.to_string().into()))
+        };
+        pairs.insert(
+            (region("insured_province")?, region("treatment_province")?),
+            PairTotals {
+                settled: row.try_get("settled")?,
+                reversed: row.try_get("reversed")?,
+                share: InsuredShare {
+                    fund: row.try_get("fund")?,
+                    serious_illness: row.try_get("serious_illness")?,
+                    assistance: row.try_get("assistance")?,
+                    personal_account: row.try_get("personal_account")?,
+                },
+            },
+        );
+    }
+    Ok(pairs)
+}
+
+pub fn pair_proto((insured, treatment): &(Region, Region), t: &PairTotals) -> PairStatement {
+    PairStatement {
+        insured_province: insured.to_string(),
+        treatment_province: treatment.to_string(),
+        claim_count: t.settled,
+        reversal_count: t.reversed,
+        fund: format2(t.share.fund),
+        serious_illness: format2(t.share.serious_illness),
+        assistance: format2(t.share.assistance),
+        personal_account: format2(t.share.personal_account),
+        total: format2(t.share.total()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn periods_follow_each_other() {
+        assert_eq!(super::next_period("2026-11").as_deref(), Some("2026-12"));
+        assert_eq!(super::next_period("2026-12").as_deref(), Some("2027-01"));
+        assert_eq!(super::next_period("2026-13"), None);
+        assert_eq!(super::next_period("x"), None);
+    }
+}
