@@ -1,6 +1,7 @@
 //! The settlement service: reference data, pre-settle, settle, reverse, queries, yearly
 //! accumulators and personal accounts (DESIGN.md section 5).
 
+mod batch;
 mod parse;
 mod projection;
 mod reference;

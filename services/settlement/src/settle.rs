@@ -38,11 +38,12 @@ pub struct SettlementApi {
     pool: PgPool,
     policies: Arc<PolicyCache>,
     filing: Option<FilingServiceClient<Channel>>,
+    batcher: crate::batch::Batcher,
     topic: String,
 }
 
 /// Everything a claim needs that does not change while it is settled.
-struct Prepared {
+pub(crate) struct Prepared {
     person: Person,
     coverage: Coverage,
     policy_version: i64,
@@ -51,7 +52,7 @@ struct Prepared {
     items: std::collections::HashMap<String, rules::CatalogueItem>,
 }
 
-fn today() -> time::Date {
+pub(crate) fn today() -> time::Date {
     OffsetDateTime::now_utc().date()
 }
 
@@ -61,7 +62,7 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-fn rule_error(e: RuleError) -> Status {
+pub(crate) fn rule_error(e: RuleError) -> Status {
     match e {
         RuleError::NotFiled | RuleError::DiseaseNotCovered(_) | RuleError::NoPolicyForLevel => {
             Status::failed_precondition(e.to_string())
@@ -73,7 +74,7 @@ fn rule_error(e: RuleError) -> Status {
     }
 }
 
-fn decode_result(bytes: &[u8]) -> Result<SettlementResult, Status> {
+pub(crate) fn decode_result(bytes: &[u8]) -> Result<SettlementResult, Status> {
     SettlementResult::decode(bytes).map_err(|e| {
         tracing::error!(error = %e, "stored result does not decode");
         Status::internal("stored result does not decode")
@@ -81,7 +82,7 @@ fn decode_result(bytes: &[u8]) -> Result<SettlementResult, Status> {
 }
 
 /// The accumulator row key of a claim.
-struct YearKey<'a> {
+pub(crate) struct YearKey<'a> {
     insured_region: String,
     person_id: &'a str,
     year: i32,
@@ -94,10 +95,12 @@ impl SettlementApi {
         filing: Option<FilingServiceClient<Channel>>,
         topic: String,
     ) -> Self {
+        let batcher = crate::batch::Batcher::start(pool.clone(), topic.clone());
         Self {
             pool,
             policies,
             filing,
+            batcher,
             topic,
         }
     }
@@ -220,143 +223,170 @@ impl SettlementApi {
     }
 
     /// The stored claim under the same id, if any, checked against this request.
-    async fn replay(
-        &self,
-        conn: &mut PgConnection,
-        c: &ParsedClaim,
-        request: &[u8],
-    ) -> Result<Option<SettlementResult>, Status> {
-        let row = sqlx::query(
-            "SELECT request, result FROM claims WHERE treatment_region = $1 AND claim_id = $2",
-        )
-        .bind(c.treatment_region.to_string())
-        .bind(&c.claim_id)
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get("request").map_err(db)?;
-        if stored != request {
-            return Err(Status::already_exists(format!(
-                "claim {} of treatment region {} was already settled with a different payload",
-                c.claim_id, c.treatment_region
-            )));
-        }
-        let result: Vec<u8> = row.try_get("result").map_err(db)?;
-        Ok(Some(decode_result(&result)?))
-    }
-
     async fn settle_claim(&self, claim: Claim) -> Result<SettlementResult, Status> {
         let parsed = parse::claim(Some(&claim), today())?;
         let request = claim.encode_to_vec();
-        // A repeated claim id is found by the insert below, so a new claim pays no lookup.
+        // A repeated claim id is found when the claim is written, so a new claim pays no lookup.
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let prepared = self.prepare(&mut conn, &parsed).await?;
         drop(conn);
-
-        let year = parsed.claim.visit.service_date().year();
-        let key = YearKey {
-            insured_region: parsed.insured_region.to_string(),
-            person_id: &parsed.person_id,
-            year,
-        };
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let (balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
-        let outcome = compute(&parsed, &prepared, &ytd, balance)?;
-        let balance_after = balance - outcome.delta.personal_account_debit;
-        let result = result_proto(
-            claim,
-            &parsed,
-            &prepared,
-            &outcome,
-            ClaimStatus::Settled,
-            balance_after,
-        );
-        let event = Outgoing {
-            topic: self.topic.clone(),
-            key: parsed.insured_region.province().to_string(),
-            body: Body::ClaimSettled(ev::ClaimSettled {
-                insured_province: parsed.insured_region.province().to_string(),
-                treatment_province: parsed.treatment_region.province().to_string(),
-                result: Some(result.clone()),
-            }),
-        }
-        .into_row();
-        let d = &outcome.delta;
-        // The claim, its event and what it takes from the accumulators and the personal
-        // account, in one statement: every effect only if the claim id is new.
-        let inserted: i64 = sqlx::query_scalar(
-            "WITH c AS (
-                 INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
-                                     status, settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
-                                     disease_deductible_met, disease_fund_paid, serious_illness_base,
-                                     serious_illness_paid, assistance_paid, personal_account_debit)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'SETTLED', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-                 ON CONFLICT DO NOTHING RETURNING 1),
-             o AS (
-                 INSERT INTO outbox (event_id, topic, key, event_type, payload)
-                 SELECT $8, $18, $19, $20, $21 FROM c),
-             a AS (
-                 UPDATE accumulators SET inpatient_admissions = inpatient_admissions + $9,
-                        inpatient_fund_paid = inpatient_fund_paid + $10,
-                        serious_illness_base = serious_illness_base + $14,
-                        serious_illness_paid = serious_illness_paid + $15, assistance_paid = assistance_paid + $16
-                 WHERE insured_region = $3 AND person_id = $4 AND year = $5 AND EXISTS (SELECT 1 FROM c)),
-             d AS (
-                 UPDATE disease_accumulators SET deductible_met = deductible_met + $12, fund_paid = fund_paid + $13
-                 WHERE insured_region = $3 AND person_id = $4 AND year = $5 AND disease_code = $11
-                   AND EXISTS (SELECT 1 FROM c)),
-             p AS (
-                 UPDATE personal_accounts SET balance = balance - $17
-                 WHERE insured_region = $3 AND person_id = $4 AND $17 <> 0 AND EXISTS (SELECT 1 FROM c))
-             SELECT count(*) FROM c",
-        )
-        .bind(parsed.treatment_region.to_string())
-        .bind(&parsed.claim_id)
-        .bind(&key.insured_region)
-        .bind(&parsed.person_id)
-        .bind(year)
-        .bind(&request)
-        .bind(result.encode_to_vec())
-        .bind(event.event_id)
-        .bind(d.inpatient_admissions)
-        .bind(d.inpatient_fund_paid)
-        .bind(&d.disease)
-        .bind(d.disease_deductible_met)
-        .bind(d.disease_fund_paid)
-        .bind(d.serious_illness_base)
-        .bind(d.serious_illness_paid)
-        .bind(d.assistance_paid)
-        .bind(d.personal_account_debit)
-        .bind(&event.topic)
-        .bind(&event.key)
-        .bind(event.event_type)
-        .bind(&event.payload)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        if inserted == 0 {
-            // The claim id is taken: the same request gets the stored result.
-            tx.rollback().await.map_err(db)?;
-            let mut conn = self.pool.acquire().await.map_err(db)?;
-            return self
-                .replay(&mut conn, &parsed, &request)
-                .await?
-                .ok_or_else(|| Status::aborted("claim vanished, retry"));
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(result)
+        self.batcher
+            .submit(Pending {
+                claim,
+                parsed,
+                request,
+                prepared,
+            })
+            .await
     }
 }
 
-fn disease_of(c: &ParsedClaim) -> Option<&str> {
+/// A claim ready to be written: validated, its reference data and coverage resolved.
+pub(crate) struct Pending {
+    pub claim: Claim,
+    pub parsed: ParsedClaim,
+    pub request: Vec<u8>,
+    pub prepared: Prepared,
+}
+
+/// Settles one claim in a transaction of its own (the path a batch falls back to).
+pub(crate) async fn settle_one(
+    pool: &PgPool,
+    topic: &str,
+    p: Pending,
+) -> Result<SettlementResult, Status> {
+    let Pending {
+        claim,
+        parsed,
+        request,
+        prepared,
+    } = p;
+    let year = parsed.claim.visit.service_date().year();
+    let key = YearKey {
+        insured_region: parsed.insured_region.to_string(),
+        person_id: &parsed.person_id,
+        year,
+    };
+    let mut tx = pool.begin().await.map_err(db)?;
+    let (balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
+    let outcome = compute(&parsed, &prepared, &ytd, balance)?;
+    let balance_after = balance - outcome.delta.personal_account_debit;
+    let result = result_proto(
+        claim,
+        &parsed,
+        &prepared,
+        &outcome,
+        ClaimStatus::Settled,
+        balance_after,
+    );
+    let event = Outgoing {
+        topic: topic.to_string(),
+        key: parsed.insured_region.province().to_string(),
+        body: Body::ClaimSettled(ev::ClaimSettled {
+            insured_province: parsed.insured_region.province().to_string(),
+            treatment_province: parsed.treatment_region.province().to_string(),
+            result: Some(result.clone()),
+        }),
+    }
+    .into_row();
+    let d = &outcome.delta;
+    // The claim, its event and what it takes from the accumulators and the personal
+    // account, in one statement: every effect only if the claim id is new.
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH c AS (
+             INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
+                                 status, settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
+                                 disease_deductible_met, disease_fund_paid, serious_illness_base,
+                                 serious_illness_paid, assistance_paid, personal_account_debit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'SETTLED', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT DO NOTHING RETURNING 1),
+         o AS (
+             INSERT INTO outbox (event_id, topic, key, event_type, payload)
+             SELECT $8, $18, $19, $20, $21 FROM c),
+         a AS (
+             UPDATE accumulators SET inpatient_admissions = inpatient_admissions + $9,
+                    inpatient_fund_paid = inpatient_fund_paid + $10,
+                    serious_illness_base = serious_illness_base + $14,
+                    serious_illness_paid = serious_illness_paid + $15, assistance_paid = assistance_paid + $16
+             WHERE insured_region = $3 AND person_id = $4 AND year = $5 AND EXISTS (SELECT 1 FROM c)),
+         d AS (
+             UPDATE disease_accumulators SET deductible_met = deductible_met + $12, fund_paid = fund_paid + $13
+             WHERE insured_region = $3 AND person_id = $4 AND year = $5 AND disease_code = $11
+               AND EXISTS (SELECT 1 FROM c)),
+         p AS (
+             UPDATE personal_accounts SET balance = balance - $17
+             WHERE insured_region = $3 AND person_id = $4 AND $17 <> 0 AND EXISTS (SELECT 1 FROM c))
+         SELECT count(*) FROM c",
+    )
+    .bind(parsed.treatment_region.to_string())
+    .bind(&parsed.claim_id)
+    .bind(&key.insured_region)
+    .bind(&parsed.person_id)
+    .bind(year)
+    .bind(&request)
+    .bind(result.encode_to_vec())
+    .bind(event.event_id)
+    .bind(d.inpatient_admissions)
+    .bind(d.inpatient_fund_paid)
+    .bind(&d.disease)
+    .bind(d.disease_deductible_met)
+    .bind(d.disease_fund_paid)
+    .bind(d.serious_illness_base)
+    .bind(d.serious_illness_paid)
+    .bind(d.assistance_paid)
+    .bind(d.personal_account_debit)
+    .bind(&event.topic)
+    .bind(&event.key)
+    .bind(event.event_type)
+    .bind(&event.payload)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)?;
+    if inserted == 0 {
+        // The claim id is taken: the same request gets the stored result.
+        tx.rollback().await.map_err(db)?;
+        let mut conn = pool.acquire().await.map_err(db)?;
+        return replay(&mut conn, &parsed, &request)
+            .await?
+            .ok_or_else(|| Status::aborted("claim vanished, retry"));
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(result)
+}
+
+pub(crate) async fn replay(
+    conn: &mut PgConnection,
+    c: &ParsedClaim,
+    request: &[u8],
+) -> Result<Option<SettlementResult>, Status> {
+    let row = sqlx::query(
+        "SELECT request, result FROM claims WHERE treatment_region = $1 AND claim_id = $2",
+    )
+    .bind(c.treatment_region.to_string())
+    .bind(&c.claim_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(db)?;
+    let Some(row) = row else { return Ok(None) };
+    let stored: Vec<u8> = row.try_get("request").map_err(db)?;
+    if stored != request {
+        return Err(Status::already_exists(format!(
+            "claim {} of treatment region {} was already settled with a different payload",
+            c.claim_id, c.treatment_region
+        )));
+    }
+    let result: Vec<u8> = row.try_get("result").map_err(db)?;
+    Ok(Some(decode_result(&result)?))
+}
+
+pub(crate) fn disease_of(c: &ParsedClaim) -> Option<&str> {
     match &c.claim.visit {
         rules::Visit::ChronicOutpatient { disease, .. } => Some(disease),
         rules::Visit::Inpatient { .. } => None,
     }
 }
 
-fn compute(
+pub(crate) fn compute(
     c: &ParsedClaim,
     p: &Prepared,
     ytd: &YearToDate,
@@ -374,7 +404,7 @@ fn compute(
 
 /// Takes the person's lock (the personal-account row, always first) and the year's
 /// accumulators in one statement, and returns the balance and the year so far.
-async fn lock_person_year(
+pub(crate) async fn lock_person_year(
     tx: &mut PgConnection,
     key: &YearKey<'_>,
     disease: Option<&str>,
@@ -479,7 +509,7 @@ async fn apply_delta(
     Ok(())
 }
 
-fn result_proto(
+pub(crate) fn result_proto(
     claim: Claim,
     c: &ParsedClaim,
     p: &Prepared,

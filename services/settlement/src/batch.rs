@@ -1,0 +1,501 @@
+//! Settling concurrent claims in shared transactions.
+//!
+//! Claims that arrive together are written by one transaction: one statement takes the
+//! persons' locks (personal-account rows, in key order, so batches cannot deadlock), two
+//! read the year's accumulators, the rules run claim by claim in memory (claims of one
+//! person in arrival order, each seeing the ones before), and five statements write the
+//! claims, their events and the accumulated changes. Statements and the commit are paid
+//! per batch, not per claim. A batch that fails for any reason is retried claim by claim,
+//! each in its own transaction, so one bad claim never fails another.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use clearinghouse_domain::settlement::{AccumulatorDelta, YearToDate};
+use clearinghouse_events::{Body, outbox::Outgoing};
+use clearinghouse_proto::{
+    events::v1 as ev,
+    settlement::v1::{ClaimStatus, SettlementResult},
+};
+use prost::Message;
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tonic::Status;
+
+use crate::settle::{Pending, compute, disease_of, replay, result_proto, settle_one};
+
+/// Claims written by one transaction at most.
+const MAX_BATCH: usize = 128;
+/// Transactions in flight at once.
+const WRITERS: usize = 6;
+
+type Reply = oneshot::Sender<Result<SettlementResult, Status>>;
+
+#[derive(Clone)]
+pub struct Batcher {
+    queue: mpsc::Sender<(Pending, Reply)>,
+}
+
+impl Batcher {
+    pub fn start(pool: PgPool, topic: String) -> Self {
+        let (queue, receiver) = mpsc::channel::<(Pending, Reply)>(4096);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..WRITERS {
+            let (receiver, pool, topic) = (receiver.clone(), pool.clone(), topic.clone());
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut receiver = receiver.lock().await;
+                        let Some(first) = receiver.recv().await else {
+                            return;
+                        };
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match receiver.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                        batch
+                    };
+                    write_batch(&pool, &topic, batch).await;
+                }
+            });
+        }
+        Self { queue }
+    }
+
+    /// Settles the claim with whatever else is waiting, and returns its result.
+    pub async fn submit(&self, pending: Pending) -> Result<SettlementResult, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((pending, reply))
+            .await
+            .map_err(|_| Status::unavailable("the service is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the service is shutting down"))?
+    }
+}
+
+type PersonKey = (String, String);
+type YearKey = (String, String, i32);
+type DiseaseKey = (String, String, i32, String);
+
+fn person_of(p: &Pending) -> PersonKey {
+    (
+        p.parsed.insured_region.to_string(),
+        p.parsed.person_id.clone(),
+    )
+}
+
+fn year_of(p: &Pending) -> YearKey {
+    let (region, person) = person_of(p);
+    (region, person, p.parsed.claim.visit.service_date().year())
+}
+
+fn disease_key(p: &Pending) -> Option<DiseaseKey> {
+    let (region, person, year) = year_of(p);
+    disease_of(&p.parsed).map(|d| (region, person, year, d.to_string()))
+}
+
+async fn write_batch(pool: &PgPool, topic: &str, batch: Vec<(Pending, Reply)>) {
+    // The same claim id twice in one batch: the later ones wait for the first and replay.
+    let mut seen = HashSet::new();
+    let (first, repeats): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|(p, _)| seen.insert((p.parsed.treatment_region, p.parsed.claim_id.clone())));
+    let failed = match write_together(pool, topic, first).await {
+        Ok(()) => Vec::new(),
+        Err(failed) => failed,
+    };
+    for (pending, reply) in failed.into_iter().chain(repeats) {
+        let _ = reply.send(settle_one(pool, topic, pending).await);
+    }
+}
+
+/// Writes the batch in one transaction; on failure hands every claim back to be settled
+/// alone.
+async fn write_together(
+    pool: &PgPool,
+    topic: &str,
+    batch: Vec<(Pending, Reply)>,
+) -> Result<(), Vec<(Pending, Reply)>> {
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(_) => return Err(batch),
+    };
+    let written = match settle_in(&mut tx, topic, &batch).await {
+        Ok(written) => written,
+        Err(e) => {
+            tracing::debug!(error = %e, claims = batch.len(), "batch failed, settling its claims one by one");
+            return Err(batch);
+        }
+    };
+    if tx.commit().await.is_err() {
+        return Err(batch);
+    }
+    for ((_, reply), outcome) in batch.into_iter().zip(written) {
+        let _ = reply.send(outcome);
+    }
+    Ok(())
+}
+
+/// The batch's work inside the transaction; returns each claim's answer, in order.
+async fn settle_in(
+    tx: &mut PgConnection,
+    topic: &str,
+    batch: &[(Pending, Reply)],
+) -> Result<Vec<Result<SettlementResult, Status>>, sqlx::Error> {
+    // Locks: every person of the batch, in key order.
+    let persons: Vec<PersonKey> = batch
+        .iter()
+        .map(|(p, _)| person_of(p))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = sqlx::query(
+        "INSERT INTO personal_accounts (insured_region, person_id)
+         SELECT r, p FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(r, p, n) ORDER BY n
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
+         RETURNING insured_region, person_id, balance",
+    )
+    .bind(persons.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+    .bind(persons.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut balances: HashMap<PersonKey, Decimal> = HashMap::new();
+    for row in rows {
+        balances.insert(
+            (row.try_get("insured_region")?, row.try_get("person_id")?),
+            row.try_get("balance")?,
+        );
+    }
+
+    let years: Vec<YearKey> = batch
+        .iter()
+        .map(|(p, _)| year_of(p))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = sqlx::query(
+        "INSERT INTO accumulators (insured_region, person_id, year)
+         SELECT r, p, y FROM UNNEST($1::text[], $2::text[], $3::int[]) WITH ORDINALITY AS u(r, p, y, n) ORDER BY n
+         ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
+         RETURNING insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
+                   serious_illness_base, serious_illness_paid, assistance_paid",
+    )
+    .bind(years.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+    .bind(years.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+    .bind(years.iter().map(|k| k.2).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut year_state: HashMap<YearKey, YearToDate> = HashMap::new();
+    for row in rows {
+        year_state.insert(
+            (
+                row.try_get("insured_region")?,
+                row.try_get("person_id")?,
+                row.try_get("year")?,
+            ),
+            YearToDate {
+                inpatient_admissions: row.try_get("inpatient_admissions")?,
+                inpatient_fund_paid: row.try_get("inpatient_fund_paid")?,
+                serious_illness_base: row.try_get("serious_illness_base")?,
+                serious_illness_paid: row.try_get("serious_illness_paid")?,
+                assistance_paid: row.try_get("assistance_paid")?,
+                ..YearToDate::default()
+            },
+        );
+    }
+
+    let diseases: Vec<DiseaseKey> = batch
+        .iter()
+        .filter_map(|(p, _)| disease_key(p))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut disease_state: HashMap<DiseaseKey, (Decimal, Decimal)> = HashMap::new();
+    if !diseases.is_empty() {
+        let rows = sqlx::query(
+            "INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code)
+             SELECT r, p, y, d FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[]) WITH ORDINALITY AS u(r, p, y, d, n)
+             ORDER BY n
+             ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
+             RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid",
+        )
+        .bind(diseases.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+        .bind(diseases.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+        .bind(diseases.iter().map(|k| k.2).collect::<Vec<_>>())
+        .bind(diseases.iter().map(|k| k.3.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            disease_state.insert(
+                (
+                    row.try_get("insured_region")?,
+                    row.try_get("person_id")?,
+                    row.try_get("year")?,
+                    row.try_get("disease_code")?,
+                ),
+                (row.try_get("deductible_met")?, row.try_get("fund_paid")?),
+            );
+        }
+    }
+
+    // Claim ids already taken answer as repeats.
+    let regions: Vec<String> = batch
+        .iter()
+        .map(|(p, _)| p.parsed.treatment_region.to_string())
+        .collect();
+    let ids: Vec<&str> = batch
+        .iter()
+        .map(|(p, _)| p.parsed.claim_id.as_str())
+        .collect();
+    let taken: HashSet<(String, String)> = sqlx::query_as(
+        "SELECT c.treatment_region, c.claim_id FROM claims c
+         JOIN UNNEST($1::text[], $2::text[]) AS u(r, i) ON c.treatment_region = u.r AND c.claim_id = u.i",
+    )
+    .bind(&regions)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut writes = Writes::default();
+    for (p, _) in batch {
+        let claim_key = (
+            p.parsed.treatment_region.to_string(),
+            p.parsed.claim_id.clone(),
+        );
+        if taken.contains(&claim_key) {
+            answers.push(
+                replay(tx, &p.parsed, &p.request)
+                    .await
+                    .and_then(|r| r.ok_or_else(|| Status::aborted("claim vanished, retry"))),
+            );
+            continue;
+        }
+        let person = person_of(p);
+        let year = year_of(p);
+        let disease = disease_key(p);
+        let mut ytd = year_state.get(&year).cloned().unwrap_or_default();
+        if let Some((met, paid)) = disease.as_ref().and_then(|d| disease_state.get(d)) {
+            ytd.disease_deductible_met = *met;
+            ytd.disease_fund_paid = *paid;
+        }
+        let balance = balances.get(&person).copied().unwrap_or_default();
+        let outcome = match compute(&p.parsed, &p.prepared, &ytd, balance) {
+            Ok(o) => o,
+            Err(status) => {
+                answers.push(Err(status));
+                continue;
+            }
+        };
+        let d = &outcome.delta;
+        // The next claim of this person in the batch sees this one.
+        let state = year_state.entry(year.clone()).or_default();
+        state.inpatient_admissions += d.inpatient_admissions;
+        state.inpatient_fund_paid += d.inpatient_fund_paid;
+        state.serious_illness_base += d.serious_illness_base;
+        state.serious_illness_paid += d.serious_illness_paid;
+        state.assistance_paid += d.assistance_paid;
+        if let Some(key) = &disease {
+            let entry = disease_state.entry(key.clone()).or_default();
+            entry.0 += d.disease_deductible_met;
+            entry.1 += d.disease_fund_paid;
+        }
+        let balance_after = balance - d.personal_account_debit;
+        balances.insert(person.clone(), balance_after);
+        let result = result_proto(
+            p.claim.clone(),
+            &p.parsed,
+            &p.prepared,
+            &outcome,
+            ClaimStatus::Settled,
+            balance_after,
+        );
+        let event = Outgoing {
+            topic: topic.to_string(),
+            key: p.parsed.insured_region.province().to_string(),
+            body: Body::ClaimSettled(ev::ClaimSettled {
+                insured_province: p.parsed.insured_region.province().to_string(),
+                treatment_province: p.parsed.treatment_region.province().to_string(),
+                result: Some(result.clone()),
+            }),
+        }
+        .into_row();
+        writes.add(p, &year, disease.as_ref(), d, &result, event);
+        answers.push(Ok(result));
+    }
+    writes.execute(tx).await?;
+    Ok(answers)
+}
+
+/// The batch's writes, column by column.
+#[derive(Default)]
+struct Writes {
+    claims: Vec<ClaimRow>,
+    outbox: Vec<clearinghouse_events::outbox::OutboxRow>,
+    years: BTreeMap<YearKey, AccumulatorDelta>,
+    diseases: BTreeMap<DiseaseKey, (Decimal, Decimal)>,
+    accounts: BTreeMap<PersonKey, Decimal>,
+}
+
+struct ClaimRow {
+    treatment_region: String,
+    claim_id: String,
+    insured_region: String,
+    person_id: String,
+    year: i32,
+    request: Vec<u8>,
+    result: Vec<u8>,
+    event_id: uuid::Uuid,
+    delta: AccumulatorDelta,
+}
+
+impl Writes {
+    fn add(
+        &mut self,
+        p: &Pending,
+        year: &YearKey,
+        disease: Option<&DiseaseKey>,
+        d: &AccumulatorDelta,
+        result: &SettlementResult,
+        event: clearinghouse_events::outbox::OutboxRow,
+    ) {
+        let y = self.years.entry(year.clone()).or_default();
+        y.inpatient_admissions += d.inpatient_admissions;
+        y.inpatient_fund_paid += d.inpatient_fund_paid;
+        y.serious_illness_base += d.serious_illness_base;
+        y.serious_illness_paid += d.serious_illness_paid;
+        y.assistance_paid += d.assistance_paid;
+        if let Some(key) = disease {
+            let e = self.diseases.entry(key.clone()).or_default();
+            e.0 += d.disease_deductible_met;
+            e.1 += d.disease_fund_paid;
+        }
+        if !d.personal_account_debit.is_zero() {
+            *self
+                .accounts
+                .entry((year.0.clone(), year.1.clone()))
+                .or_default() += d.personal_account_debit;
+        }
+        self.claims.push(ClaimRow {
+            treatment_region: p.parsed.treatment_region.to_string(),
+            claim_id: p.parsed.claim_id.clone(),
+            insured_region: year.0.clone(),
+            person_id: year.1.clone(),
+            year: year.2,
+            request: p.request.clone(),
+            result: result.encode_to_vec(),
+            event_id: event.event_id,
+            delta: d.clone(),
+        });
+        self.outbox.push(event);
+    }
+
+    async fn execute(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.claims.is_empty() {
+            return Ok(());
+        }
+        let c = &self.claims;
+        sqlx::query(
+            "INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
+                                 settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
+                                 disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
+                                 assistance_paid, personal_account_debit)
+             SELECT tr, ci, ir, pi, y, rq, rs, 'SETTLED', e, ad, fp, dc, dm, df, sb, sp, ap, pd
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[], $8::uuid[],
+                         $9::int[], $10::numeric[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
+                         $15::numeric[], $16::numeric[], $17::numeric[])
+                  AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd)",
+        )
+        .bind(c.iter().map(|r| r.treatment_region.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.claim_id.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.insured_region.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.person_id.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.year).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.request.as_slice()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.result.as_slice()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.inpatient_admissions).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.inpatient_fund_paid).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.disease.clone()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.disease_deductible_met).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.disease_fund_paid).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.serious_illness_base).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.serious_illness_paid).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.assistance_paid).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.delta.personal_account_debit).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        let o = &self.outbox;
+        sqlx::query(
+            "INSERT INTO outbox (event_id, topic, key, event_type, payload)
+             SELECT e, t, k, ty, p FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+                  WITH ORDINALITY AS u(e, t, k, ty, p, n) ORDER BY n",
+        )
+        .bind(o.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.event_type).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        let y: Vec<(&YearKey, &AccumulatorDelta)> = self.years.iter().collect();
+        sqlx::query(
+            "UPDATE accumulators a SET inpatient_admissions = a.inpatient_admissions + u.ad,
+                    inpatient_fund_paid = a.inpatient_fund_paid + u.fp, serious_illness_base = a.serious_illness_base + u.sb,
+                    serious_illness_paid = a.serious_illness_paid + u.sp, assistance_paid = a.assistance_paid + u.ap
+             FROM UNNEST($1::text[], $2::text[], $3::int[], $4::int[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[])
+                  AS u(r, p, y, ad, fp, sb, sp, ap)
+             WHERE a.insured_region = u.r AND a.person_id = u.p AND a.year = u.y",
+        )
+        .bind(y.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+        .bind(y.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind(y.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+        .bind(y.iter().map(|(_, d)| d.inpatient_admissions).collect::<Vec<_>>())
+        .bind(y.iter().map(|(_, d)| d.inpatient_fund_paid).collect::<Vec<_>>())
+        .bind(y.iter().map(|(_, d)| d.serious_illness_base).collect::<Vec<_>>())
+        .bind(y.iter().map(|(_, d)| d.serious_illness_paid).collect::<Vec<_>>())
+        .bind(y.iter().map(|(_, d)| d.assistance_paid).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        if !self.diseases.is_empty() {
+            let d: Vec<(&DiseaseKey, &(Decimal, Decimal))> = self.diseases.iter().collect();
+            sqlx::query(
+                "UPDATE disease_accumulators a SET deductible_met = a.deductible_met + u.dm, fund_paid = a.fund_paid + u.df
+                 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::numeric[], $6::numeric[]) AS u(r, p, y, c, dm, df)
+                 WHERE a.insured_region = u.r AND a.person_id = u.p AND a.year = u.y AND a.disease_code = u.c",
+            )
+            .bind(d.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+            .bind(d.iter().map(|(k, _)| k.3.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
+            .bind(d.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.accounts.is_empty() {
+            let a: Vec<(&PersonKey, &Decimal)> = self.accounts.iter().collect();
+            sqlx::query(
+                "UPDATE personal_accounts a SET balance = a.balance - u.debit
+                 FROM UNNEST($1::text[], $2::text[], $3::numeric[]) AS u(r, p, debit)
+                 WHERE a.insured_region = u.r AND a.person_id = u.p",
+            )
+            .bind(a.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(a.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+            .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
