@@ -31,6 +31,8 @@ apt_install() {
 
 # --- build dependencies (librdkafka is built from source by rdkafka-sys; protoc is vendored)
 apt_install ca-certificates curl gcc g++ make pkg-config libssl-dev zlib1g-dev python3 python3-pip unzip
+# Prometheus (and promtool) check the dashboards and alert rules of deploy/ in the tests.
+apt_install prometheus
 
 # --- PostgreSQL
 if ! command -v pg_ctlcluster >/dev/null; then

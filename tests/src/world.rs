@@ -120,6 +120,14 @@ impl World {
             .unwrap()
     }
 
+    /// The metrics endpoints, named as Prometheus jobs.
+    pub fn metrics_targets(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        ["clearinghouse-filing", "clearinghouse-settlement", "clearinghouse-fund-ledger"]
+            .into_iter()
+            .zip(self.hosts.iter().map(|h| h.metrics_addr))
+            .collect()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         for host in self.hosts {

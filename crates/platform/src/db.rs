@@ -50,3 +50,32 @@ pub async fn connect_and_migrate(
     }
     Ok(pool)
 }
+
+/// Publishes the pool's size and idle connections every few seconds until `stop`.
+pub fn watch_pool(
+    pool: PgPool,
+    registry: &mut prometheus_client::registry::Registry,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    use prometheus_client::metrics::{family::Family, gauge::Gauge};
+    let connections = Family::<Vec<(String, String)>, Gauge>::default();
+    registry.register(
+        "db_pool_connections",
+        "Postgres pool connections, by state (open, idle)",
+        connections.clone(),
+    );
+    tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            connections
+                .get_or_create(&vec![("state".to_string(), "open".to_string())])
+                .set(i64::from(pool.size()));
+            connections
+                .get_or_create(&vec![("state".to_string(), "idle".to_string())])
+                .set(pool.num_idle() as i64);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    })
+}

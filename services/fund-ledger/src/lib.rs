@@ -66,7 +66,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         ],
     )
     .await?;
-    let mut registry = Registry::with_prefix("clearinghouse_ledger");
+    let mut registry = Registry::with_prefix("clearinghouse");
     let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
     let ledger_topic = config.kafka.topic(topics::LEDGER);
     kafka::ensure_topics(
@@ -83,6 +83,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics: clearing::ReserveMetrics::register(&mut registry),
     };
     let mut background = Background::default();
+    background
+        .tasks
+        .push(db::watch_pool(pool.clone(), &mut registry, background.token.clone()));
+    background.tasks.push(clearing::watch_periods(
+        pool.clone(),
+        &mut registry,
+        background.token.clone(),
+    ));
     let relay = relay::Relay::new(
         pool.clone(),
         kafka::producer(&config.kafka)?,

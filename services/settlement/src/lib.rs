@@ -2,6 +2,7 @@
 //! accumulators and personal accounts (DESIGN.md section 5).
 
 mod batch;
+mod metrics;
 mod parse;
 mod projection;
 mod reference;
@@ -78,10 +79,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         ],
     )
     .await?;
-    let mut registry = Registry::with_prefix("clearinghouse_settlement");
+    let mut registry = Registry::with_prefix("clearinghouse");
     let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
     let filing_topic = config.kafka.topic(topics::FILING);
     let mut background = Background::default();
+    background
+        .tasks
+        .push(platform_db::watch_pool(pool.clone(), &mut registry, background.token.clone()));
     if config.relay_enabled || config.consumer_enabled {
         kafka::ensure_topics(
             &config.kafka,
@@ -131,6 +135,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             policies.clone(),
             filing,
             settlement_topic,
+            metrics::SettlementMetrics::register(&mut registry),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )

@@ -40,6 +40,7 @@ pub struct SettlementApi {
     filing: Option<FilingServiceClient<Channel>>,
     batcher: crate::batch::Batcher,
     topic: String,
+    metrics: crate::metrics::SettlementMetrics,
 }
 
 /// Everything a claim needs that does not change while it is settled.
@@ -94,6 +95,7 @@ impl SettlementApi {
         policies: Arc<PolicyCache>,
         filing: Option<FilingServiceClient<Channel>>,
         topic: String,
+        metrics: crate::metrics::SettlementMetrics,
     ) -> Self {
         let batcher = crate::batch::Batcher::start(pool.clone(), topic.clone());
         Self {
@@ -102,6 +104,7 @@ impl SettlementApi {
             filing,
             batcher,
             topic,
+            metrics,
         }
     }
 
@@ -230,14 +233,12 @@ impl SettlementApi {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let prepared = self.prepare(&mut conn, &parsed).await?;
         drop(conn);
-        self.batcher
-            .submit(Pending {
-                claim,
-                parsed,
-                request,
-                prepared,
-            })
-            .await
+        let insured = parsed.insured_region.province().to_string();
+        let treatment = parsed.treatment_region.province().to_string();
+        let pending = Pending { claim, parsed, request, prepared };
+        let result = self.batcher.submit(pending).await?;
+        self.metrics.settled(&insured, &treatment, &result);
+        Ok(result)
     }
 }
 
@@ -638,10 +639,13 @@ impl SettlementService for SettlementApi {
         let Some(claim) = request.into_inner().claim else {
             return Err(invalid_field("claim", "is required"));
         };
-        let result = self.settle_claim(claim).await?;
-        Ok(Response::new(SettleResponse {
-            result: Some(result),
-        }))
+        match self.settle_claim(claim).await {
+            Ok(result) => Ok(Response::new(SettleResponse { result: Some(result) })),
+            Err(status) => {
+                self.metrics.refused(&status);
+                Err(status)
+            }
+        }
     }
 
     async fn reverse(

@@ -1,0 +1,79 @@
+//! The settlement flow as operators watch it: settlements and amounts per province pair,
+//! refusals by reason.
+
+use clearinghouse_domain::money::Money;
+use clearinghouse_proto::settlement::v1::SettlementResult;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PairLabels {
+    pub insured_province: String,
+    pub treatment_province: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabels {
+    pub insured_province: String,
+    pub treatment_province: String,
+    /// total, in_scope, fund, serious_illness, assistance, personal_account, cash
+    pub part: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Default)]
+pub struct SettlementMetrics {
+    settled: Family<PairLabels, Counter>,
+    amounts: Family<PartLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    refused: Family<ReasonLabels, Counter>,
+}
+
+impl SettlementMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register("settlements", "Claims settled, per insured and treatment province", m.settled.clone());
+        registry.register(
+            "settled_amount_yuan",
+            "Amounts settled in yuan, per province pair and part of the split",
+            m.amounts.clone(),
+        );
+        registry.register("settlement_refusals", "Settle calls refused, by gRPC status", m.refused.clone());
+        m
+    }
+
+    pub fn settled(&self, insured_province: &str, treatment_province: &str, result: &SettlementResult) {
+        self.settled
+            .get_or_create(&PairLabels { insured_province: insured_province.into(), treatment_province: treatment_province.into() })
+            .inc();
+        let Some(split) = &result.split else { return };
+        for (part, amount) in [
+            ("total", &split.total),
+            ("in_scope", &split.in_scope),
+            ("fund", &split.fund),
+            ("serious_illness", &split.serious_illness),
+            ("assistance", &split.assistance),
+            ("personal_account", &split.personal_account),
+            ("cash", &split.cash),
+        ] {
+            let value: f64 = amount.parse::<Money>().map(|m| m.to_string().parse().unwrap_or(0.0)).unwrap_or(0.0);
+            self.amounts
+                .get_or_create(&PartLabels {
+                    insured_province: insured_province.into(),
+                    treatment_province: treatment_province.into(),
+                    part: part.into(),
+                })
+                .inc_by(value);
+        }
+    }
+
+    pub fn refused(&self, status: &tonic::Status) {
+        self.refused.get_or_create(&ReasonLabels { reason: format!("{:?}", status.code()) }).inc();
+    }
+}
