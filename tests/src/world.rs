@@ -122,10 +122,14 @@ impl World {
 
     /// The metrics endpoints, named as Prometheus jobs.
     pub fn metrics_targets(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
-        ["clearinghouse-filing", "clearinghouse-settlement", "clearinghouse-fund-ledger"]
-            .into_iter()
-            .zip(self.hosts.iter().map(|h| h.metrics_addr))
-            .collect()
+        [
+            "clearinghouse-filing",
+            "clearinghouse-settlement",
+            "clearinghouse-fund-ledger",
+        ]
+        .into_iter()
+        .zip(self.hosts.iter().map(|h| h.metrics_addr))
+        .collect()
     }
 
     pub async fn stop(self) {

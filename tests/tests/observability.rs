@@ -2,17 +2,18 @@
 //! the running services under load: every PromQL expression must evaluate without error
 //! and return at least one series.
 
-#![allow(clippy::unwrap_used, reason = "a test fails loudly on the first surprise")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use clearinghouse_proto::{
-    filing::v1::FilingCategory,
-    ledger::v1::SizeReserveRequest,
-    settlement::v1::SettleRequest,
+    filing::v1::FilingCategory, ledger::v1::SizeReserveRequest, settlement::v1::SettleRequest,
 };
-use clearinghouse_tests::*;
 use clearinghouse_testkit::fixtures;
+use clearinghouse_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn deploy() -> PathBuf {
@@ -25,10 +26,15 @@ fn expressions() -> Vec<(String, String)> {
     let mut exprs = Vec::new();
     for entry in std::fs::read_dir(deploy().join("grafana/dashboards")).unwrap() {
         let path = entry.unwrap().path();
-        let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for panel in dashboard["panels"].as_array().unwrap() {
             for target in panel["targets"].as_array().unwrap() {
-                let name = format!("{} / {}", dashboard["title"].as_str().unwrap(), panel["title"].as_str().unwrap());
+                let name = format!(
+                    "{} / {}",
+                    dashboard["title"].as_str().unwrap(),
+                    panel["title"].as_str().unwrap()
+                );
                 exprs.push((name, target["expr"].as_str().unwrap().to_string()));
             }
         }
@@ -36,7 +42,10 @@ fn expressions() -> Vec<(String, String)> {
     let rules = std::fs::read_to_string(deploy().join("prometheus/alerts.yml")).unwrap();
     for line in rules.lines() {
         if let Some(expr) = line.trim().strip_prefix("expr: ") {
-            let watched = expr.rsplit_once([' ']).map(|(head, _)| head).unwrap_or(expr);
+            let watched = expr
+                .rsplit_once([' '])
+                .map(|(head, _)| head)
+                .unwrap_or(expr);
             let watched = watched.trim_end_matches(['>', '<', '=', ' ']);
             exprs.push((format!("alert {expr}"), watched.to_string()));
         }
@@ -47,17 +56,31 @@ fn expressions() -> Vec<(String, String)> {
 
 fn percent_encode(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 async fn query(port: u16, expr: &str) -> serde_json::Value {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let request = format!("GET /api/v1/query?query={} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", percent_encode(expr));
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /api/v1/query?query={} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+        percent_encode(expr)
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
     serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
 }
 
@@ -72,7 +95,11 @@ impl Drop for KillOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_dashboard_and_alert_expression_returns_series() {
-    let world = World::start(true, &[("P-OBS", false, "LOW_INCOME", FilingCategory::OtherTemporary)]).await;
+    let world = World::start(
+        true,
+        &[("P-OBS", false, "LOW_INCOME", FilingCategory::OtherTemporary)],
+    )
+    .await;
     world
         .ledger
         .clone()
@@ -85,22 +112,37 @@ async fn every_dashboard_and_alert_expression_returns_series() {
         .await
         .unwrap();
 
-    let dir = std::env::temp_dir().join(format!("ch-prometheus-{}", clearinghouse_testkit::unique_suffix()));
+    let dir = std::env::temp_dir().join(format!(
+        "ch-prometheus-{}",
+        clearinghouse_testkit::unique_suffix()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let jobs: String = world
         .metrics_targets()
         .iter()
-        .map(|(job, addr)| format!("  - job_name: {job}\n    static_configs: [{{ targets: [\"{addr}\"] }}]\n"))
+        .map(|(job, addr)| {
+            format!("  - job_name: {job}\n    static_configs: [{{ targets: [\"{addr}\"] }}]\n")
+        })
         .collect();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n{jobs}",
         deploy().join("prometheus/alerts.yml").display()
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -113,12 +155,18 @@ async fn every_dashboard_and_alert_expression_returns_series() {
     let mut refused = world.settlement.clone();
     let mut bad = fixtures::example1("OBS-BAD", "P-OBS");
     bad.lines.clear();
-    let _ = refused.settle(SettleRequest { claim: Some(bad) }).await.unwrap_err();
+    let _ = refused
+        .settle(SettleRequest { claim: Some(bad) })
+        .await
+        .unwrap_err();
     let exprs = expressions();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut pending: Vec<(String, String)> = exprs.clone();
     while !pending.is_empty() {
-        world.settle(fixtures::small_claim(&format!("OBS-{settled:03}"), "P-OBS")).await.unwrap();
+        world
+            .settle(fixtures::small_claim(&format!("OBS-{settled:03}"), "P-OBS"))
+            .await
+            .unwrap();
         settled += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut still = Vec::new();

@@ -122,9 +122,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut registry = Registry::with_prefix("clearinghouse");
     let topic = config.kafka.topic(clearinghouse_events::topics::FILING);
     let mut background = Background::default();
-    background
-        .tasks
-        .push(db::watch_pool(pool.clone(), &mut registry, background.token.clone()));
+    background.tasks.push(db::watch_pool(
+        pool.clone(),
+        &mut registry,
+        background.token.clone(),
+    ));
     if config.relay_enabled {
         kafka::ensure_topics(&config.kafka, std::slice::from_ref(&topic)).await?;
         let relay = relay::Relay::new(

@@ -245,15 +245,26 @@ pub fn watch_periods(
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let periods = Family::<Vec<(String, String)>, Gauge>::default();
-    registry.register("clearing_periods", "Clearing periods, by state", periods.clone());
+    registry.register(
+        "clearing_periods",
+        "Clearing periods, by state",
+        periods.clone(),
+    );
     tokio::spawn(async move {
         while !stop.is_cancelled() {
             let counts: Result<Vec<(String, i64)>, _> =
-                sqlx::query_as("SELECT state, count(*) FROM clearing_periods GROUP BY state").fetch_all(&pool).await;
+                sqlx::query_as("SELECT state, count(*) FROM clearing_periods GROUP BY state")
+                    .fetch_all(&pool)
+                    .await;
             if let Ok(counts) = counts {
                 for state in ["OPEN", "CLOSED", "CONFIRMED", "SETTLED"] {
-                    let n = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
-                    periods.get_or_create(&vec![("state".to_string(), state.to_string())]).set(n);
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| s == state)
+                        .map_or(0, |(_, n)| *n);
+                    periods
+                        .get_or_create(&vec![("state".to_string(), state.to_string())])
+                        .set(n);
                 }
             }
             tokio::select! {

@@ -83,9 +83,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics: clearing::ReserveMetrics::register(&mut registry),
     };
     let mut background = Background::default();
-    background
-        .tasks
-        .push(db::watch_pool(pool.clone(), &mut registry, background.token.clone()));
+    background.tasks.push(db::watch_pool(
+        pool.clone(),
+        &mut registry,
+        background.token.clone(),
+    ));
     background.tasks.push(clearing::watch_periods(
         pool.clone(),
         &mut registry,

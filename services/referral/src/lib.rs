@@ -59,9 +59,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let topic = config.kafka.topic(topics::REFERRAL);
     kafka::ensure_topics(&config.kafka, std::slice::from_ref(&topic)).await?;
     let mut background = Background::default();
-    background
-        .tasks
-        .push(db::watch_pool(pool.clone(), &mut registry, background.token.clone()));
+    background.tasks.push(db::watch_pool(
+        pool.clone(),
+        &mut registry,
+        background.token.clone(),
+    ));
     let relay = relay::Relay::new(
         pool.clone(),
         kafka::producer(&config.kafka)?,

@@ -83,9 +83,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
     let filing_topic = config.kafka.topic(topics::FILING);
     let mut background = Background::default();
-    background
-        .tasks
-        .push(platform_db::watch_pool(pool.clone(), &mut registry, background.token.clone()));
+    background.tasks.push(platform_db::watch_pool(
+        pool.clone(),
+        &mut registry,
+        background.token.clone(),
+    ));
     if config.relay_enabled || config.consumer_enabled {
         kafka::ensure_topics(
             &config.kafka,

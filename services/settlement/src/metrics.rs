@@ -38,19 +38,35 @@ pub struct SettlementMetrics {
 impl SettlementMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
-        registry.register("settlements", "Claims settled, per insured and treatment province", m.settled.clone());
+        registry.register(
+            "settlements",
+            "Claims settled, per insured and treatment province",
+            m.settled.clone(),
+        );
         registry.register(
             "settled_amount_yuan",
             "Amounts settled in yuan, per province pair and part of the split",
             m.amounts.clone(),
         );
-        registry.register("settlement_refusals", "Settle calls refused, by gRPC status", m.refused.clone());
+        registry.register(
+            "settlement_refusals",
+            "Settle calls refused, by gRPC status",
+            m.refused.clone(),
+        );
         m
     }
 
-    pub fn settled(&self, insured_province: &str, treatment_province: &str, result: &SettlementResult) {
+    pub fn settled(
+        &self,
+        insured_province: &str,
+        treatment_province: &str,
+        result: &SettlementResult,
+    ) {
         self.settled
-            .get_or_create(&PairLabels { insured_province: insured_province.into(), treatment_province: treatment_province.into() })
+            .get_or_create(&PairLabels {
+                insured_province: insured_province.into(),
+                treatment_province: treatment_province.into(),
+            })
             .inc();
         let Some(split) = &result.split else { return };
         for (part, amount) in [
@@ -62,7 +78,10 @@ impl SettlementMetrics {
             ("personal_account", &split.personal_account),
             ("cash", &split.cash),
         ] {
-            let value: f64 = amount.parse::<Money>().map(|m| m.to_string().parse().unwrap_or(0.0)).unwrap_or(0.0);
+            let value: f64 = amount
+                .parse::<Money>()
+                .map(|m| m.to_string().parse().unwrap_or(0.0))
+                .unwrap_or(0.0);
             self.amounts
                 .get_or_create(&PartLabels {
                     insured_province: insured_province.into(),
@@ -74,6 +93,10 @@ impl SettlementMetrics {
     }
 
     pub fn refused(&self, status: &tonic::Status) {
-        self.refused.get_or_create(&ReasonLabels { reason: format!("{:?}", status.code()) }).inc();
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: format!("{:?}", status.code()),
+            })
+            .inc();
     }
 }

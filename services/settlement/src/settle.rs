@@ -235,7 +235,12 @@ impl SettlementApi {
         drop(conn);
         let insured = parsed.insured_region.province().to_string();
         let treatment = parsed.treatment_region.province().to_string();
-        let pending = Pending { claim, parsed, request, prepared };
+        let pending = Pending {
+            claim,
+            parsed,
+            request,
+            prepared,
+        };
         let result = self.batcher.submit(pending).await?;
         self.metrics.settled(&insured, &treatment, &result);
         Ok(result)
@@ -640,7 +645,9 @@ impl SettlementService for SettlementApi {
             return Err(invalid_field("claim", "is required"));
         };
         match self.settle_claim(claim).await {
-            Ok(result) => Ok(Response::new(SettleResponse { result: Some(result) })),
+            Ok(result) => Ok(Response::new(SettleResponse {
+                result: Some(result),
+            })),
             Err(status) => {
                 self.metrics.refused(&status);
                 Err(status)
