@@ -227,17 +227,6 @@ pub fn pair_proto((insured, treatment): &(Region, Region), t: &PairTotals) -> Pa
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn periods_follow_each_other() {
-        assert_eq!(super::next_period("2026-11").as_deref(), Some("2026-12"));
-        assert_eq!(super::next_period("2026-12").as_deref(), Some("2027-01"));
-        assert_eq!(super::next_period("2026-13"), None);
-        assert_eq!(super::next_period("x"), None);
-    }
-}
-
 /// Publishes how many clearing periods are in each state, every few seconds until `stop`.
 pub fn watch_periods(
     pool: sqlx::PgPool,
@@ -273,4 +262,15 @@ pub fn watch_periods(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn periods_follow_each_other() {
+        assert_eq!(super::next_period("2026-11").as_deref(), Some("2026-12"));
+        assert_eq!(super::next_period("2026-12").as_deref(), Some("2027-01"));
+        assert_eq!(super::next_period("2026-13"), None);
+        assert_eq!(super::next_period("x"), None);
+    }
 }
