@@ -22,6 +22,8 @@ pub struct OutboxRow {
     pub key: String,
     pub event_type: &'static str,
     pub payload: Vec<u8>,
+    /// The trace this event continues (W3C `traceparent`), sent as a Kafka header.
+    pub traceparent: Option<String>,
 }
 
 impl Outgoing {
@@ -42,6 +44,7 @@ impl Outgoing {
             key: self.key,
             event_type,
             payload: envelope.encode_to_vec(),
+            traceparent: clearinghouse_platform::trace_context::current_traceparent(),
         }
     }
 }
@@ -51,10 +54,10 @@ pub async fn enqueue(conn: &mut PgConnection, events: Vec<Outgoing>) -> sqlx::Re
     let rows: Vec<OutboxRow> = events.into_iter().map(Outgoing::into_row).collect();
     // One statement for the whole batch: one round trip, rows in the given order.
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, key, event_type, payload)
-         SELECT e, t, k, ty, p
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-              WITH ORDINALITY AS u(e, t, k, ty, p, n)
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
+         SELECT e, t, k, ty, p, tp
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
+              WITH ORDINALITY AS u(e, t, k, ty, p, tp, n)
          ORDER BY n",
     )
     .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
@@ -64,6 +67,11 @@ pub async fn enqueue(conn: &mut PgConnection, events: Vec<Outgoing>) -> sqlx::Re
     .bind(
         rows.iter()
             .map(|r| r.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.traceparent.as_deref())
             .collect::<Vec<_>>(),
     )
     .execute(conn)

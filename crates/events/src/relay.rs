@@ -140,40 +140,48 @@ impl Relay {
             let key: String = row.try_get("key")?;
             let event_type: String = row.try_get("event_type")?;
             let payload: Vec<u8> = row.try_get("payload")?;
-            let traceparent: Option<String> = row.try_get("traceparent")?;
+            let stored: Option<String> = row.try_get("traceparent")?;
+            // The relay's hop is a span of the event's trace; the header names that span.
+            let span = tracing::info_span!("outbox.relay", otel.name = "outbox.relay", %event_type, %topic);
+            clearinghouse_platform::trace_context::adopt(&span, stored.as_deref());
+            let traceparent =
+                clearinghouse_platform::trace_context::traceparent_of(&span).or(stored);
             ids.push(id);
             let producer = self.producer.clone();
-            sends.push(async move {
-                let event_id = event_id.to_string();
-                let mut headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "event_id",
-                        value: Some(event_id.as_str()),
-                    })
-                    .insert(Header {
-                        key: "event_type",
-                        value: Some(event_type.as_str()),
-                    })
-                    .insert(Header {
-                        key: "schema_version",
-                        value: Some(SCHEMA_VERSION),
-                    });
-                if let Some(tp) = &traceparent {
-                    headers = headers.insert(Header {
-                        key: "traceparent",
-                        value: Some(tp.as_str()),
-                    });
-                }
-                let record = FutureRecord::to(&topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(headers);
-                producer
-                    .send(record, Timeout::After(Duration::from_secs(30)))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
-            });
+            sends.push(tracing::Instrument::instrument(
+                async move {
+                    let event_id = event_id.to_string();
+                    let mut headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: "event_id",
+                            value: Some(event_id.as_str()),
+                        })
+                        .insert(Header {
+                            key: "event_type",
+                            value: Some(event_type.as_str()),
+                        })
+                        .insert(Header {
+                            key: "schema_version",
+                            value: Some(SCHEMA_VERSION),
+                        });
+                    if let Some(tp) = &traceparent {
+                        headers = headers.insert(Header {
+                            key: "traceparent",
+                            value: Some(tp.as_str()),
+                        });
+                    }
+                    let record = FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&payload)
+                        .headers(headers);
+                    producer
+                        .send(record, Timeout::After(Duration::from_secs(30)))
+                        .await
+                        .map(|_| ())
+                        .map_err(|(e, _)| e)
+                },
+                span,
+            ));
         }
         // Every record of the batch must be acknowledged before any row is marked sent.
         for result in join_all(sends).await {

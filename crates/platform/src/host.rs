@@ -123,7 +123,7 @@ where
         }
     };
     let result = runtime.block_on(async move {
-        telemetry::init(config.telemetry());
+        let _telemetry = telemetry::init(config.telemetry());
         let shutdown = CancellationToken::new();
         crate::shutdown::cancel_on_signal(shutdown.clone());
         run(config, shutdown).await

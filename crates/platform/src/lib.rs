@@ -10,3 +10,4 @@ pub mod host;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace_context;

@@ -117,24 +117,33 @@ where
         let path = request.uri().path().to_string();
         let metrics = self.metrics.clone();
         let started = Instant::now();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await;
-            // An error status is sent "trailers-only", in the headers; success comes in
-            // trailers, so a missing header means OK.
-            let code = match &response {
-                Ok(r) => r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(|c| format!("{:?}", tonic::Code::from(c)))
-                    .unwrap_or_else(|| "Ok".to_string()),
-                Err(_) => "Transport".to_string(),
-            };
-            metrics.record(&path, &code, started);
-            response
-        })
+        // One span per call, child of the caller's trace when it sent one.
+        let span = tracing::info_span!("grpc", otel.name = %path.trim_start_matches('/'), rpc.method = %path);
+        crate::trace_context::adopt_from_headers(&span, request.headers());
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let response = future.await;
+                // An error status is sent "trailers-only", in the headers; success comes in
+                // trailers, so a missing header means OK.
+                let code = match &response {
+                    Ok(r) => r
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map(|c| format!("{:?}", tonic::Code::from(c)))
+                        .unwrap_or_else(|| "Ok".to_string()),
+                    Err(_) => "Transport".to_string(),
+                };
+                metrics.record(&path, &code, started);
+                response
+            },
+            span,
+        ))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Tracing logs: JSON or human-readable, filtered by `RUST_LOG` or the configured filter.
+//! Tracing logs (JSON or human-readable, filtered by `RUST_LOG` or the configured filter)
+//! and, when an OTLP endpoint is configured, spans exported through OpenTelemetry.
 
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -10,6 +11,11 @@ pub struct TelemetryConfig {
     pub json: bool,
     /// The log filter when `RUST_LOG` is not set (`info`, `warn,clearinghouse=debug` …).
     pub log_filter: String,
+    /// OTLP/gRPC endpoint of a collector (`http://otel-collector:4317`); empty: no export.
+    /// Defaults to `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: String,
+    /// The service name spans are exported under.
+    pub service_name: String,
 }
 
 impl Default for TelemetryConfig {
@@ -17,15 +23,58 @@ impl Default for TelemetryConfig {
         Self {
             json: false,
             log_filter: "info".into(),
+            otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default(),
+            service_name: "clearinghouse".into(),
         }
     }
 }
 
-/// Installs the global subscriber once; later calls (tests) are no-ops.
-pub fn init(config: &TelemetryConfig) {
+/// Flushes and stops span export when dropped.
+pub struct TelemetryGuard(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber once (later calls, as in tests, keep the first); with an
+/// OTLP endpoint, spans go to it. Must run inside the tokio runtime.
+pub fn init(config: &TelemetryConfig) -> TelemetryGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter));
-    let registry = tracing_subscriber::registry().with(filter);
+    let provider = if config.otlp_endpoint.is_empty() {
+        None
+    } else {
+        use opentelemetry_otlp::WithExportConfig;
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.otlp_endpoint.clone())
+            .build()
+        {
+            Ok(exporter) => Some(
+                opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name(config.service_name.clone())
+                            .build(),
+                    )
+                    .build(),
+            ),
+            Err(e) => {
+                eprintln!("cannot export spans to {}: {e}", config.otlp_endpoint);
+                None
+            }
+        }
+    };
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("clearinghouse"))
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if config.json {
         registry.with(fmt::layer().json()).try_init()
     } else {
@@ -33,6 +82,7 @@ pub fn init(config: &TelemetryConfig) {
     };
     // Already installed (several services in one process, or tests): keep the first.
     let _ = result;
+    TelemetryGuard(provider)
 }
 
 /// Masks an identity number or a name for logs: keeps the first and last characters.

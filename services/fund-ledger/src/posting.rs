@@ -109,6 +109,16 @@ fn entry_of(received: &Received) -> anyhow::Result<Option<Entry>> {
 
 impl Handler for LedgerPosting {
     async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+        // A span per event in its claim's trace, open while the batch is posted.
+        let _spans: Vec<tracing::Span> = events
+            .iter()
+            .filter(|r| r.traceparent.is_some())
+            .map(|r| {
+                let span = tracing::info_span!("ledger.post", otel.name = "ledger.post", event_id = %r.event_id);
+                clearinghouse_platform::trace_context::adopt(&span, r.traceparent.as_deref());
+                span
+            })
+            .collect();
         let mut entries = Vec::with_capacity(events.len());
         for received in events {
             if let Some(entry) = entry_of(received)? {

@@ -330,6 +330,11 @@ async fn settle_in(
             }),
         }
         .into_row();
+        // The writer task is not the request's: the event continues the request's trace.
+        let event = clearinghouse_events::outbox::OutboxRow {
+            traceparent: p.traceparent.clone(),
+            ..event
+        };
         writes.add(p, &year, disease.as_ref(), d, &result, event);
         answers.push(Ok(result));
     }
@@ -437,15 +442,21 @@ impl Writes {
         .await?;
         let o = &self.outbox;
         sqlx::query(
-            "INSERT INTO outbox (event_id, topic, key, event_type, payload)
-             SELECT e, t, k, ty, p FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-                  WITH ORDINALITY AS u(e, t, k, ty, p, n) ORDER BY n",
+            "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
+             SELECT e, t, k, ty, p, tp
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
+                  WITH ORDINALITY AS u(e, t, k, ty, p, tp, n) ORDER BY n",
         )
         .bind(o.iter().map(|r| r.event_id).collect::<Vec<_>>())
         .bind(o.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
         .bind(o.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
         .bind(o.iter().map(|r| r.event_type).collect::<Vec<_>>())
         .bind(o.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+        .bind(
+            o.iter()
+                .map(|r| r.traceparent.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
         let y: Vec<(&YearKey, &AccumulatorDelta)> = self.years.iter().collect();

@@ -240,6 +240,7 @@ impl SettlementApi {
             parsed,
             request,
             prepared,
+            traceparent: clearinghouse_platform::trace_context::current_traceparent(),
         };
         let result = self.batcher.submit(pending).await?;
         self.metrics.settled(&insured, &treatment, &result);
@@ -253,6 +254,8 @@ pub(crate) struct Pending {
     pub parsed: ParsedClaim,
     pub request: Vec<u8>,
     pub prepared: Prepared,
+    /// The trace of the `Settle` call, which the claim's event continues.
+    pub traceparent: Option<String>,
 }
 
 /// Settles one claim in a transaction of its own (the path a batch falls back to).
@@ -266,6 +269,7 @@ pub(crate) async fn settle_one(
         parsed,
         request,
         prepared,
+        traceparent,
     } = p;
     let year = parsed.claim.visit.service_date().year();
     let key = YearKey {
@@ -307,8 +311,8 @@ pub(crate) async fn settle_one(
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'SETTLED', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT DO NOTHING RETURNING 1),
          o AS (
-             INSERT INTO outbox (event_id, topic, key, event_type, payload)
-             SELECT $8, $18, $19, $20, $21 FROM c),
+             INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
+             SELECT $8, $18, $19, $20, $21, $22 FROM c),
          a AS (
              UPDATE accumulators SET inpatient_admissions = inpatient_admissions + $9,
                     inpatient_fund_paid = inpatient_fund_paid + $10,
@@ -345,6 +349,7 @@ pub(crate) async fn settle_one(
     .bind(&event.key)
     .bind(event.event_type)
     .bind(&event.payload)
+    .bind(traceparent.as_deref())
     .fetch_one(&mut *tx)
     .await
     .map_err(db)?;
