@@ -33,6 +33,8 @@ apt_install() {
 apt_install ca-certificates curl gcc g++ make pkg-config libssl-dev zlib1g-dev python3 python3-pip unzip
 # Prometheus (and promtool) check the dashboards and alert rules of deploy/ in the tests.
 apt_install prometheus
+# docker-compose validates deploy/compose.yaml in the tests (no Docker engine is needed).
+if ! docker compose version >/dev/null 2>&1; then apt_install docker-compose; fi
 
 # --- PostgreSQL
 if ! command -v pg_ctlcluster >/dev/null; then

@@ -106,3 +106,39 @@ fn kubernetes_manifests_have_probes_services_and_secrets() {
     }
     assert!(kinds.contains(&("Secret".to_string(), "clearinghouse".to_string())));
 }
+
+/// `docker compose config` (or Debian's `docker-compose config`) accepts the compose file;
+/// neither needs a Docker engine. The set-up installs `docker-compose` when the client has
+/// no compose plugin.
+#[test]
+fn compose_config_validates() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose.yaml");
+    let plugin = std::process::Command::new("docker")
+        .args(["compose", "version"])
+        .output();
+    let mut command = if plugin.is_ok_and(|o| o.status.success()) {
+        let mut c = std::process::Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        std::process::Command::new("docker-compose")
+    };
+    let output = command
+        .arg("-f")
+        .arg(&file)
+        .arg("config")
+        .output()
+        .expect("docker compose or docker-compose is installed by scripts/setup.sh");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&output.stdout);
+    for service in ["postgres:", "kafka:", "settlement:", "grafana:"] {
+        assert!(
+            rendered.contains(service),
+            "{service} missing from the rendered config"
+        );
+    }
+}
