@@ -24,6 +24,8 @@ use tonic::Status;
 /// At most this many lines per claim and items per catalogue message.
 pub const MAX_LINES: usize = 1000;
 const MAX_CODE: usize = 40;
+const MAX_QUANTITY: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+const MAX_UNIT_PRICE: Decimal = Decimal::from_parts(100_000_000, 0, 0, false, 0);
 
 fn inconsistent() -> Status {
     Status::internal("validation inconsistency")
@@ -446,10 +448,23 @@ pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> 
         if quantity.is_some_and(|q| q.is_zero()) {
             v.add(format!("claim.lines[{i}].quantity"), "must be positive");
         }
+        // Bounds far above any real bill keep every sum of 1,000 lines inside Decimal.
+        if quantity.is_some_and(|q| q > MAX_QUANTITY) {
+            v.add(
+                format!("claim.lines[{i}].quantity"),
+                "must be at most 1000000",
+            );
+        }
         let unit_price = v.check(
             &format!("claim.lines[{i}].unit_price"),
             parse_decimal(&l.unit_price, 4),
         );
+        if unit_price.is_some_and(|p| p > MAX_UNIT_PRICE) {
+            v.add(
+                format!("claim.lines[{i}].unit_price"),
+                "must be at most 100000000",
+            );
+        }
         if let (Some(quantity), Some(unit_price)) = (quantity, unit_price) {
             lines.push(Line {
                 item_code: l.item_code.clone(),
@@ -477,4 +492,137 @@ pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> 
             lines,
         },
     })
+}
+
+#[cfg(test)]
+mod robustness {
+    //! Whatever a caller sends, validation answers with a value or `INVALID_ARGUMENT`
+    //! naming fields: never a panic, never `INTERNAL`, and an accepted claim can always be
+    //! computed without overflowing.
+
+    use super::*;
+    use clearinghouse_domain::settlement::{Category, Coverage, Person, YearToDate};
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[0-9]{1,20}(\\.[0-9]{0,6})?",
+            "-?[0-9]{0,3}\\.?[0-9]{0,3}e?[0-9]?",
+            "[0-9]{6}",
+            "20[0-9]{2}-[01][0-9]-[0-3][0-9]",
+            ".{0,50}",
+            Just("99999999999999999999999999999".to_string()),
+            Just("100000000".to_string()),
+            Just("1000000".to_string()),
+        ]
+    }
+
+    fn arb_claim() -> impl Strategy<Value = pb::Claim> {
+        let line =
+            (text(), text(), text()).prop_map(|(item_code, quantity, unit_price)| pb::ClaimLine {
+                item_code,
+                quantity,
+                unit_price,
+            });
+        let visit = prop_oneof![
+            Just(None),
+            (text(), text()).prop_map(|(a, d)| Some(pb::claim::Visit::Inpatient(pb::Inpatient {
+                admission_date: a,
+                discharge_date: d
+            }))),
+            (text(), text()).prop_map(|(c, d)| Some(pb::claim::Visit::ChronicOutpatient(
+                pb::ChronicOutpatient {
+                    disease_code: c,
+                    service_date: d
+                }
+            ))),
+        ];
+        (
+            text(),
+            text(),
+            text(),
+            text(),
+            proptest::option::of((text(), any::<i32>())),
+            visit,
+            any::<bool>(),
+            prop::collection::vec(line, 0..8),
+        )
+            .prop_map(
+                |(
+                    claim_id,
+                    person_id,
+                    insured_region,
+                    treatment_region,
+                    hospital,
+                    visit,
+                    emergency,
+                    lines,
+                )| pb::Claim {
+                    claim_id,
+                    person_id,
+                    insured_region,
+                    treatment_region,
+                    hospital: hospital.map(|(code, level)| pb::Hospital { code, level }),
+                    visit,
+                    emergency,
+                    use_personal_account: emergency,
+                    lines,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn claims_validate_without_panic(message in arb_claim()) {
+            let today = time::macros::date!(2026 - 11 - 22);
+            match super::claim(Some(&message), today) {
+                Err(status) => prop_assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message()),
+                Ok(parsed) => {
+                    // Whatever was accepted computes without overflow under any sane policy.
+                    let policy = clearinghouse_domain::settlement::Policy {
+                        deductible_by_level: ByLevel([Decimal::ZERO; 3]),
+                        later_admission_deductible_by_level: None,
+                        ratio_by_level: ByLevel([Decimal::ONE; 3]),
+                        retiree_bonus: Decimal::ZERO,
+                        deltas: CategoryDeltas { referral: Decimal::ZERO, emergency: Decimal::ZERO, other_temporary: Decimal::ZERO },
+                        unfiled_delta: None,
+                        annual_cap: Decimal::from(10_000_000_000_000i64),
+                        diseases: Default::default(),
+                        serious_illness: None,
+                        assistance: Default::default(),
+                    };
+                    let person = Person { scheme: Scheme::Employee, retired: false, assistance_category: None };
+                    let catalogue: std::collections::HashMap<String, CatalogueItem> = Default::default();
+                    let ytd = YearToDate::default();
+                    let ctx = clearinghouse_domain::settlement::Context {
+                        policy: &policy,
+                        person: &person,
+                        coverage: Coverage::Filed(Category::PostedWorker),
+                        year_to_date: &ytd,
+                        personal_account_balance: Decimal::ZERO,
+                    };
+                    let _ = clearinghouse_domain::settlement::compute(&parsed.claim, &catalogue, &ctx);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            use prost::Message;
+            if let Ok(message) = pb::Claim::decode(bytes.as_slice()) {
+                let result = super::claim(Some(&message), time::macros::date!(2026 - 11 - 22));
+                if let Err(status) = result {
+                    prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+                }
+            }
+            if let Ok(policy) = pb::Policy::decode(bytes.as_slice()) {
+                if let Err(status) = super::policy(Some(&policy)) {
+                    prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+                }
+            }
+        }
+    }
 }
