@@ -618,10 +618,11 @@ mod robustness {
                     prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
                 }
             }
-            if let Ok(policy) = pb::Policy::decode(bytes.as_slice()) {
-                if let Err(status) = super::policy(Some(&policy)) {
-                    prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
-                }
+            if let Ok(policy) = pb::Policy::decode(bytes.as_slice())
+                && let Err(status) = super::policy(Some(&policy))
+            {
+                prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            }
             }
         }
     }
