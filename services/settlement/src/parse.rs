@@ -623,7 +623,6 @@ mod robustness {
             {
                 prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
             }
-            }
         }
     }
 }
