@@ -51,18 +51,43 @@ pub async fn connect_and_migrate(
     Ok(pool)
 }
 
-/// Publishes the pool's size and idle connections every few seconds until `stop`.
+/// Publishes the pool's connections and the process's CPU time, resident memory and start
+/// time every few seconds until `stop`.
 pub fn watch_pool(
     pool: PgPool,
     registry: &mut prometheus_client::registry::Registry,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     use prometheus_client::metrics::{family::Family, gauge::Gauge};
+    type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
     let connections = Family::<Vec<(String, String)>, Gauge>::default();
     registry.register(
         "db_pool_connections",
         "Postgres pool connections, by state (open, idle)",
         connections.clone(),
+    );
+    let cpu = FloatGauge::default();
+    let memory = Gauge::<i64>::default();
+    let started = FloatGauge::default();
+    registry.register(
+        "process_cpu_seconds",
+        "CPU time the process has used",
+        cpu.clone(),
+    );
+    registry.register(
+        "process_resident_memory_bytes",
+        "Resident memory of the process",
+        memory.clone(),
+    );
+    registry.register(
+        "process_start_time_seconds",
+        "When the process started (Unix time)",
+        started.clone(),
+    );
+    started.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
     );
     tokio::spawn(async move {
         while !stop.is_cancelled() {
@@ -72,10 +97,25 @@ pub fn watch_pool(
             connections
                 .get_or_create(&vec![("state".to_string(), "idle".to_string())])
                 .set(pool.num_idle() as i64);
+            if let Some((seconds, bytes)) = process_usage() {
+                cpu.set(seconds);
+                memory.set(bytes);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 _ = stop.cancelled() => {}
             }
         }
     })
+}
+
+/// CPU seconds (user + system) and resident bytes from /proc (Linux; 100 ticks/s, 4 KiB pages).
+fn process_usage() -> Option<(f64, i64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ticks / 100.0, pages * 4096))
 }

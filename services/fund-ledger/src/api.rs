@@ -226,7 +226,7 @@ impl LedgerService for LedgerApi {
         request: Request<CloseClearingPeriodRequest>,
     ) -> Result<Response<CloseClearingPeriodResponse>, Status> {
         let period = request.get_ref().period.clone();
-        let next = clearing::next_period(&period)
+        let next = clearing::next_period(&period, self.clearing.period_months)
             .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         // The row lock waits for postings in flight into this period (they hold a share lock).
@@ -346,7 +346,7 @@ impl LedgerService for LedgerApi {
 }
 
 async fn period_state(conn: &mut sqlx::PgConnection, period: &str) -> Result<String, Status> {
-    clearing::next_period(period)
+    clearing::next_period(period, 1)
         .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
     sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1")
         .bind(period)
@@ -495,7 +495,9 @@ impl LedgerApi {
         treatment: &str,
         amount: Decimal,
     ) -> Result<(), Status> {
-        let period = clearing::open_period(tx).await.map_err(db)?;
+        let period = clearing::open_period(tx, self.clearing.period_months)
+            .await
+            .map_err(db)?;
         let entry_id: i64 = sqlx::query_scalar(
             "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region, claim_id,
                                           fund, serious_illness, assistance, personal_account, period)
@@ -546,7 +548,7 @@ impl LedgerApi {
             province_filter(province)?.ok_or_else(|| invalid_field("province", "is required"))?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         let state: String = {
-            clearing::next_period(period)
+            clearing::next_period(period, 1)
                 .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
             sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1 FOR UPDATE")
                 .bind(period)

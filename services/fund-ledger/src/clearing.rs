@@ -56,6 +56,8 @@ impl ReserveMetrics {
 #[derive(Clone)]
 pub struct Clearing {
     pub thresholds: Thresholds,
+    /// Length of a clearing period in months (1 by default; a divisor of 12).
+    pub period_months: u32,
     pub topic: String,
     pub metrics: ReserveMetrics,
 }
@@ -76,29 +78,34 @@ fn level_from(name: &str) -> ReserveLevel {
     }
 }
 
-/// The month after `period` ("2026-12" → "2027-01").
-pub fn next_period(period: &str) -> Option<String> {
+/// The period after `period` when periods last `months` months ("2026-12", 1 → "2027-01";
+/// "2026-10", 3 → "2027-01"). `None` when `period` is not a month `YYYY-MM`.
+pub fn next_period(period: &str, months: u32) -> Option<String> {
     let (y, m) = period.split_once('-')?;
+    if y.len() != 4 || m.len() != 2 {
+        return None;
+    }
     let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
     if !(1..=12).contains(&m) {
         return None;
     }
-    Some(if m == 12 {
-        format!("{:04}-01", y + 1)
-    } else {
-        format!("{y:04}-{:02}", m + 1)
-    })
+    let index = y * 12 + (m as i32 - 1) + months.max(1) as i32;
+    Some(format!("{:04}-{:02}", index / 12, index % 12 + 1))
 }
 
-/// The open period, created for the current month when there is none; held with a share
-/// lock so that closing it waits for the postings in flight.
-pub async fn open_period(tx: &mut PgConnection) -> sqlx::Result<String> {
+/// The open period, created for the current one (its first month, periods aligned on the
+/// calendar year) when there is none; held with a share lock so that closing it waits for
+/// the postings in flight.
+pub async fn open_period(tx: &mut PgConnection, months: u32) -> sqlx::Result<String> {
     sqlx::query(
         "INSERT INTO clearing_periods (period, state)
-         SELECT to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM'), 'OPEN'
+         SELECT to_char(make_date(extract(year FROM d)::int, ((extract(month FROM d)::int - 1) / $1) * $1 + 1, 1), 'YYYY-MM'),
+                'OPEN'
+         FROM (SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date AS d) AS today
          WHERE NOT EXISTS (SELECT 1 FROM clearing_periods WHERE state = 'OPEN')
          ON CONFLICT DO NOTHING",
     )
+    .bind(months.max(1) as i32)
     .execute(&mut *tx)
     .await?;
     sqlx::query_scalar("SELECT period FROM clearing_periods WHERE state = 'OPEN' FOR SHARE")
@@ -227,7 +234,8 @@ pub fn pair_proto((insured, treatment): &(Region, Region), t: &PairTotals) -> Pa
     }
 }
 
-/// Publishes how many clearing periods are in each state, every few seconds until `stop`.
+/// Publishes how many clearing periods are in each state, and each province's
+/// multilateral net in the open period so far, every few seconds until `stop`.
 pub fn watch_periods(
     pool: sqlx::PgPool,
     registry: &mut Registry,
@@ -238,6 +246,12 @@ pub fn watch_periods(
         "clearing_periods",
         "Clearing periods, by state",
         periods.clone(),
+    );
+    let nets = Family::<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register(
+        "clearing_net_yuan",
+        "Each province's multilateral net in the open period (receives minus owes)",
+        nets.clone(),
     );
     tokio::spawn(async move {
         while !stop.is_cancelled() {
@@ -256,6 +270,23 @@ pub fn watch_periods(
                         .set(n);
                 }
             }
+            if let Ok(mut conn) = pool.acquire().await {
+                let open: Option<String> =
+                    sqlx::query_scalar("SELECT period FROM clearing_periods WHERE state = 'OPEN'")
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .ok()
+                        .flatten();
+                if let Some(open) = open
+                    && let Ok(pairs) = period_pairs(&mut conn, &open).await
+                {
+                    for (province, net) in ledger::nets(&pairs) {
+                        let value = net.to_string().parse::<f64>().unwrap_or(0.0);
+                        nets.get_or_create(&vec![("province".to_string(), province.to_string())])
+                            .set(value);
+                    }
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
                 _ = stop.cancelled() => {}
@@ -268,9 +299,15 @@ pub fn watch_periods(
 mod tests {
     #[test]
     fn periods_follow_each_other() {
-        assert_eq!(super::next_period("2026-11").as_deref(), Some("2026-12"));
-        assert_eq!(super::next_period("2026-12").as_deref(), Some("2027-01"));
-        assert_eq!(super::next_period("2026-13"), None);
-        assert_eq!(super::next_period("x"), None);
+        assert_eq!(super::next_period("2026-11", 1).as_deref(), Some("2026-12"));
+        assert_eq!(super::next_period("2026-12", 1).as_deref(), Some("2027-01"));
+        assert_eq!(super::next_period("2026-10", 3).as_deref(), Some("2027-01"));
+        assert_eq!(
+            super::next_period("2026-01", 12).as_deref(),
+            Some("2027-01")
+        );
+        assert_eq!(super::next_period("2026-13", 1), None);
+        assert_eq!(super::next_period("x", 1), None);
+        assert_eq!(super::next_period("2026-1", 1), None);
     }
 }

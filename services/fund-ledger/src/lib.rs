@@ -29,6 +29,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Events applied per transaction.
     pub max_batch: usize,
+    /// Length of a clearing period in months: 1 (monthly, the default), 2, 3, 4, 6 or 12.
+    pub clearing_period_months: u32,
     /// Reserve usage that raises a yellow warning (a fraction of the sized amount).
     pub yellow_threshold: rust_decimal::Decimal,
     /// Reserve usage that raises a red warning.
@@ -45,6 +47,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
             max_batch: 1000,
+            clearing_period_months: 1,
             yellow_threshold: rust_decimal::Decimal::new(70, 2),
             red_threshold: rust_decimal::Decimal::new(90, 2),
         }
@@ -74,7 +77,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &[settlement_topic.clone(), ledger_topic.clone()],
     )
     .await?;
+    anyhow::ensure!(
+        [1, 2, 3, 4, 6, 12].contains(&config.clearing_period_months),
+        "clearing_period_months must divide the year (1, 2, 3, 4, 6 or 12), not {}",
+        config.clearing_period_months
+    );
     let clearing = clearing::Clearing {
+        period_months: config.clearing_period_months,
         thresholds: clearinghouse_domain::ledger::Thresholds {
             yellow: config.yellow_threshold,
             red: config.red_threshold,

@@ -128,7 +128,7 @@ impl Handler for LedgerPosting {
         if entries.is_empty() {
             return Ok(());
         }
-        let period = crate::clearing::open_period(tx).await?;
+        let period = crate::clearing::open_period(tx, self.clearing.period_months).await?;
         // A second reversal of the same claim is skipped by the unique index; the rows
         // inserted come back with their ids.
         let inserted: Vec<(i64, Uuid)> = sqlx::query_as(
