@@ -172,6 +172,23 @@ impl FilingApi {
         Ok(locked)
     }
 
+    /// Writes the event in the transaction of the change it announces, then commits both.
+    async fn commit_with_event(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        insured_region: Region,
+        person_id: &str,
+        body: Body,
+    ) -> Result<(), Status> {
+        outbox::enqueue(
+            &mut tx,
+            vec![self.outgoing(insured_region, person_id, body)],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
     fn outgoing(&self, insured_region: Region, person_id: &str, body: Body) -> Outgoing {
         Outgoing {
             topic: self.topic.clone(),
@@ -284,13 +301,8 @@ impl FilingService for FilingApi {
         let body = Body::PersonRegistered(ev::PersonRegistered {
             person: Some(person.to_proto(false)),
         });
-        outbox::enqueue(
-            &mut tx,
-            vec![self.outgoing(person.insured_region, &person.person_id, body)],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        self.commit_with_event(tx, person.insured_region, &person.person_id, body)
+            .await?;
         tracing::info!(person_id = %person.person_id, id_number = %mask(&person.id_number), "person registered");
         Ok(Response::new(RegisterPersonResponse {
             person: Some(person.to_proto(true)),
@@ -312,13 +324,8 @@ impl FilingService for FilingApi {
         let body = Body::PersonUpdated(ev::PersonUpdated {
             person: Some(person.to_proto(false)),
         });
-        outbox::enqueue(
-            &mut tx,
-            vec![self.outgoing(person.insured_region, &person.person_id, body)],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        self.commit_with_event(tx, person.insured_region, &person.person_id, body)
+            .await?;
         Ok(Response::new(UpdatePersonResponse {
             person: Some(person.to_proto(true)),
         }))
@@ -389,13 +396,8 @@ impl FilingService for FilingApi {
         let body = Body::FilingRegistered(ev::FilingRegistered {
             filing: Some(filing.to_proto()),
         });
-        outbox::enqueue(
-            &mut tx,
-            vec![self.outgoing(insured_region, &filing.person_id, body)],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        self.commit_with_event(tx, insured_region, &filing.person_id, body)
+            .await?;
         Ok(Response::new(RegisterFilingResponse {
             filing: Some(filing.to_proto()),
         }))
@@ -452,13 +454,8 @@ impl FilingService for FilingApi {
         let body = Body::FilingChanged(ev::FilingChanged {
             filing: Some(changed.to_proto()),
         });
-        outbox::enqueue(
-            &mut tx,
-            vec![self.outgoing(insured_region, &changed.person_id, body)],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        self.commit_with_event(tx, insured_region, &changed.person_id, body)
+            .await?;
         Ok(Response::new(ChangeFilingResponse {
             filing: Some(changed.to_proto()),
         }))
@@ -504,13 +501,8 @@ impl FilingService for FilingApi {
         let body = Body::FilingRevoked(ev::FilingRevoked {
             filing: Some(filing.to_proto()),
         });
-        outbox::enqueue(
-            &mut tx,
-            vec![self.outgoing(filing.insured_region, &filing.person_id, body)],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        self.commit_with_event(tx, filing.insured_region, &filing.person_id, body)
+            .await?;
         Ok(Response::new(RevokeFilingResponse {
             filing: Some(filing.to_proto()),
         }))
