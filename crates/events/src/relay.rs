@@ -61,6 +61,8 @@ pub struct Relay {
     batch_size: i64,
     idle_wait: Duration,
     metrics: RelayMetrics,
+    /// How long sent rows are kept (for audit and replay by hand) before they are pruned.
+    retention: Duration,
 }
 
 impl Relay {
@@ -71,6 +73,35 @@ impl Relay {
             batch_size: 500,
             idle_wait: Duration::from_millis(20),
             metrics,
+            retention: Duration::from_secs(3 * 86_400),
+        }
+    }
+
+    /// Keeps sent rows this long (3 days unless told otherwise).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Deletes sent rows older than the retention, a bounded chunk at a time so the table is
+    /// never locked for long; returns how many were deleted. Unsent rows are never touched.
+    pub async fn prune(&self) -> sqlx::Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM outbox WHERE id IN (
+                     SELECT id FROM outbox
+                     WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1)
+                     ORDER BY id LIMIT 5000)",
+            )
+            .bind(self.retention.as_secs_f64())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < 5000 {
+                return Ok(deleted);
+            }
         }
     }
 
@@ -79,7 +110,16 @@ impl Relay {
         tokio::spawn(async move {
             let mut failures = 0u32;
             let mut last_gauge = std::time::Instant::now() - Duration::from_secs(10);
+            let mut last_prune = std::time::Instant::now();
             while !shutdown.is_cancelled() {
+                if last_prune.elapsed() >= Duration::from_secs(60) {
+                    last_prune = std::time::Instant::now();
+                    match self.prune().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(rows = n, "pruned sent outbox rows past retention"),
+                        Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
+                    }
+                }
                 if last_gauge.elapsed() >= Duration::from_secs(1) {
                     last_gauge = std::time::Instant::now();
                     if let Err(e) = self.update_gauges().await {
