@@ -113,3 +113,21 @@ impl From<StorageError> for Status {
         }
     }
 }
+
+/// A storage error as the caller sees it: translated by SQLSTATE (see [`StorageError`]).
+pub fn db_status(error: sqlx::Error) -> Status {
+    StorageError::from_sqlx(error).into()
+}
+
+/// The page size a list call asked for: `default` for 0, else 1 to `max`; anything else is
+/// `INVALID_ARGUMENT` on `page_size`.
+pub fn page_size(requested: i32, default: i64, max: i32) -> Result<i64, Status> {
+    match requested {
+        0 => Ok(default),
+        n if (1..=max).contains(&n) => Ok(i64::from(n)),
+        _ => Err(invalid_field(
+            "page_size",
+            format!("must be between 0 and {max}"),
+        )),
+    }
+}

@@ -12,7 +12,7 @@ use clearinghouse_events::{
     outbox::{self, Outgoing},
 };
 use clearinghouse_platform::{
-    error::{FieldViolations, StorageError, invalid_field},
+    error::{FieldViolations, StorageError, db_status as db, invalid_field, page_size},
     telemetry::mask,
 };
 use clearinghouse_proto::{
@@ -196,10 +196,6 @@ impl FilingApi {
             body,
         }
     }
-}
-
-fn db(e: sqlx::Error) -> Status {
-    StorageError::from_sqlx(e).into()
 }
 
 const MAX_TEXT: usize = 200;
@@ -534,11 +530,7 @@ impl FilingService for FilingApi {
         } else {
             Some(parse_filing_id(&r.page_token, "page_token")?)
         };
-        let page_size = match r.page_size {
-            0 => 50,
-            n if (1..=500).contains(&n) => i64::from(n),
-            _ => return Err(invalid_field("page_size", "must be between 0 and 500")),
-        };
+        let page_size = page_size(r.page_size, 50, 500)?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let filings = store::list_filings(&mut conn, region, &r.person_id, after, page_size)
             .await

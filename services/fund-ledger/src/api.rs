@@ -7,7 +7,7 @@ use clearinghouse_domain::{
     region::Region,
 };
 use clearinghouse_events::{Body, outbox};
-use clearinghouse_platform::error::{FieldViolations, StorageError, invalid_field};
+use clearinghouse_platform::error::{FieldViolations, db_status as db, invalid_field, page_size};
 use clearinghouse_proto::events::v1 as ev;
 
 use crate::clearing;
@@ -25,10 +25,6 @@ impl LedgerApi {
     pub fn new(pool: PgPool, clearing: clearing::Clearing) -> Self {
         Self { pool, clearing }
     }
-}
-
-fn db(e: sqlx::Error) -> Status {
-    StorageError::from_sqlx(e).into()
 }
 
 /// `None` for all provinces, else the province whose accounts are asked for.
@@ -99,11 +95,7 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<ListEntriesResponse>, Status> {
         let r = request.get_ref();
         let province = province_filter(&r.province)?;
-        let page_size = match r.page_size {
-            0 => 100,
-            n if (1..=1000).contains(&n) => i64::from(n),
-            _ => return Err(invalid_field("page_size", "must be between 0 and 1000")),
-        };
+        let page_size = page_size(r.page_size, 100, 1000)?;
         let after: i64 = if r.page_token.is_empty() {
             0
         } else {

@@ -9,7 +9,7 @@ use clearinghouse_events::{
     Body,
     outbox::{self, Outgoing},
 };
-use clearinghouse_platform::error::{FieldViolations, StorageError, invalid_field};
+use clearinghouse_platform::error::{FieldViolations, db_status as db, invalid_field};
 use clearinghouse_proto::{
     events::v1 as ev,
     referral::v1::{referral_service_server::ReferralService, *},
@@ -41,10 +41,6 @@ impl ReferralApi {
             body,
         }
     }
-}
-
-fn db(e: sqlx::Error) -> Status {
-    StorageError::from_sqlx(e).into()
 }
 
 fn from_row(row: &PgRow) -> Result<Referral, Status> {

@@ -14,7 +14,6 @@ use clearinghouse_events::{consumer, kafka, relay, topics};
 use clearinghouse_platform::{
     config::{DatabaseConfig, KafkaConfig, ServerConfig},
     db as platform_db,
-    error::StorageError,
     grpc::{MAX_MESSAGE_BYTES, ServiceRoutes},
     host::{self, Background, Host, ServiceConfig},
     telemetry::TelemetryConfig,
@@ -66,9 +65,7 @@ impl ServiceConfig for Config {
     }
 }
 
-pub(crate) fn db(e: sqlx::Error) -> tonic::Status {
-    StorageError::from_sqlx(e).into()
-}
+pub(crate) use clearinghouse_platform::error::db_status as db;
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
     let pool = platform_db::connect_and_migrate(

@@ -13,7 +13,7 @@ use clearinghouse_events::{
     Body,
     outbox::{self, Outgoing},
 };
-use clearinghouse_platform::error::{FieldViolations, StorageError, invalid_field};
+use clearinghouse_platform::error::{FieldViolations, StorageError, invalid_field, page_size};
 use clearinghouse_proto::{
     convert::{category_to_proto, line_reason_to_proto},
     events::v1 as ev,
@@ -779,11 +779,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<ListClaimsResponse>, Status> {
         let r = request.get_ref();
         let region = person_key(&r.insured_region, &r.person_id, r.year)?;
-        let page_size = match r.page_size {
-            0 => 50,
-            n if (1..=500).contains(&n) => i64::from(n),
-            _ => return Err(invalid_field("page_size", "must be between 0 and 500")),
-        };
+        let page_size = page_size(r.page_size, 50, 500)?;
         let offset: i64 = if r.page_token.is_empty() {
             0
         } else {
