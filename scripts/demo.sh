@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs the clearinghouse (all four services in one process) and
-# walks through worked examples 1 and 2 as a provincial platform would.
+# Sets everything up, creates a development CA and certificates in .dev-pki/ (once), then
+# runs the clearinghouse (all four services in one process, mutual TLS) and walks through
+# the worked examples as the provincial platforms would, each with its own certificate.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 cargo build --bin clearinghouse
+target/debug/clearinghouse dev-certs .dev-pki
 CLEARINGHOUSE_TELEMETRY__LOG_FILTER="${CLEARINGHOUSE_TELEMETRY__LOG_FILTER:-warn}" \
-  exec target/debug/clearinghouse demo
+  exec target/debug/clearinghouse demo .dev-pki

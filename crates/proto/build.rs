@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "clearinghouse/settlement/v1/settlement.proto",
         "clearinghouse/ledger/v1/ledger.proto",
         "clearinghouse/events/v1/events.proto",
+        "clearinghouse/audit/v1/audit.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

@@ -2,9 +2,14 @@
 //! topic and group names, services on ephemeral ports, and talks to them only through the
 //! generated gRPC clients. `TEST_LOG=1` turns the services' logs on.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+    time::Duration,
+};
 
 use clearinghouse_platform::{
+    access::TlsConfig,
     config::{KafkaConfig, Secret, ServerConfig},
     host::Host,
 };
@@ -26,7 +31,7 @@ use clearinghouse_proto::{
         settlement_service_client::SettlementServiceClient,
     },
 };
-use clearinghouse_testkit::fixtures;
+use clearinghouse_testkit::{fixtures, pki};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -53,7 +58,10 @@ impl TestEnv {
 
     pub async fn start_filing(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
         let mut config = clearinghouse_filing::Config {
-            server: ServerConfig::ephemeral(),
+            server: ServerConfig {
+                tls: service_tls(),
+                ..ServerConfig::ephemeral()
+            },
             kafka: self.kafka.clone(),
             ..Default::default()
         };
@@ -70,10 +78,13 @@ impl TestEnv {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Host> {
         let mut config = clearinghouse_settlement::Config {
-            server: ServerConfig::ephemeral(),
+            server: ServerConfig {
+                tls: service_tls(),
+                ..ServerConfig::ephemeral()
+            },
             kafka: self.kafka.clone(),
             filing_endpoint: filing
-                .map(|f| format!("http://{}", f.grpc_addr))
+                .map(|f| format!("https://{}", f.grpc_addr))
                 .unwrap_or_default(),
             relay_enabled: relay,
             ..Default::default()
@@ -84,7 +95,10 @@ impl TestEnv {
 
     pub async fn start_referral(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
         let mut config = clearinghouse_referral::Config {
-            server: ServerConfig::ephemeral(),
+            server: ServerConfig {
+                tls: service_tls(),
+                ..ServerConfig::ephemeral()
+            },
             kafka: self.kafka.clone(),
             ..Default::default()
         };
@@ -100,7 +114,10 @@ impl TestEnv {
 
     pub async fn start_ledger(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
         let mut config = clearinghouse_fund_ledger::Config {
-            server: ServerConfig::ephemeral(),
+            server: ServerConfig {
+                tls: service_tls(),
+                ..ServerConfig::ephemeral()
+            },
             kafka: self.kafka.clone(),
             ..Default::default()
         };
@@ -118,28 +135,77 @@ fn init_logs() {
     }
 }
 
-pub async fn channel(host: &Host) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{}", host.grpc_addr))?
-        .connect()
-        .await?)
+/// The insured place of the worked examples (Jinan lies in Shandong).
+pub const SHANDONG: &str = "province:370000";
+/// The treatment place of the worked examples.
+pub const BEIJING: &str = "province:110000";
+pub const NATIONAL: &str = "national";
+pub const OPERATOR: &str = "operator";
+
+/// This test process's development CA, with certificates for our services, the national
+/// platform, an operator and every province, written once to a private directory.
+pub fn pki_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "clearinghouse-test-pki-{}-{}",
+            std::process::id(),
+            clearinghouse_testkit::unique_suffix()
+        ));
+        let provinces: Vec<String> = clearinghouse_domain::Region::all()
+            .filter(|r| r.is_province())
+            .map(|r| r.to_string())
+            .collect();
+        let identities = pki::dev_identities(&provinces);
+        let pairs: Vec<(&str, &str)> = identities
+            .iter()
+            .map(|(f, i)| (f.as_str(), i.as_str()))
+            .collect();
+        #[allow(clippy::unwrap_used, reason = "test set-up")]
+        pki::DevPki::generate()
+            .and_then(|p| p.write(&dir, &pairs))
+            .unwrap();
+        dir
+    })
 }
 
+/// Our services' TLS material.
+pub fn service_tls() -> TlsConfig {
+    TlsConfig::in_dir(pki_dir(), "service")
+}
+
+/// The TLS material of a caller (`province:370000`, `national`, `operator`).
+pub fn caller_tls(identity: &str) -> TlsConfig {
+    TlsConfig::in_dir(pki_dir(), &identity.replace(':', "-"))
+}
+
+/// A channel to `host` as `identity`, over mutual TLS.
+pub async fn channel_as(host: &Host, identity: &str) -> anyhow::Result<Channel> {
+    clearinghouse_platform::access::channel(host.grpc_addr, &caller_tls(identity)).await
+}
+
+/// The filing service as the insured place of the worked examples.
 pub async fn filing_client(host: &Host) -> anyhow::Result<FilingServiceClient<Channel>> {
-    Ok(FilingServiceClient::new(channel(host).await?))
+    Ok(FilingServiceClient::new(channel_as(host, SHANDONG).await?))
 }
 
+/// The settlement service as the treatment place of the worked examples.
 pub async fn settlement_client(host: &Host) -> anyhow::Result<SettlementServiceClient<Channel>> {
-    Ok(SettlementServiceClient::new(channel(host).await?))
+    Ok(SettlementServiceClient::new(
+        channel_as(host, BEIJING).await?,
+    ))
 }
 
+/// The ledger as the national platform.
 pub async fn ledger_client(host: &Host) -> anyhow::Result<LedgerServiceClient<Channel>> {
-    Ok(LedgerServiceClient::new(channel(host).await?))
+    Ok(LedgerServiceClient::new(channel_as(host, NATIONAL).await?))
 }
 
 /// Puts the worked examples' inpatient policy (`full`: with serious illness and
 /// assistance, plus the chronic-outpatient policy) and the treatment place's catalogue.
 pub async fn seed_reference(settlement: &Host, full: bool) -> anyhow::Result<()> {
-    let mut client = ReferenceDataServiceClient::new(channel(settlement).await?);
+    let mut client = ReferenceDataServiceClient::new(channel_as(settlement, SHANDONG).await?);
+    let mut catalogues = ReferenceDataServiceClient::new(channel_as(settlement, BEIJING).await?);
     client
         .put_policy(PutPolicyRequest {
             request_id: "policy-1".into(),
@@ -154,7 +220,7 @@ pub async fn seed_reference(settlement: &Host, full: bool) -> anyhow::Result<()>
             })
             .await?;
     }
-    client
+    catalogues
         .put_catalogue(tokio_stream::iter(vec![PutCatalogueRequest {
             treatment_region: fixtures::TREATMENT_REGION.into(),
             effective_from: fixtures::catalogue_effective_from(),

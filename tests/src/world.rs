@@ -29,9 +29,22 @@ pub struct World {
     shutdown: CancellationToken,
     hosts: Vec<clearinghouse_platform::host::Host>,
     pub filing: FilingServiceClient<Channel>,
+    /// As the treatment place.
     pub settlement: SettlementServiceClient<Channel>,
+    /// As the insured place (personal accounts, accumulators).
+    pub insured_settlement: SettlementServiceClient<Channel>,
     pub ledger: LedgerServiceClient<Channel>,
+    /// As the treatment place (catalogues).
     pub reference: ReferenceDataServiceClient<Channel>,
+    /// As the insured place (policies).
+    pub policies: ReferenceDataServiceClient<Channel>,
+    /// Channels by (host index, identity), opened on first use.
+    channels: tokio::sync::Mutex<std::collections::HashMap<(usize, String), Channel>>,
+}
+
+/// The caller identity of the province `region` lies in.
+pub fn province_of(region: &str) -> String {
+    format!("province:{}0000", &region[..2])
 }
 
 impl World {
@@ -58,19 +71,63 @@ impl World {
             filing: filings,
             settlement: settlement_client(&settlement).await.unwrap(),
             ledger: ledger_client(&ledger).await.unwrap(),
-            reference: ReferenceDataServiceClient::new(channel(&settlement).await.unwrap()),
+            insured_settlement: SettlementServiceClient::new(
+                channel_as(&settlement, SHANDONG).await.unwrap(),
+            ),
+            reference: ReferenceDataServiceClient::new(
+                channel_as(&settlement, BEIJING).await.unwrap(),
+            ),
+            policies: ReferenceDataServiceClient::new(
+                channel_as(&settlement, SHANDONG).await.unwrap(),
+            ),
             hosts: vec![filing, settlement, ledger],
+            channels: Default::default(),
             _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,
             env,
         }
     }
 
+    async fn channel(&self, host: usize, identity: String) -> Channel {
+        let mut channels = self.channels.lock().await;
+        if let Some(channel) = channels.get(&(host, identity.clone())) {
+            return channel.clone();
+        }
+        let channel = channel_as(&self.hosts[host], &identity).await.unwrap();
+        channels.insert((host, identity), channel.clone());
+        channel
+    }
+
+    /// The filing service as the province `region` lies in.
+    pub async fn filing_as(&self, region: &str) -> FilingServiceClient<Channel> {
+        FilingServiceClient::new(self.channel(0, province_of(region)).await)
+    }
+
+    /// The settlement service as the province `region` lies in.
+    pub async fn settlement_as(&self, region: &str) -> SettlementServiceClient<Channel> {
+        SettlementServiceClient::new(self.channel(1, province_of(region)).await)
+    }
+
+    /// Reference data as the province `region` lies in.
+    pub async fn reference_as(&self, region: &str) -> ReferenceDataServiceClient<Channel> {
+        ReferenceDataServiceClient::new(self.channel(1, province_of(region)).await)
+    }
+
+    /// The ledger as the province `region` lies in.
+    pub async fn ledger_as(&self, region: &str) -> LedgerServiceClient<Channel> {
+        LedgerServiceClient::new(self.channel(2, province_of(region)).await)
+    }
+
+    /// Settles as the claim's treatment province.
     pub async fn settle(
         &self,
         claim: clearinghouse_proto::settlement::v1::Claim,
     ) -> Result<SettlementResult, tonic::Status> {
-        let mut client = self.settlement.clone();
+        let mut client = if claim.treatment_region.len() == 6 {
+            self.settlement_as(&claim.treatment_region).await
+        } else {
+            self.settlement.clone()
+        };
         client
             .settle(SettleRequest { claim: Some(claim) })
             .await
@@ -78,7 +135,7 @@ impl World {
     }
 
     pub async fn credit(&self, person_id: &str, request_id: &str, amount: &str) -> String {
-        let mut client = self.settlement.clone();
+        let mut client = self.insured_settlement.clone();
         client
             .credit_personal_account(CreditPersonalAccountRequest {
                 request_id: request_id.into(),
@@ -93,7 +150,7 @@ impl World {
     }
 
     pub async fn accumulators(&self, person_id: &str, year: i32) -> GetAccumulatorsResponse {
-        let mut client = self.settlement.clone();
+        let mut client = self.insured_settlement.clone();
         client
             .get_accumulators(GetAccumulatorsRequest {
                 insured_region: fixtures::INSURED_REGION.into(),

@@ -358,7 +358,8 @@ async fn a_referral_files_itself_once_even_when_delivered_twice() {
     let filing_host = env.start_filing(shutdown.clone()).await.unwrap();
     let referral_host = env.start_referral(shutdown.clone()).await.unwrap();
     let mut filings = filing_client(&filing_host).await.unwrap();
-    let mut referrals = ReferralServiceClient::new(channel(&referral_host).await.unwrap());
+    let mut referrals =
+        ReferralServiceClient::new(channel_as(&referral_host, SHANDONG).await.unwrap());
     add_person(&mut filings, "P-REF").await;
 
     let issued = referrals
@@ -527,10 +528,11 @@ async fn the_settlement_projection_agrees_with_check_eligibility() {
         .await
         .unwrap();
     seed_reference(&settlement_host, false).await.unwrap();
-    let mut reference = clearinghouse_proto::settlement::v1::reference_data_service_client::ReferenceDataServiceClient::new(
-        channel(&settlement_host).await.unwrap(),
-    );
     for province in ["310000", "320000"] {
+        // Each treatment province puts its own catalogue.
+        let mut reference = clearinghouse_proto::settlement::v1::reference_data_service_client::ReferenceDataServiceClient::new(
+            channel_as(&settlement_host, &format!("province:{province}")).await.unwrap(),
+        );
         let catalogue = clearinghouse_proto::settlement::v1::PutCatalogueRequest {
             treatment_region: province.into(),
             effective_from: fixtures::catalogue_effective_from(),
@@ -542,7 +544,17 @@ async fn the_settlement_projection_agrees_with_check_eligibility() {
             .unwrap();
     }
     let mut filings = filing_client(&filing_host).await.unwrap();
-    let mut settlement = settlement_client(&settlement_host).await.unwrap();
+    // Each claim is pre-settled by its treatment province.
+    let mut settlements = std::collections::HashMap::new();
+    for province in ["110000", "310000", "320000"] {
+        let channel = channel_as(&settlement_host, &format!("province:{province}"))
+            .await
+            .unwrap();
+        settlements.insert(
+            province.to_string(),
+            clearinghouse_proto::settlement::v1::settlement_service_client::SettlementServiceClient::new(channel),
+        );
+    }
 
     let mut rng = StdRng::seed_from_u64(7);
     let regions = ["110000", "110105", "310000", "320500"];
@@ -622,6 +634,9 @@ async fn the_settlement_projection_agrees_with_check_eligibility() {
             stay.admission_date = day(offset - 2);
             stay.discharge_date = day(offset);
         }
+        let settlement = settlements
+            .get_mut(&format!("{}0000", &region[..2]))
+            .unwrap();
         let pre = settlement
             .pre_settle(PreSettleRequest { claim: Some(claim) })
             .await;

@@ -51,12 +51,11 @@ async fn reserve_lows(env: &TestEnv) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_clear_between_provinces_to_the_fen() {
     let world = World::start(false, &[]).await;
-    let mut reference = world.reference.clone();
-    let mut filing = world.filing.clone();
-    let mut settlement = world.settlement.clone();
     let mut ledger = world.ledger.clone();
     for (i, insured) in INSURED.iter().enumerate() {
-        reference
+        world
+            .reference_as(insured)
+            .await
             .put_policy(PutPolicyRequest {
                 request_id: format!("pol-{i}"),
                 policy: Some(fixtures::inpatient_policy(insured, true)),
@@ -72,7 +71,7 @@ async fn claims_clear_between_provinces_to_the_fen() {
             items,
         };
         let _ = ReferenceDataServiceClient::put_catalogue(
-            &mut reference,
+            &mut world.reference_as(treatment).await,
             tokio_stream::iter(vec![request]),
         )
         .await
@@ -106,6 +105,7 @@ async fn claims_clear_between_provinces_to_the_fen() {
                     "",
                 );
                 person.insured_region = (*insured).into();
+                let mut filing = world.filing_as(insured).await;
                 filing
                     .register_person(RegisterPersonRequest {
                         request_id: String::new(),
@@ -171,7 +171,8 @@ async fn claims_clear_between_provinces_to_the_fen() {
         treatment_province: "110000".into(),
         amount: used.to_string(),
     };
-    let after = ledger
+    let mut shandong = world.ledger_as("370000").await;
+    let after = shandong
         .top_up_reserve(top_up.clone())
         .await
         .unwrap()
@@ -180,7 +181,7 @@ async fn claims_clear_between_provinces_to_the_fen() {
         .unwrap();
     assert_eq!(dec(&after.used), Decimal::ZERO);
     assert_eq!(
-        ledger
+        shandong
             .top_up_reserve(top_up)
             .await
             .unwrap()
@@ -193,7 +194,7 @@ async fn claims_clear_between_provinces_to_the_fen() {
 
     // Close the period; a reversal after the close lands in the next one, linked.
     let period = current_period();
-    let premature = ledger
+    let premature = shandong
         .confirm_statement(ConfirmStatementRequest {
             request_id: String::new(),
             period: period.clone(),
@@ -210,7 +211,9 @@ async fn claims_clear_between_provinces_to_the_fen() {
         .await
         .unwrap();
     let (person_id, _, treatment) = &persons[0];
-    let reversed = settlement
+    let reversed = world
+        .settlement_as(treatment)
+        .await
         .reverse(ReverseRequest {
             treatment_region: (*treatment).into(),
             claim_id: "C0000".into(),
@@ -250,7 +253,9 @@ async fn claims_clear_between_provinces_to_the_fen() {
     for (person_id, insured, treatment) in &persons {
         let year = OffsetDateTime::now_utc().year();
         for year in [year - 1, year] {
-            let claims = settlement
+            let claims = world
+                .settlement_as(insured)
+                .await
                 .list_claims(ListClaimsRequest {
                     insured_region: (*insured).into(),
                     person_id: person_id.clone(),
@@ -323,7 +328,9 @@ async fn claims_clear_between_provinces_to_the_fen() {
         reason: "claim C0007 double counted?".into(),
     };
     assert_eq!(
-        ledger
+        world
+            .ledger_as("440000")
+            .await
             .dispute_statement(dispute)
             .await
             .unwrap()
@@ -332,7 +339,9 @@ async fn claims_clear_between_provinces_to_the_fen() {
         "CLOSED"
     );
     for province in ["110000", "310000", "370000"] {
-        let state = ledger
+        let state = world
+            .ledger_as(province)
+            .await
             .confirm_statement(ConfirmStatementRequest {
                 request_id: String::new(),
                 period: period.clone(),
@@ -344,7 +353,9 @@ async fn claims_clear_between_provinces_to_the_fen() {
             .state;
         assert_eq!(state, "CLOSED", "a dispute blocks confirmation");
     }
-    let state = ledger
+    let state = world
+        .ledger_as("440000")
+        .await
         .confirm_statement(ConfirmStatementRequest {
             request_id: String::new(),
             period: period.clone(),

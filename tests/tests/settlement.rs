@@ -240,7 +240,7 @@ async fn concurrent_claims_of_one_person_never_exceed_a_cap() {
     let mut page_token = String::new();
     loop {
         let page = world
-            .settlement
+            .insured_settlement
             .clone()
             .list_claims(ListClaimsRequest {
                 insured_region: fixtures::INSURED_REGION.into(),
@@ -340,8 +340,8 @@ async fn a_catalogue_of_100000_items_loads_in_seconds() {
         .collect();
     let started = Instant::now();
     let loaded = world
-        .reference
-        .clone()
+        .reference_as("310000")
+        .await
         .put_catalogue(tokio_stream::iter(messages))
         .await
         .unwrap()

@@ -3,6 +3,7 @@
 //!
 //! Everything here is deterministic and synchronous so it can be tested by the thousand.
 
+pub mod access;
 pub mod dates;
 pub mod filing;
 pub mod identity;

@@ -12,14 +12,28 @@ pub enum RegionError {
     Malformed,
     #[error("names no province")]
     UnknownProvince,
+    #[error("is not a GB/T 2260 region code")]
+    Unknown,
 }
 
-/// Province prefixes of GB/T 2260 (mainland provinces, autonomous regions and
-/// municipalities, plus the national pooling code 99 used by some central schemes).
-const PROVINCES: [u32; 31] = [
-    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
-    53, 54, 61, 62, 63, 64, 65,
-];
+/// GB/T 2260 codes (province, prefecture and county level) with their names, shipped with
+/// the crate in `data/gbt2260.tsv`.
+const TABLE: &str = include_str!("../data/gbt2260.tsv");
+
+fn table() -> &'static std::collections::HashMap<u32, &'static str> {
+    static TABLE_MAP: std::sync::OnceLock<std::collections::HashMap<u32, &'static str>> =
+        std::sync::OnceLock::new();
+    TABLE_MAP.get_or_init(|| {
+        TABLE
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .filter_map(|line| {
+                let (code, name) = line.split_once('\t')?;
+                Some((code.parse().ok()?, name))
+            })
+            .collect()
+    })
+}
 
 impl Region {
     pub fn parse(text: &str) -> Result<Self, RegionError> {
@@ -27,10 +41,25 @@ impl Region {
             return Err(RegionError::Malformed);
         }
         let code: u32 = text.parse().map_err(|_| RegionError::Malformed)?;
-        if !PROVINCES.contains(&(code / 10_000)) {
+        if !table().contains_key(&(code / 10_000 * 10_000)) {
             return Err(RegionError::UnknownProvince);
         }
+        if !table().contains_key(&code) {
+            return Err(RegionError::Unknown);
+        }
         Ok(Self(code))
+    }
+
+    /// The region's name in the table.
+    pub fn name(self) -> &'static str {
+        table().get(&self.0).copied().unwrap_or("")
+    }
+
+    /// Every region of the table.
+    pub fn all() -> impl Iterator<Item = Region> {
+        let mut codes: Vec<u32> = table().keys().copied().collect();
+        codes.sort_unstable();
+        codes.into_iter().map(Region)
     }
 
     /// The province this region lies in (itself when it is a province).
@@ -74,12 +103,32 @@ mod tests {
         assert!(!jinan.contains(shandong));
         assert!(!Region::parse("110000").unwrap().contains(jinan));
         assert_eq!(jinan.to_string(), "370100");
+        assert_eq!(jinan.name(), "济南市");
+    }
+
+    #[test]
+    fn the_table_has_every_province_and_its_prefectures() {
+        let provinces: Vec<Region> = Region::all().filter(|r| r.is_province()).collect();
+        assert_eq!(provinces.len(), 31);
+        for region in Region::all() {
+            assert_eq!(Region::parse(&region.to_string()), Ok(region));
+            assert!(region.province().is_province());
+            assert!(Region::all().any(|p| p == region.province()));
+        }
+        assert!(
+            Region::all()
+                .filter(|r| !r.is_province() && r.0 % 100 == 0)
+                .count()
+                > 330
+        );
+        assert!(Region::all().count() > 3000);
     }
 
     #[test]
     fn refuses_malformed_codes() {
         for bad in [
-            "", "37000", "3700000", "37a000", "990000", "000000", " 37000",
+            "", "37000", "3700000", "37a000", "990000", "000000", " 37000", "370199", "371800",
+            "110200",
         ] {
             assert!(Region::parse(bad).is_err(), "{bad}");
         }

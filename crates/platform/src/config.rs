@@ -53,6 +53,8 @@ pub struct ServerConfig {
     /// How long in-flight work may take to finish after a shutdown signal.
     #[serde(with = "secs")]
     pub shutdown_grace: Duration,
+    /// Mutual TLS: required unless `tls.insecure_plaintext` says otherwise.
+    pub tls: crate::access::TlsConfig,
 }
 
 impl ServerConfig {
@@ -71,6 +73,7 @@ impl ServerConfig {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             metrics_addr: ([127, 0, 0, 1], 0).into(),
             shutdown_grace: Duration::from_secs(5),
+            tls: Default::default(),
         }
     }
 }
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             grpc_addr: ([127, 0, 0, 1], 50051).into(),
             metrics_addr: ([127, 0, 0, 1], 9464).into(),
             shutdown_grace: Duration::from_secs(10),
+            tls: Default::default(),
         }
     }
 }

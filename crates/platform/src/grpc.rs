@@ -1,7 +1,7 @@
 //! Serving a service's gRPC routes with health, reflection and metrics, with graceful
 //! shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -9,7 +9,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::metrics::{GrpcMetrics, GrpcMetricsLayer};
+use crate::{
+    access::{AccessLayer, Authentication},
+    audit::AuditSink,
+    config::ServerConfig,
+    metrics::{GrpcMetrics, GrpcMetricsLayer},
+};
 
 /// The largest request a service accepts.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -21,23 +26,47 @@ pub struct RunningServer {
     pub handle: JoinHandle<anyhow::Result<()>>,
 }
 
-/// What a service hands to [`start`]: its routes, the names health reports as serving
-/// and its encoded descriptor set for reflection.
+/// What a service hands to [`start`]: its routes, the names health reports as serving,
+/// the methods that write (each call of them is audited) and its pool (for the audit
+/// trail).
 pub struct ServiceRoutes {
     pub routes: Routes,
     pub health_names: Vec<&'static str>,
+    pub writes: Vec<String>,
+    pub pool: sqlx::PgPool,
+}
+
+/// The full paths of `methods` of `service` (e.g. `clearinghouse.filing.v1.FilingService`).
+pub fn methods(service: &str, methods: &[&str]) -> Vec<String> {
+    methods.iter().map(|m| format!("/{service}/{m}")).collect()
 }
 
 /// Binds both listeners and serves until `shutdown` is cancelled; in-flight calls are
 /// given `grace` to finish.
 pub async fn start(
-    grpc_addr: SocketAddr,
-    metrics_addr: SocketAddr,
+    server: &ServerConfig,
     service: ServiceRoutes,
+    audit: AuditSink,
     mut registry: Registry,
-    grace: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningServer> {
+    let (grpc_addr, metrics_addr, grace) =
+        (server.grpc_addr, server.metrics_addr, server.shutdown_grace);
+    let tls = server.tls.server()?;
+    let authentication = if tls.is_some() {
+        Authentication::MutualTls
+    } else {
+        tracing::warn!(
+            "INSECURE: serving plaintext and trusting the x-clearinghouse-caller header; \
+             for local experiments only"
+        );
+        Authentication::TrustedHeader
+    };
+    let access = AccessLayer {
+        authentication,
+        writes: Arc::new(service.writes.iter().cloned().collect()),
+        audit,
+    };
     let grpc_metrics = GrpcMetrics::register(&mut registry);
     let registry = Arc::new(registry);
 
@@ -64,7 +93,15 @@ pub async fn start(
     let routes = service
         .routes
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(reflection)
+        .add_service(
+            crate::audit::service(service.pool.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
     let metrics_shutdown = CancellationToken::new();
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,
@@ -73,8 +110,9 @@ pub async fn start(
     ));
     let handle = tokio::spawn(async move {
         let stop = shutdown.clone();
-        let server = tonic::transport::Server::builder()
+        let server = builder
             .layer(GrpcMetricsLayer(grpc_metrics))
+            .layer(access)
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
                 stop.cancelled().await;

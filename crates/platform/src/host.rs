@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit,
     config::ServerConfig,
     grpc::{self, ServiceRoutes},
     telemetry::{self, TelemetryConfig},
@@ -46,15 +47,12 @@ pub async fn start(
 ) -> anyhow::Result<Host> {
     let grace = server.shutdown_grace;
     let health_names = routes.health_names.clone();
-    let running = grpc::start(
-        server.grpc_addr,
-        server.metrics_addr,
-        routes,
-        registry,
-        grace,
-        shutdown,
-    )
-    .await?;
+    // The audit writer outlives the server: it stops with the background work, after the
+    // last call has been recorded.
+    let (audit, audit_task) = audit::spawn_writer(routes.pool.clone(), background.token.clone());
+    let mut background = background;
+    background.tasks.push(audit_task);
+    let running = grpc::start(server, routes, audit, registry, shutdown).await?;
     let done = tokio::spawn(async move {
         // Should this task be dropped unfinished (the runtime going away), the background
         // work must still be told to stop: consumers run on threads of their own.

@@ -2,6 +2,8 @@
 //! Postgres pool and migrations, gRPC serving with health and reflection, Prometheus
 //! metrics, graceful shutdown and the gRPC error conventions.
 
+pub mod access;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -22,6 +22,11 @@ pub mod ledger {
         tonic::include_proto!("clearinghouse.ledger.v1");
     }
 }
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("clearinghouse.audit.v1");
+    }
+}
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("clearinghouse.events.v1");

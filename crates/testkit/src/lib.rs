@@ -2,6 +2,7 @@
 //! a fresh database per test, and unique names for topics and consumer groups.
 
 pub mod fixtures;
+pub mod pki;
 
 use rand::Rng;
 use sqlx::{Connection, Executor, PgConnection};

@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use clearinghouse_all_in_one::{Config, Stack};
-use clearinghouse_platform::config::ServerConfig;
+use std::path::Path;
+
+use clearinghouse_platform::access::{self, TlsConfig};
 use clearinghouse_proto::{
+    audit::v1::{ListAuditRecordsRequest, audit_service_client::AuditServiceClient},
     filing::v1::{
         CheckEligibilityRequest, FilingCategory, RegisterFilingRequest, RegisterPersonRequest,
         filing_service_client::FilingServiceClient,
@@ -17,7 +20,7 @@ use clearinghouse_proto::{
         IssueReferralRequest, Referral, referral_service_client::ReferralServiceClient,
     },
     settlement::v1::{
-        PutCatalogueRequest, PutPolicyRequest, SettleRequest, SettlementResult,
+        GetClaimRequest, PutCatalogueRequest, PutPolicyRequest, SettleRequest, SettlementResult,
         reference_data_service_client::ReferenceDataServiceClient,
         settlement_service_client::SettlementServiceClient,
     },
@@ -54,40 +57,50 @@ fn print_split(title: &str, r: &SettlementResult) {
     }
 }
 
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, pki: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        pki.join("ca.pem").exists(),
+        "no development certificates in {} (run `clearinghouse dev-certs {}` first)",
+        pki.display(),
+        pki.display()
+    );
     // Every run starts from nothing: its own database and its own topics.
     let url = clearinghouse_testkit::recreate_database("clearinghouse_demo").await?;
     let mut kafka = config.kafka.clone().unwrap_or_default();
     kafka.name_suffix = format!(".demo-{}", unique_suffix());
     let defaults = config.clone();
-    config = Config::ephemeral(&url, kafka);
+    config = Config::ephemeral(&url, kafka, TlsConfig::in_dir(pki, "service"));
     config.telemetry = defaults.telemetry;
-    for server in [
-        &mut config.filing.server,
-        &mut config.settlement.server,
-        &mut config.referral.server,
-        &mut config.fund_ledger.server,
-    ] {
-        *server = ServerConfig::ephemeral();
-    }
 
     let shutdown = CancellationToken::new();
     let stack = Stack::start(config, shutdown.clone()).await?;
-    let result = walk_through(&stack).await;
+    let result = walk_through(&stack, pki).await;
     shutdown.cancel();
     stack.wait().await?;
     result
 }
 
-async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
-    let url = |h: &clearinghouse_platform::host::Host| format!("http://{}", h.grpc_addr);
-    let mut filing = FilingServiceClient::connect(url(&stack.filing)).await?;
-    let mut reference = ReferenceDataServiceClient::connect(url(&stack.settlement)).await?;
-    let settlement = SettlementServiceClient::connect(url(&stack.settlement)).await?;
-    let mut ledger = LedgerServiceClient::connect(url(&stack.fund_ledger)).await?;
+async fn walk_through(stack: &Stack, pki: &Path) -> anyhow::Result<()> {
+    // Every caller connects over mutual TLS with its own certificate.
+    let as_caller = |host: &clearinghouse_platform::host::Host, file: &str| {
+        let tls = TlsConfig::in_dir(pki, file);
+        let addr = host.grpc_addr;
+        async move { access::channel(addr, &tls).await }
+    };
+    let shandong = "province-370000";
+    let beijing = "province-110000";
+    let mut filing = FilingServiceClient::new(as_caller(&stack.filing, shandong).await?);
+    let mut policies =
+        ReferenceDataServiceClient::new(as_caller(&stack.settlement, shandong).await?);
+    let mut catalogues =
+        ReferenceDataServiceClient::new(as_caller(&stack.settlement, beijing).await?);
+    let settlement = SettlementServiceClient::new(as_caller(&stack.settlement, beijing).await?);
+    let mut ledger = LedgerServiceClient::new(as_caller(&stack.fund_ledger, "national").await?);
 
-    println!("Shandong (370100) insures; Beijing (110000) treats.");
-    reference
+    println!(
+        "Shandong (370100) insures; Beijing (110000) treats; each calls with its own certificate."
+    );
+    policies
         .put_policy(PutPolicyRequest {
             request_id: "demo-policy".into(),
             policy: Some(fixtures::inpatient_policy(fixtures::INSURED_REGION, false)),
@@ -98,7 +111,7 @@ async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
         effective_from: fixtures::catalogue_effective_from(),
         items: fixtures::catalogue_items(),
     };
-    reference
+    catalogues
         .put_catalogue(tokio_stream::iter(vec![header]))
         .await?;
 
@@ -153,7 +166,7 @@ async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
 
     // A hospital in Shandong refers a third patient to Beijing: no insurer approval, and the
     // referral files itself (ReferralIssued → the filing service → a REFERRAL filing).
-    let mut referrals = ReferralServiceClient::connect(url(&stack.referral)).await?;
+    let mut referrals = ReferralServiceClient::new(as_caller(&stack.referral, shandong).await?);
     filing
         .register_person(RegisterPersonRequest {
             request_id: String::new(),
@@ -280,6 +293,40 @@ Referral {} issued for P-DEMO-3, valid until {}",
                 p.total
             );
         }
+    }
+
+    // Guangdong is neither place of example 1's claim: it may not read it, and the
+    // refusal lands in the settlement service's audit trail.
+    let mut guangdong =
+        SettlementServiceClient::new(as_caller(&stack.settlement, "province-440000").await?);
+    let refused = guangdong
+        .get_claim(GetClaimRequest {
+            treatment_region: fixtures::TREATMENT_REGION.into(),
+            claim_id: "DEMO-EX1".into(),
+        })
+        .await
+        .expect_err("another province must not read the claim");
+    println!(
+        "\nGuangdong asks for example 1's claim: {:?} ({})",
+        refused.code(),
+        refused.message()
+    );
+    let mut audit = AuditServiceClient::new(as_caller(&stack.settlement, "national").await?);
+    // The trail is written in batches off the request path: give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let trail = audit
+        .list_audit_records(ListAuditRecordsRequest {
+            page_size: 8,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!("Settlement's audit trail, newest first, as the national platform reads it:");
+    for r in &trail.records {
+        println!(
+            "  {}  {:<18} {:<60} {:<18} {}",
+            r.at, r.caller, r.method, r.outcome, r.subject
+        );
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The four services hosted in one process: for small sites, the demo and the tests.
 
 use clearinghouse_platform::{
+    access::TlsConfig,
     config::{KafkaConfig, Secret, ServerConfig},
     host::{Host, ServiceConfig},
     telemetry::TelemetryConfig,
@@ -21,6 +22,8 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// One Kafka cluster for all four.
     pub kafka: Option<KafkaConfig>,
+    /// One TLS identity for all four (e.g. the set-up's `service:clearinghouse`).
+    pub tls: Option<TlsConfig>,
 }
 
 impl ServiceConfig for Config {
@@ -31,10 +34,11 @@ impl ServiceConfig for Config {
 
 impl Config {
     /// Every service on ephemeral loopback ports, for tests.
-    pub fn ephemeral(database_url: &str, kafka: KafkaConfig) -> Self {
+    pub fn ephemeral(database_url: &str, kafka: KafkaConfig, tls: TlsConfig) -> Self {
         let mut config = Self {
             database_url: Some(Secret::new(database_url)),
             kafka: Some(kafka),
+            tls: Some(tls),
             ..Self::default()
         };
         config.filing.server = ServerConfig::ephemeral();
@@ -50,6 +54,12 @@ impl Config {
             self.referral.database.url = url.clone();
             self.settlement.database.url = url.clone();
             self.fund_ledger.database.url = url.clone();
+        }
+        if let Some(tls) = &self.tls {
+            self.filing.server.tls = tls.clone();
+            self.referral.server.tls = tls.clone();
+            self.settlement.server.tls = tls.clone();
+            self.fund_ledger.server.tls = tls.clone();
         }
         if let Some(kafka) = &self.kafka {
             self.filing.kafka = kafka.clone();
@@ -74,7 +84,11 @@ impl Stack {
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let mut config = config.resolved();
         let filing = clearinghouse_filing::start(config.filing, shutdown.clone()).await?;
-        config.settlement.filing_endpoint = format!("http://{}", filing.grpc_addr);
+        config.settlement.filing_endpoint = format!(
+            "{}://{}",
+            config.settlement.server.tls.scheme(),
+            filing.grpc_addr
+        );
         let referral = clearinghouse_referral::start(config.referral, shutdown.clone()).await?;
         let settlement =
             clearinghouse_settlement::start(config.settlement, shutdown.clone()).await?;

@@ -11,6 +11,7 @@ use clearinghouse_events::{
     Body,
     outbox::{self, Outgoing},
 };
+use clearinghouse_platform::access::{Action, authorize_request, with_subject};
 use clearinghouse_platform::{
     error::{FieldViolations, StorageError, db_status as db, invalid_field, page_size},
     telemetry::mask,
@@ -277,6 +278,13 @@ impl FilingService for FilingApi {
         request: Request<RegisterPersonRequest>,
     ) -> Result<Response<RegisterPersonResponse>, Status> {
         let person = parse_person(request.get_ref().person.as_ref())?;
+        authorize_request(
+            &request,
+            Action::WriteAsInsured {
+                insured: person.insured_region,
+            },
+        )?;
+        let subject = format!("person {}/{}", person.insured_region, person.person_id);
         let mut tx = self.pool.begin().await.map_err(db)?;
         if !store::insert_person(&mut tx, &person).await.map_err(db)? {
             // Idempotent by person id: the same registration again returns the original.
@@ -285,9 +293,12 @@ impl FilingService for FilingApi {
                 .map_err(db)?
                 .ok_or_else(|| Status::aborted("person vanished, retry"))?;
             if existing == person {
-                return Ok(Response::new(RegisterPersonResponse {
-                    person: Some(existing.to_proto(true)),
-                }));
+                return Ok(with_subject(
+                    RegisterPersonResponse {
+                        person: Some(existing.to_proto(true)),
+                    },
+                    subject,
+                ));
             }
             return Err(Status::already_exists(format!(
                 "person {} is already registered in {} with other data; use UpdatePerson",
@@ -300,9 +311,12 @@ impl FilingService for FilingApi {
         self.commit_with_event(tx, person.insured_region, &person.person_id, body)
             .await?;
         tracing::info!(person_id = %person.person_id, id_number = %mask(&person.id_number), "person registered");
-        Ok(Response::new(RegisterPersonResponse {
-            person: Some(person.to_proto(true)),
-        }))
+        Ok(with_subject(
+            RegisterPersonResponse {
+                person: Some(person.to_proto(true)),
+            },
+            subject,
+        ))
     }
 
     async fn update_person(
@@ -310,6 +324,12 @@ impl FilingService for FilingApi {
         request: Request<UpdatePersonRequest>,
     ) -> Result<Response<UpdatePersonResponse>, Status> {
         let person = parse_person(request.get_ref().person.as_ref())?;
+        authorize_request(
+            &request,
+            Action::WriteAsInsured {
+                insured: person.insured_region,
+            },
+        )?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         if !store::update_person(&mut tx, &person).await.map_err(db)? {
             return Err(Status::not_found(format!(
@@ -322,9 +342,12 @@ impl FilingService for FilingApi {
         });
         self.commit_with_event(tx, person.insured_region, &person.person_id, body)
             .await?;
-        Ok(Response::new(UpdatePersonResponse {
-            person: Some(person.to_proto(true)),
-        }))
+        Ok(with_subject(
+            UpdatePersonResponse {
+                person: Some(person.to_proto(true)),
+            },
+            format!("person {}/{}", person.insured_region, person.person_id),
+        ))
     }
 
     async fn get_person(
@@ -333,6 +356,7 @@ impl FilingService for FilingApi {
     ) -> Result<Response<GetPersonResponse>, Status> {
         let r = request.get_ref();
         let region = parse_person_key(&r.insured_region, &r.person_id)?;
+        authorize_request(&request, Action::ReadPerson { insured: region })?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let person = store::get_person(&mut conn, region, &r.person_id)
             .await
@@ -355,6 +379,9 @@ impl FilingService for FilingApi {
             return Err(invalid_field("request_id", "must be at most 64 bytes"));
         }
         let insured = Region::parse(&f.insured_region).ok();
+        if let Some(insured) = insured {
+            authorize_request(&request, Action::WriteAsInsured { insured })?;
+        }
         let mut tx = self.pool.begin().await.map_err(db)?;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
         // A repeated request returns the original filing, whatever day it is repeated on.
@@ -369,6 +396,12 @@ impl FilingService for FilingApi {
         }
         let (insured_region, person_id, cover, residence_proof, proof_reference) =
             self.parse_filing(f, today())?;
+        authorize_request(
+            &request,
+            Action::WriteAsInsured {
+                insured: insured_region,
+            },
+        )?;
         if store::get_person(&mut tx, insured_region, &person_id)
             .await
             .map_err(db)?
@@ -394,9 +427,12 @@ impl FilingService for FilingApi {
         });
         self.commit_with_event(tx, insured_region, &filing.person_id, body)
             .await?;
-        Ok(Response::new(RegisterFilingResponse {
-            filing: Some(filing.to_proto()),
-        }))
+        Ok(with_subject(
+            RegisterFilingResponse {
+                filing: Some(filing.to_proto()),
+            },
+            format!("filing {}", filing.filing_id),
+        ))
     }
 
     async fn change_filing(
@@ -411,6 +447,12 @@ impl FilingService for FilingApi {
         let today = today();
         let (insured_region, person_id, cover, residence_proof, proof_reference) =
             self.parse_filing(f, today)?;
+        authorize_request(
+            &request,
+            Action::WriteAsInsured {
+                insured: insured_region,
+            },
+        )?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         let current = store::get_filing(&mut tx, filing_id, true)
             .await
@@ -452,9 +494,12 @@ impl FilingService for FilingApi {
         });
         self.commit_with_event(tx, insured_region, &changed.person_id, body)
             .await?;
-        Ok(Response::new(ChangeFilingResponse {
-            filing: Some(changed.to_proto()),
-        }))
+        Ok(with_subject(
+            ChangeFilingResponse {
+                filing: Some(changed.to_proto()),
+            },
+            format!("filing {filing_id}"),
+        ))
     }
 
     async fn revoke_filing(
@@ -474,6 +519,12 @@ impl FilingService for FilingApi {
             .await
             .map_err(db)?
             .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+        authorize_request(
+            &request,
+            Action::WriteAsInsured {
+                insured: filing.insured_region,
+            },
+        )?;
         if let Some(existing) = filing.cover.revoked_from {
             if existing == from {
                 return Ok(Response::new(RevokeFilingResponse {
@@ -499,9 +550,12 @@ impl FilingService for FilingApi {
         });
         self.commit_with_event(tx, filing.insured_region, &filing.person_id, body)
             .await?;
-        Ok(Response::new(RevokeFilingResponse {
-            filing: Some(filing.to_proto()),
-        }))
+        Ok(with_subject(
+            RevokeFilingResponse {
+                filing: Some(filing.to_proto()),
+            },
+            format!("filing {filing_id}"),
+        ))
     }
 
     async fn get_filing(
@@ -514,6 +568,13 @@ impl FilingService for FilingApi {
             .await
             .map_err(db)?
             .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+        authorize_request(
+            &request,
+            Action::ReadCase {
+                insured: filing.insured_region,
+                treatment: filing.cover.treatment_region,
+            },
+        )?;
         Ok(Response::new(GetFilingResponse {
             filing: Some(filing.to_proto()),
         }))
@@ -525,6 +586,7 @@ impl FilingService for FilingApi {
     ) -> Result<Response<ListFilingsResponse>, Status> {
         let r = request.get_ref();
         let region = parse_person_key(&r.insured_region, &r.person_id)?;
+        authorize_request(&request, Action::ReadPerson { insured: region })?;
         let after = if r.page_token.is_empty() {
             None
         } else {
@@ -567,6 +629,13 @@ impl FilingService for FilingApi {
         else {
             return Err(Status::internal("validation inconsistency"));
         };
+        authorize_request(
+            &request,
+            Action::CheckEligibility {
+                insured: insured_region,
+                treatment: treatment_region,
+            },
+        )?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let person = store::get_person(&mut conn, insured_region, &r.person_id)
             .await

@@ -114,6 +114,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &config.database,
         &[
             &clearinghouse_events::migrator(),
+            &clearinghouse_platform::audit::migrator(),
             &sqlx::migrate!("./migrations"),
         ],
     )
@@ -157,13 +158,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             background.token.clone(),
         )?);
     }
-    let api = FilingApi::new(pool, topic, config.rules);
+    let api = FilingApi::new(pool.clone(), topic, config.rules);
     let routes = ServiceRoutes {
         routes: tonic::service::Routes::new(
             FilingServiceServer::new(api)
                 .max_decoding_message_size(clearinghouse_platform::grpc::MAX_MESSAGE_BYTES),
         ),
         health_names: vec!["clearinghouse.filing.v1.FilingService"],
+        writes: clearinghouse_platform::grpc::methods(
+            "clearinghouse.filing.v1.FilingService",
+            &[
+                "RegisterPerson",
+                "UpdatePerson",
+                "RegisterFiling",
+                "ChangeFiling",
+                "RevokeFiling",
+            ],
+        ),
+        pool,
     };
     host::start(&config.server, routes, registry, background, shutdown).await
 }

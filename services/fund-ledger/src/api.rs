@@ -7,7 +7,10 @@ use clearinghouse_domain::{
     region::Region,
 };
 use clearinghouse_events::{Body, outbox};
-use clearinghouse_platform::error::{FieldViolations, db_status as db, invalid_field, page_size};
+use clearinghouse_platform::{
+    access::{Action, Caller, authorize, authorize_request, caller, with_subject},
+    error::{FieldViolations, db_status as db, invalid_field, page_size},
+};
 use clearinghouse_proto::events::v1 as ev;
 
 use crate::clearing;
@@ -42,6 +45,20 @@ fn province_filter(text: &str) -> Result<Option<String>, Status> {
     Ok(Some(region.to_string()))
 }
 
+/// Reading the accounts `province_filter` selected.
+fn read_accounts(province: &Option<String>) -> Action {
+    Action::ReadAccounts {
+        province: province.as_deref().and_then(|p| Region::parse(p).ok()),
+    }
+}
+
+/// `INVALID_ARGUMENT` unless `period` is a month `YYYY-MM`.
+fn check_period(period: &str) -> Result<(), Status> {
+    clearing::next_period(period, 1)
+        .map(|_| ())
+        .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))
+}
+
 #[tonic::async_trait]
 impl LedgerService for LedgerApi {
     async fn get_balances(
@@ -49,6 +66,7 @@ impl LedgerService for LedgerApi {
         request: Request<GetBalancesRequest>,
     ) -> Result<Response<GetBalancesResponse>, Status> {
         let province = province_filter(&request.get_ref().province)?;
+        authorize_request(&request, read_accounts(&province))?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         // One snapshot for the balances, their total and the entry count.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -95,6 +113,7 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<ListEntriesResponse>, Status> {
         let r = request.get_ref();
         let province = province_filter(&r.province)?;
+        authorize_request(&request, read_accounts(&province))?;
         let page_size = page_size(r.page_size, 100, 1000)?;
         let after: i64 = if r.page_token.is_empty() {
             0
@@ -162,9 +181,11 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<SizeReserveRequest>,
     ) -> Result<Response<SizeReserveResponse>, Status> {
+        let caller = caller(&request)?;
         let r = request.get_ref();
         let reserve = self
             .reserve_request(
+                &caller,
                 "SIZE",
                 &r.request_id,
                 &r.insured_province,
@@ -172,18 +193,27 @@ impl LedgerService for LedgerApi {
                 &r.amount,
             )
             .await?;
-        Ok(Response::new(SizeReserveResponse {
-            reserve: Some(reserve),
-        }))
+        let subject = format!(
+            "reserve {} at {}",
+            reserve.insured_province, reserve.treatment_province
+        );
+        Ok(with_subject(
+            SizeReserveResponse {
+                reserve: Some(reserve),
+            },
+            subject,
+        ))
     }
 
     async fn top_up_reserve(
         &self,
         request: Request<TopUpReserveRequest>,
     ) -> Result<Response<TopUpReserveResponse>, Status> {
+        let caller = caller(&request)?;
         let r = request.get_ref();
         let reserve = self
             .reserve_request(
+                &caller,
                 "TOP_UP",
                 &r.request_id,
                 &r.insured_province,
@@ -191,9 +221,16 @@ impl LedgerService for LedgerApi {
                 &r.amount,
             )
             .await?;
-        Ok(Response::new(TopUpReserveResponse {
-            reserve: Some(reserve),
-        }))
+        let subject = format!(
+            "reserve {} at {}",
+            reserve.insured_province, reserve.treatment_province
+        );
+        Ok(with_subject(
+            TopUpReserveResponse {
+                reserve: Some(reserve),
+            },
+            subject,
+        ))
     }
 
     async fn get_reserves(
@@ -201,6 +238,7 @@ impl LedgerService for LedgerApi {
         request: Request<GetReservesRequest>,
     ) -> Result<Response<GetReservesResponse>, Status> {
         let province = province_filter(&request.get_ref().province)?;
+        authorize_request(&request, read_accounts(&province))?;
         let rows = sqlx::query(
             "SELECT * FROM reserves WHERE $1::text IS NULL OR insured_province = $1 OR treatment_province = $1
              ORDER BY insured_province, treatment_province",
@@ -220,6 +258,7 @@ impl LedgerService for LedgerApi {
         let period = request.get_ref().period.clone();
         let next = clearing::next_period(&period, self.clearing.period_months)
             .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
+        authorize_request(&request, Action::OperateClearing)?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         // The row lock waits for postings in flight into this period (they hold a share lock).
         let state: Option<String> =
@@ -232,7 +271,14 @@ impl LedgerService for LedgerApi {
             None => return Err(Status::not_found(format!("no clearing period {period}"))),
             Some("OPEN") => {}
             // Closing again answers as the first close did.
-            Some(_) => return Ok(Response::new(CloseClearingPeriodResponse { period })),
+            Some(_) => {
+                return Ok(with_subject(
+                    CloseClearingPeriodResponse {
+                        period: period.clone(),
+                    },
+                    format!("period {period}"),
+                ));
+            }
         }
         sqlx::query(
             "UPDATE clearing_periods SET state = 'CLOSED', closed_at = now() WHERE period = $1",
@@ -253,7 +299,12 @@ impl LedgerService for LedgerApi {
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(Response::new(CloseClearingPeriodResponse { period }))
+        Ok(with_subject(
+            CloseClearingPeriodResponse {
+                period: period.clone(),
+            },
+            format!("period {period}"),
+        ))
     }
 
     async fn get_statement(
@@ -262,6 +313,8 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<GetStatementResponse>, Status> {
         let r = request.get_ref();
         let province = province_filter(&r.province)?;
+        check_period(&r.period)?;
+        authorize_request(&request, read_accounts(&province))?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let state = period_state(&mut conn, &r.period).await?;
         let pairs = clearing::period_pairs(&mut conn, &r.period)
@@ -294,17 +347,22 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<ConfirmStatementRequest>,
     ) -> Result<Response<ConfirmStatementResponse>, Status> {
+        let caller = caller(&request)?;
         let r = request.get_ref();
         let state = self
-            .respond(&r.period, &r.province, "CONFIRMED", "")
+            .respond(&caller, &r.period, &r.province, "CONFIRMED", "")
             .await?;
-        Ok(Response::new(ConfirmStatementResponse { state }))
+        Ok(with_subject(
+            ConfirmStatementResponse { state },
+            format!("statement {} of {}", r.period, r.province),
+        ))
     }
 
     async fn dispute_statement(
         &self,
         request: Request<DisputeStatementRequest>,
     ) -> Result<Response<DisputeStatementResponse>, Status> {
+        let caller = caller(&request)?;
         let r = request.get_ref();
         if r.reason.trim().is_empty() || r.reason.len() > 500 {
             return Err(invalid_field(
@@ -313,9 +371,12 @@ impl LedgerService for LedgerApi {
             ));
         }
         let state = self
-            .respond(&r.period, &r.province, "DISPUTED", &r.reason)
+            .respond(&caller, &r.period, &r.province, "DISPUTED", &r.reason)
             .await?;
-        Ok(Response::new(DisputeStatementResponse { state }))
+        Ok(with_subject(
+            DisputeStatementResponse { state },
+            format!("statement {} of {}", r.period, r.province),
+        ))
     }
 
     async fn reconcile(
@@ -323,6 +384,8 @@ impl LedgerService for LedgerApi {
         request: Request<ReconcileRequest>,
     ) -> Result<Response<ReconcileResponse>, Status> {
         let period = &request.get_ref().period;
+        check_period(period)?;
+        authorize_request(&request, Action::Supervise)?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         period_state(&mut conn, period).await?;
         let pairs = clearing::period_pairs(&mut conn, period)
@@ -376,6 +439,7 @@ impl LedgerApi {
     /// balanced entry), idempotent by request id; re-arms the warnings when usage falls.
     async fn reserve_request(
         &self,
+        caller: &Caller,
         kind: &str,
         request_id: &str,
         insured: &str,
@@ -410,6 +474,13 @@ impl LedgerApi {
         let (Some(insured), Some(treatment), Some(amount)) = (insured, treatment, amount) else {
             return Err(Status::internal("validation inconsistency"));
         };
+        // Sizing is clearing's; a top-up is the insured province's own money.
+        let action = if kind == "SIZE" {
+            Action::OperateClearing
+        } else {
+            Action::WriteOwnAccount { province: insured }
+        };
+        authorize(caller, action)?;
         let (insured, treatment) = (insured.to_string(), treatment.to_string());
         let mut tx = self.pool.begin().await.map_err(db)?;
         let fresh = sqlx::query(
@@ -531,6 +602,7 @@ impl LedgerApi {
     /// the period has confirmed and none disputes, the period is confirmed and settled.
     async fn respond(
         &self,
+        caller: &Caller,
         period: &str,
         province: &str,
         answer: &str,
@@ -538,6 +610,9 @@ impl LedgerApi {
     ) -> Result<String, Status> {
         let province =
             province_filter(province)?.ok_or_else(|| invalid_field("province", "is required"))?;
+        check_period(period)?;
+        let own = Region::parse(&province).map_err(|e| invalid_field("province", e.to_string()))?;
+        authorize(caller, Action::WriteOwnAccount { province: own })?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         let state: String = {
             clearing::next_period(period, 1)

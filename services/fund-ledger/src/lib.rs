@@ -65,6 +65,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &config.database,
         &[
             &clearinghouse_events::migrator(),
+            &clearinghouse_platform::audit::migrator(),
             &sqlx::migrate!("./migrations"),
         ],
     )
@@ -125,10 +126,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         background.token.clone(),
     )?);
     let routes = ServiceRoutes {
-        routes: tonic::service::Routes::new(LedgerServiceServer::new(api::LedgerApi::new(
-            pool, clearing,
-        ))),
+        routes: tonic::service::Routes::new(
+            LedgerServiceServer::new(api::LedgerApi::new(pool.clone(), clearing))
+                .max_decoding_message_size(clearinghouse_platform::grpc::MAX_MESSAGE_BYTES),
+        ),
         health_names: vec!["clearinghouse.ledger.v1.LedgerService"],
+        writes: clearinghouse_platform::grpc::methods(
+            "clearinghouse.ledger.v1.LedgerService",
+            &[
+                "SizeReserve",
+                "TopUpReserve",
+                "CloseClearingPeriod",
+                "ConfirmStatement",
+                "DisputeStatement",
+            ],
+        ),
+        pool,
     };
     host::start(&config.server, routes, registry, background, shutdown).await
 }

@@ -9,7 +9,10 @@ use clearinghouse_events::{
     Body,
     outbox::{self, Outgoing},
 };
-use clearinghouse_platform::error::{FieldViolations, db_status as db, invalid_field};
+use clearinghouse_platform::{
+    access::{Action, authorize_request, with_subject},
+    error::{FieldViolations, db_status as db, invalid_field},
+};
 use clearinghouse_proto::{
     events::v1 as ev,
     referral::v1::{referral_service_server::ReferralService, *},
@@ -129,6 +132,7 @@ impl ReferralService for ReferralApi {
         else {
             return Err(Status::internal("validation inconsistency"));
         };
+        authorize_request(&request, Action::WriteAsInsured { insured })?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
         if let Some(request_id) = request_id
@@ -179,9 +183,13 @@ impl ReferralService for ReferralApi {
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(Response::new(IssueReferralResponse {
-            referral: Some(issued_referral),
-        }))
+        let subject = format!("referral {}", issued_referral.referral_id);
+        Ok(with_subject(
+            IssueReferralResponse {
+                referral: Some(issued_referral),
+            },
+            subject,
+        ))
     }
 
     async fn cancel_referral(
@@ -198,6 +206,12 @@ impl ReferralService for ReferralApi {
             .map_err(db)?
             .ok_or_else(|| Status::not_found(format!("no referral {id}")))?;
         let mut referral = from_row(&row)?;
+        authorize_request(
+            &request,
+            Action::WriteAsInsured {
+                insured: regions(&referral)?.0,
+            },
+        )?;
         if referral.status == ReferralStatus::Cancelled as i32 {
             return Ok(Response::new(CancelReferralResponse {
                 referral: Some(referral),
@@ -216,9 +230,12 @@ impl ReferralService for ReferralApi {
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(Response::new(CancelReferralResponse {
-            referral: Some(referral),
-        }))
+        Ok(with_subject(
+            CancelReferralResponse {
+                referral: Some(referral),
+            },
+            format!("referral {id}"),
+        ))
     }
 
     async fn get_referral(
@@ -233,8 +250,11 @@ impl ReferralService for ReferralApi {
             .await
             .map_err(db)?
             .ok_or_else(|| Status::not_found(format!("no referral {id}")))?;
+        let referral = from_row(&row)?;
+        let (insured, treatment) = regions(&referral)?;
+        authorize_request(&request, Action::ReadCase { insured, treatment })?;
         Ok(Response::new(GetReferralResponse {
-            referral: Some(from_row(&row)?),
+            referral: Some(referral),
         }))
     }
 
@@ -257,6 +277,9 @@ impl ReferralService for ReferralApi {
             v.add("page_size", "must be between 0 and 500");
         }
         v.finish()?;
+        if let Some(insured) = region {
+            authorize_request(&request, Action::ReadPerson { insured })?;
+        }
         let page_size = if r.page_size == 0 {
             50
         } else {
@@ -287,4 +310,15 @@ impl ReferralService for ReferralApi {
             next_page_token,
         }))
     }
+}
+
+/// The insured and target regions of a stored referral.
+fn regions(referral: &Referral) -> Result<(Region, Region), Status> {
+    let parse = |code: &str| {
+        Region::parse(code).map_err(|_| Status::internal("stored referral has a bad region"))
+    };
+    Ok((
+        parse(&referral.insured_region)?,
+        parse(&referral.target_region)?,
+    ))
 }

@@ -51,6 +51,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &config.database,
         &[
             &clearinghouse_events::migrator(),
+            &clearinghouse_platform::audit::migrator(),
             &sqlx::migrate!("./migrations"),
         ],
     )
@@ -71,13 +72,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     );
     background.tasks.push(relay.spawn(background.token.clone()));
     let api = api::ReferralApi::new(
-        pool,
+        pool.clone(),
         topic,
         time::Duration::days(config.validity_days.max(1)),
     );
     let routes = ServiceRoutes {
-        routes: tonic::service::Routes::new(ReferralServiceServer::new(api)),
+        routes: tonic::service::Routes::new(
+            ReferralServiceServer::new(api)
+                .max_decoding_message_size(clearinghouse_platform::grpc::MAX_MESSAGE_BYTES),
+        ),
         health_names: vec!["clearinghouse.referral.v1.ReferralService"],
+        writes: clearinghouse_platform::grpc::methods(
+            "clearinghouse.referral.v1.ReferralService",
+            &["IssueReferral", "CancelReferral"],
+        ),
+        pool,
     };
     host::start(&config.server, routes, registry, background, shutdown).await
 }

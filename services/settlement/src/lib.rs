@@ -37,7 +37,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
     /// The filing service, asked when the projection has no answer yet (e.g.
-    /// `http://127.0.0.1:50061`); empty to rely on the projection alone.
+    /// `https://127.0.0.1:50061`, reached with `server.tls`' certificate as our client
+    /// identity); empty to rely on the projection alone.
     pub filing_endpoint: String,
     pub relay_enabled: bool,
     pub consumer_enabled: bool,
@@ -52,7 +53,7 @@ impl Default for Config {
             database,
             kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
-            filing_endpoint: "http://127.0.0.1:50061".into(),
+            filing_endpoint: "https://127.0.0.1:50061".into(),
             relay_enabled: true,
             consumer_enabled: true,
         }
@@ -72,6 +73,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &config.database,
         &[
             &clearinghouse_events::migrator(),
+            &clearinghouse_platform::audit::migrator(),
             &sqlx::migrate!("./migrations"),
         ],
     )
@@ -122,9 +124,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let filing = if config.filing_endpoint.is_empty() {
         None
     } else {
-        let endpoint = tonic::transport::Endpoint::from_shared(config.filing_endpoint.clone())?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(config.filing_endpoint.clone())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5));
+        // Our own certificate is our client identity towards the filing service.
+        if let Some(tls) = config.server.tls.client()? {
+            endpoint = endpoint.tls_config(tls)?;
+        }
         Some(FilingServiceClient::new(endpoint.connect_lazy()))
     };
     let policies = Arc::new(reference::PolicyCache::default());
@@ -139,7 +145,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
     .add_service(
-        ReferenceDataServiceServer::new(reference::ReferenceApi::new(pool, policies))
+        ReferenceDataServiceServer::new(reference::ReferenceApi::new(pool.clone(), policies))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
     let routes = ServiceRoutes {
@@ -148,6 +154,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             "clearinghouse.settlement.v1.SettlementService",
             "clearinghouse.settlement.v1.ReferenceDataService",
         ],
+        writes: [
+            clearinghouse_platform::grpc::methods(
+                "clearinghouse.settlement.v1.SettlementService",
+                &["Settle", "Reverse", "CreditPersonalAccount"],
+            ),
+            clearinghouse_platform::grpc::methods(
+                "clearinghouse.settlement.v1.ReferenceDataService",
+                &["PutPolicy", "PutCatalogue"],
+            ),
+        ]
+        .concat(),
+        pool,
     };
     host::start(&config.server, routes, registry, background, shutdown).await
 }

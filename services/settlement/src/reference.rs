@@ -13,7 +13,10 @@ use clearinghouse_domain::{
     region::Region,
     settlement::{CatalogueClass, CatalogueItem, Policy, Scheme, VisitType},
 };
-use clearinghouse_platform::error::{FieldViolations, invalid_field};
+use clearinghouse_platform::{
+    access::{Action, authorize, authorize_request, caller, with_subject},
+    error::{FieldViolations, invalid_field},
+};
 use clearinghouse_proto::{
     convert::{scheme_from_proto, scheme_name, visit_type_from_proto, visit_type_to_proto},
     settlement::v1::{reference_data_service_server::ReferenceDataService, *},
@@ -273,17 +276,27 @@ fn policy_selector(
     }
 }
 
+/// The most items one catalogue version may hold.
+const MAX_CATALOGUE_ITEMS: usize = 1_000_000;
+
 #[tonic::async_trait]
 impl ReferenceDataService for ReferenceApi {
     async fn put_policy(
         &self,
         request: Request<PutPolicyRequest>,
     ) -> Result<Response<PutPolicyResponse>, Status> {
+        let caller = caller(&request)?;
         let r = request.into_inner();
         let (key, _) = parse::policy(r.policy.as_ref())?;
         if r.request_id.len() > 64 {
             return Err(invalid_field("request_id", "must be at most 64 bytes"));
         }
+        authorize(
+            &caller,
+            Action::WriteAsInsured {
+                insured: key.insured_region,
+            },
+        )?;
         let mut policy = r.policy.unwrap_or_default();
         policy.version = 0;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
@@ -314,9 +327,12 @@ impl ReferenceDataService for ReferenceApi {
             .map_err(db)?,
         };
         policy.version = version;
-        Ok(Response::new(PutPolicyResponse {
-            policy: Some(policy),
-        }))
+        Ok(with_subject(
+            PutPolicyResponse {
+                policy: Some(policy),
+            },
+            format!("policy {} version {version}", key.insured_region),
+        ))
     }
 
     async fn get_policy(
@@ -325,6 +341,7 @@ impl ReferenceDataService for ReferenceApi {
     ) -> Result<Response<GetPolicyResponse>, Status> {
         let r = request.get_ref();
         let (region, scheme, visit) = policy_selector(&r.insured_region, r.scheme, r.visit_type)?;
+        authorize_request(&request, Action::ReadReference)?;
         let date = parse_date(&r.date).map_err(|e| invalid_field("date", e.to_string()))?;
         let row = sqlx::query(
             "SELECT version, body FROM policies
@@ -359,6 +376,7 @@ impl ReferenceDataService for ReferenceApi {
     ) -> Result<Response<ListPolicyVersionsResponse>, Status> {
         let r = request.get_ref();
         let (region, scheme, visit) = policy_selector(&r.insured_region, r.scheme, r.visit_type)?;
+        authorize_request(&request, Action::ReadReference)?;
         let rows = sqlx::query(
             "SELECT version, body FROM policies WHERE insured_region = $1 AND scheme = $2 AND visit_type = $3
              ORDER BY effective_from, version LIMIT 1000",
@@ -385,6 +403,7 @@ impl ReferenceDataService for ReferenceApi {
         &self,
         request: Request<Streaming<PutCatalogueRequest>>,
     ) -> Result<Response<PutCatalogueResponse>, Status> {
+        let caller = caller(&request)?;
         let mut stream = request.into_inner();
         let first = stream.next().await.ok_or_else(|| {
             invalid_field(
@@ -399,6 +418,7 @@ impl ReferenceDataService for ReferenceApi {
         let (Some(region), Some(effective_from)) = (region, effective_from) else {
             return Err(Status::internal("validation inconsistency"));
         };
+        authorize(&caller, Action::WriteAsTreatment { treatment: region })?;
         // The whole catalogue is one transaction: a broken stream leaves nothing behind.
         let mut tx = self.pool.begin().await.map_err(db)?;
         let version: i64 = sqlx::query_scalar(
@@ -411,10 +431,23 @@ impl ReferenceDataService for ReferenceApi {
         .map_err(db)?;
         let mut pending: Vec<parse::ParsedItem> = Vec::with_capacity(ITEM_BATCH);
         let mut count: i64 = 0;
+        let first_region = first.treatment_region.clone();
         let mut message = Some(first);
         let mut index = 0usize;
         while let Some(m) = message.take() {
             let mut v = FieldViolations::new();
+            if index + m.items.len() > MAX_CATALOGUE_ITEMS {
+                return Err(invalid_field(
+                    "items",
+                    format!("a catalogue holds at most {MAX_CATALOGUE_ITEMS} items"),
+                ));
+            }
+            if !m.treatment_region.is_empty() && m.treatment_region != first_region {
+                v.add(
+                    "treatment_region",
+                    "every message of one catalogue names the same region (or none)",
+                );
+            }
             for item in &m.items {
                 if let Some(p) = parse::catalogue_item(&mut v, &format!("items[{index}]"), item) {
                     pending.push(p);
@@ -435,12 +468,15 @@ impl ReferenceDataService for ReferenceApi {
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(Response::new(PutCatalogueResponse {
-            treatment_region: region.to_string(),
-            effective_from: format_date(effective_from),
-            version,
-            item_count: count,
-        }))
+        Ok(with_subject(
+            PutCatalogueResponse {
+                treatment_region: region.to_string(),
+                effective_from: format_date(effective_from),
+                version,
+                item_count: count,
+            },
+            format!("catalogue {region} version {version}"),
+        ))
     }
 
     async fn get_catalogue_item(
@@ -451,7 +487,11 @@ impl ReferenceDataService for ReferenceApi {
         let mut v = FieldViolations::new();
         let region = v.check("treatment_region", Region::parse(&r.treatment_region));
         let date = v.check("date", parse_date(&r.date));
+        if !(1..=64).contains(&r.item_code.len()) {
+            v.add("item_code", "must be 1 to 64 bytes");
+        }
         v.finish()?;
+        authorize_request(&request, Action::ReadReference)?;
         let (Some(region), Some(date)) = (region, date) else {
             return Err(Status::internal("validation inconsistency"));
         };
@@ -497,6 +537,7 @@ impl ReferenceDataService for ReferenceApi {
     ) -> Result<Response<ListCatalogueVersionsResponse>, Status> {
         let region = Region::parse(&request.get_ref().treatment_region)
             .map_err(|e| invalid_field("treatment_region", e.to_string()))?;
+        authorize_request(&request, Action::ReadReference)?;
         let rows = sqlx::query(
             "SELECT version, effective_from, item_count FROM catalogue_versions
              WHERE treatment_region = $1 ORDER BY effective_from, version LIMIT 1000",

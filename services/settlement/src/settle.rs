@@ -13,7 +13,10 @@ use clearinghouse_events::{
     Body,
     outbox::{self, Outgoing},
 };
-use clearinghouse_platform::error::{FieldViolations, StorageError, invalid_field, page_size};
+use clearinghouse_platform::{
+    access::{Action, Caller, authorize, authorize_request, caller, with_subject},
+    error::{FieldViolations, StorageError, invalid_field, page_size},
+};
 use clearinghouse_proto::{
     convert::{category_to_proto, line_reason_to_proto},
     events::v1 as ev,
@@ -184,15 +187,18 @@ impl SettlementApi {
                 ))),
             };
         };
-        let answer = client
-            .clone()
-            .check_eligibility(CheckEligibilityRequest {
-                insured_region: c.insured_region.to_string(),
-                person_id: c.person_id.clone(),
-                treatment_region: c.treatment_region.to_string(),
-                date: format_date(c.claim.visit.service_date()),
-            })
-            .await;
+        let mut ask = tonic::Request::new(CheckEligibilityRequest {
+            insured_region: c.insured_region.to_string(),
+            person_id: c.person_id.clone(),
+            treatment_region: c.treatment_region.to_string(),
+            date: format_date(c.claim.visit.service_date()),
+        });
+        // Over mutual TLS our certificate names us; in insecure plaintext mode this does.
+        ask.metadata_mut().insert(
+            clearinghouse_platform::access::CALLER_HEADER,
+            tonic::metadata::MetadataValue::from_static("service:settlement"),
+        );
+        let answer = client.clone().check_eligibility(ask).await;
         let answer = match answer {
             Ok(a) => a.into_inner(),
             Err(s) if s.code() == tonic::Code::NotFound => {
@@ -226,8 +232,18 @@ impl SettlementApi {
     }
 
     /// The stored claim under the same id, if any, checked against this request.
-    async fn settle_claim(&self, claim: Claim) -> Result<SettlementResult, Status> {
+    async fn settle_claim(
+        &self,
+        caller: &Caller,
+        claim: Claim,
+    ) -> Result<SettlementResult, Status> {
         let parsed = parse::claim(Some(&claim), today())?;
+        authorize(
+            caller,
+            Action::WriteAsTreatment {
+                treatment: parsed.treatment_region,
+            },
+        )?;
         let request = claim.encode_to_vec();
         // A repeated claim id is found when the claim is written, so a new claim pays no lookup.
         let mut conn = self.pool.acquire().await.map_err(db)?;
@@ -613,8 +629,15 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<PreSettleRequest>,
     ) -> Result<Response<PreSettleResponse>, Status> {
+        let caller = caller(&request)?;
         let claim = request.into_inner().claim;
         let parsed = parse::claim(claim.as_ref(), today())?;
+        authorize(
+            &caller,
+            Action::WriteAsTreatment {
+                treatment: parsed.treatment_region,
+            },
+        )?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let prepared = self.prepare(&mut conn, &parsed).await?;
         // Read without locking and without writing: nothing is stored, nothing changes.
@@ -646,13 +669,24 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<SettleRequest>,
     ) -> Result<Response<SettleResponse>, Status> {
+        let caller = caller(&request)?;
         let Some(claim) = request.into_inner().claim else {
             return Err(invalid_field("claim", "is required"));
         };
-        match self.settle_claim(claim).await {
-            Ok(result) => Ok(Response::new(SettleResponse {
-                result: Some(result),
-            })),
+        match self.settle_claim(&caller, claim).await {
+            Ok(result) => {
+                let subject = result
+                    .claim
+                    .as_ref()
+                    .map(|c| format!("claim {}/{}", c.treatment_region, c.claim_id))
+                    .unwrap_or_default();
+                Ok(with_subject(
+                    SettleResponse {
+                        result: Some(result),
+                    },
+                    subject,
+                ))
+            }
             Err(status) => {
                 self.metrics.refused(&status);
                 Err(status)
@@ -669,6 +703,8 @@ impl SettlementService for SettlementApi {
         if r.reason.len() > 200 {
             return Err(invalid_field("reason", "must be at most 200 bytes"));
         }
+        authorize_request(&request, Action::WriteAsTreatment { treatment: region })?;
+        let subject = format!("claim {region}/{}", r.claim_id);
         let mut tx = self.pool.begin().await.map_err(db)?;
         let row = sqlx::query(
             "SELECT * FROM claims WHERE treatment_region = $1 AND claim_id = $2 FOR UPDATE",
@@ -688,9 +724,12 @@ impl SettlementService for SettlementApi {
         let status: String = row.try_get("status").map_err(db)?;
         result.status = ClaimStatus::Reversed as i32;
         if status == "REVERSED" {
-            return Ok(Response::new(ReverseResponse {
-                result: Some(result),
-            }));
+            return Ok(with_subject(
+                ReverseResponse {
+                    result: Some(result),
+                },
+                subject,
+            ));
         }
         let insured_region: String = row.try_get("insured_region").map_err(db)?;
         let person_id: String = row.try_get("person_id").map_err(db)?;
@@ -743,9 +782,12 @@ impl SettlementService for SettlementApi {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(Response::new(ReverseResponse {
-            result: Some(result),
-        }))
+        Ok(with_subject(
+            ReverseResponse {
+                result: Some(result),
+            },
+            subject,
+        ))
     }
 
     async fn get_claim(
@@ -755,7 +797,7 @@ impl SettlementService for SettlementApi {
         let r = request.get_ref();
         let region = claim_key(&r.treatment_region, &r.claim_id)?;
         let row = sqlx::query(
-            "SELECT result, status FROM claims WHERE treatment_region = $1 AND claim_id = $2",
+            "SELECT result, status, insured_region FROM claims WHERE treatment_region = $1 AND claim_id = $2",
         )
         .bind(region.to_string())
         .bind(&r.claim_id)
@@ -768,6 +810,15 @@ impl SettlementService for SettlementApi {
                 r.claim_id
             ))
         })?;
+        let insured = Region::parse(&row.try_get::<String, _>("insured_region").map_err(db)?)
+            .map_err(|_| Status::internal("stored region is invalid"))?;
+        authorize_request(
+            &request,
+            Action::ReadCase {
+                insured,
+                treatment: region,
+            },
+        )?;
         Ok(Response::new(GetClaimResponse {
             result: Some(stored_result(&row)?),
         }))
@@ -779,6 +830,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<ListClaimsResponse>, Status> {
         let r = request.get_ref();
         let region = person_key(&r.insured_region, &r.person_id, r.year)?;
+        authorize_request(&request, Action::ReadPerson { insured: region })?;
         let page_size = page_size(r.page_size, 50, 500)?;
         let offset: i64 = if r.page_token.is_empty() {
             0
@@ -840,6 +892,8 @@ impl SettlementService for SettlementApi {
         let (Some(region), Some(amount)) = (region, amount) else {
             return Err(Status::internal("validation inconsistency"));
         };
+        authorize_request(&request, Action::WriteAsInsured { insured: region })?;
+        let subject = format!("personal account {region}/{}", r.person_id);
         let mut tx = self.pool.begin().await.map_err(db)?;
         let existing = sqlx::query(
             "SELECT person_id, amount, balance_after FROM personal_account_credits WHERE insured_region = $1 AND request_id = $2",
@@ -859,9 +913,12 @@ impl SettlementService for SettlementApi {
                 )));
             }
             let balance: Decimal = row.try_get("balance_after").map_err(db)?;
-            return Ok(Response::new(CreditPersonalAccountResponse {
-                balance: format2(balance),
-            }));
+            return Ok(with_subject(
+                CreditPersonalAccountResponse {
+                    balance: format2(balance),
+                },
+                subject,
+            ));
         }
         let balance: Decimal = sqlx::query_scalar(
             "INSERT INTO personal_accounts (insured_region, person_id, balance) VALUES ($1, $2, $3)
@@ -895,9 +952,12 @@ impl SettlementService for SettlementApi {
             });
         }
         tx.commit().await.map_err(db)?;
-        Ok(Response::new(CreditPersonalAccountResponse {
-            balance: format2(balance),
-        }))
+        Ok(with_subject(
+            CreditPersonalAccountResponse {
+                balance: format2(balance),
+            },
+            subject,
+        ))
     }
 
     async fn get_accumulators(
@@ -906,6 +966,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<GetAccumulatorsResponse>, Status> {
         let r = request.get_ref();
         let region = person_key(&r.insured_region, &r.person_id, r.year)?;
+        authorize_request(&request, Action::ReadPerson { insured: region })?;
         let row = sqlx::query(
             "SELECT inpatient_admissions, inpatient_fund_paid, serious_illness_base, serious_illness_paid, assistance_paid
              FROM accumulators WHERE insured_region = $1 AND person_id = $2 AND year = $3",

@@ -26,18 +26,22 @@ use std::{
 use clearinghouse_all_in_one::{Config, Stack};
 use clearinghouse_platform::config::KafkaConfig;
 use clearinghouse_proto::{
-    filing::v1::{FilingCategory, RegisterFilingRequest, RegisterPersonRequest, Scheme},
+    filing::v1::{
+        FilingCategory, RegisterFilingRequest, RegisterPersonRequest, Scheme,
+        filing_service_client::FilingServiceClient,
+    },
     ledger::v1::GetBalancesRequest,
     settlement::v1::{
         CatalogueClass, CatalogueItem, Claim, ClaimLine, Hospital, Inpatient, PutCatalogueRequest,
-        PutPolicyRequest, SettleRequest, claim,
+        PutPolicyRequest, SettleRequest, claim, settlement_service_client::SettlementServiceClient,
     },
 };
 use clearinghouse_testkit::fixtures;
-use clearinghouse_tests::{channel, filing_client, ledger_client, settlement_client};
+use clearinghouse_tests::{channel_as, ledger_client, service_tls};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 const PROVINCES: [&str; 31] = [
     "110000", "120000", "130000", "140000", "150000", "210000", "220000", "230000", "310000",
@@ -142,11 +146,27 @@ fn random_claim(rng: &mut StdRng, n: u64, person: &Person) -> Claim {
     }
 }
 
+/// One channel per province to `host`, each with that province's certificate, as each
+/// provincial platform holds its own connection.
+async fn per_province(
+    host: &clearinghouse_platform::host::Host,
+) -> BTreeMap<&'static str, Channel> {
+    let mut channels = BTreeMap::new();
+    for province in PROVINCES {
+        let identity = format!("province:{province}");
+        channels.insert(province, channel_as(host, &identity).await.unwrap());
+    }
+    channels
+}
+
 async fn seed(stack: &Stack, persons: &[Person]) {
-    let mut reference = clearinghouse_proto::settlement::v1::reference_data_service_client::ReferenceDataServiceClient::new(
-        channel(&stack.settlement).await.unwrap(),
-    );
+    let references = per_province(&stack.settlement).await;
     for (i, province) in PROVINCES.iter().enumerate() {
+        // Each province puts its own policies (as insured place) and catalogue (as
+        // treatment place).
+        let mut reference = clearinghouse_proto::settlement::v1::reference_data_service_client::ReferenceDataServiceClient::new(
+            references[province].clone(),
+        );
         for scheme in [Scheme::Employee, Scheme::Resident] {
             let mut inpatient = fixtures::inpatient_policy(province, true);
             inpatient.scheme = scheme as i32;
@@ -193,7 +213,7 @@ async fn seed(stack: &Stack, persons: &[Person]) {
             .await
             .unwrap();
     }
-    let filing = filing_client(&stack.filing).await.unwrap();
+    let filings = Arc::new(per_province(&stack.filing).await);
     let next = Arc::new(AtomicU64::new(0));
     let persons = Arc::new(
         persons
@@ -202,13 +222,14 @@ async fn seed(stack: &Stack, persons: &[Person]) {
             .collect::<Vec<_>>(),
     );
     let workers = (0..32).map(|_| {
-        let (mut filing, next, persons) = (filing.clone(), next.clone(), persons.clone());
+        let (filings, next, persons) = (filings.clone(), next.clone(), persons.clone());
         tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some((id, insured, treatment)) = persons.get(i) else {
                     break;
                 };
+                let mut filing = FilingServiceClient::new(filings[insured].clone());
                 let mut person = fixtures::person(
                     id,
                     &fixtures::id_number(&format!("{}{:011}", &insured[..6], i)),
@@ -263,7 +284,7 @@ async fn main() {
         name_suffix: format!(".bench-{}", clearinghouse_testkit::unique_suffix()),
         ..KafkaConfig::default()
     };
-    let mut config = Config::ephemeral(&database_url, kafka);
+    let mut config = Config::ephemeral(&database_url, kafka, service_tls());
     for db in [
         &mut config.filing.database,
         &mut config.settlement.database,
@@ -299,7 +320,14 @@ async fn main() {
     // Let the settlement service's projection catch up with the filing events.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let client = settlement_client(&stack.settlement).await.unwrap();
+    // Each claim goes in over its treatment province's own connection.
+    let clients: Arc<BTreeMap<&'static str, SettlementServiceClient<Channel>>> = Arc::new(
+        per_province(&stack.settlement)
+            .await
+            .into_iter()
+            .map(|(p, c)| (p, SettlementServiceClient::new(c)))
+            .collect(),
+    );
     // Claims are prepared beforehand so that generating them costs nothing during the run.
     let total = if args.rate == 0 {
         400_000
@@ -325,8 +353,8 @@ async fn main() {
     if args.rate == 0 {
         // Closed loop: `concurrency` callers, each sending its next claim at once.
         for _ in 0..args.concurrency {
-            let (client, claims, latencies, errors, next) = (
-                client.clone(),
+            let (clients, claims, latencies, errors, next) = (
+                clients.clone(),
                 claims.clone(),
                 latencies.clone(),
                 errors.clone(),
@@ -337,7 +365,7 @@ async fn main() {
                     let n = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(claim) = claims.get(n) else { break };
                     let sent = Instant::now();
-                    let result = client
+                    let result = clients[claim.treatment_region.as_str()]
                         .clone()
                         .settle(SettleRequest {
                             claim: Some(claim.clone()),
@@ -362,17 +390,18 @@ async fn main() {
                     .or_default() += 1;
                 continue;
             };
-            let (client, claims, latencies, errors) = (
-                client.clone(),
+            let (clients, claims, latencies, errors) = (
+                clients.clone(),
                 claims.clone(),
                 latencies.clone(),
                 errors.clone(),
             );
             tasks.push(tokio::spawn(async move {
-                let result = client
+                let claim = &claims[n as usize];
+                let result = clients[claim.treatment_region.as_str()]
                     .clone()
                     .settle(SettleRequest {
-                        claim: Some(claims[n as usize].clone()),
+                        claim: Some(claim.clone()),
                     })
                     .await;
                 record(result.map(|_| ()), scheduled.elapsed(), &latencies, &errors).await;

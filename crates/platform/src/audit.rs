@@ -1,0 +1,211 @@
+//! The audit trail: every write and every refused call, in the service's own
+//! `audit_log` table (append-only), written in batches off the request path and read by
+//! the national platform and operators through `AuditService`.
+
+use std::time::Duration;
+
+use clearinghouse_domain::access::Action;
+use clearinghouse_proto::audit::v1::{
+    AuditRecord, ListAuditRecordsRequest, ListAuditRecordsResponse, audit_service_server,
+};
+use sqlx::{PgPool, Row};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
+
+use crate::{
+    access::{authorize_request, code_name},
+    error::{db_status, invalid_field, page_size},
+};
+
+/// The audit tables' migrations, with their own history table.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name("_audit_migrations");
+    migrator
+}
+
+/// One line of the trail.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: OffsetDateTime,
+    pub caller: String,
+    pub method: String,
+    pub subject: String,
+    pub outcome: &'static str,
+}
+
+impl AuditEntry {
+    pub fn now(caller: &str, method: &str, subject: &str, outcome: Code) -> Self {
+        Self {
+            at: OffsetDateTime::now_utc(),
+            caller: caller.to_string(),
+            method: method.to_string(),
+            subject: subject.to_string(),
+            outcome: code_name(outcome),
+        }
+    }
+}
+
+/// Where the access layer sends entries; a full queue holds the call back rather than
+/// dropping its entry.
+#[derive(Clone)]
+pub struct AuditSink(mpsc::Sender<AuditEntry>);
+
+impl AuditSink {
+    pub async fn record(&self, entry: AuditEntry) {
+        if self.0.send(entry).await.is_err() {
+            tracing::error!("audit writer is gone; an audit entry was lost");
+        }
+    }
+}
+
+const BATCH: usize = 500;
+
+/// Creates the sink and spawns its writer, which stops once every sink is dropped or
+/// `stop` is cancelled, writing what is queued first.
+pub fn spawn_writer(
+    pool: PgPool,
+    stop: CancellationToken,
+) -> (AuditSink, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<AuditEntry>(10_000);
+    let task = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let open = tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => n > 0,
+                _ = stop.cancelled() => {
+                    while let Ok(entry) = rx.try_recv() {
+                        batch.push(entry);
+                    }
+                    false
+                }
+            };
+            if !batch.is_empty() {
+                write(&pool, &batch).await;
+                batch.clear();
+            }
+            if !open {
+                break;
+            }
+        }
+    });
+    (AuditSink(tx), task)
+}
+
+async fn write(pool: &PgPool, batch: &[AuditEntry]) {
+    let mut at = Vec::with_capacity(batch.len());
+    let mut caller = Vec::with_capacity(batch.len());
+    let mut method = Vec::with_capacity(batch.len());
+    let mut subject = Vec::with_capacity(batch.len());
+    let mut outcome = Vec::with_capacity(batch.len());
+    for e in batch {
+        at.push(e.at);
+        caller.push(e.caller.as_str());
+        method.push(e.method.as_str());
+        subject.push(e.subject.as_str());
+        outcome.push(e.outcome);
+    }
+    for attempt in 1..=5 {
+        let result = sqlx::query(
+            "INSERT INTO audit_log (at, caller, method, subject, outcome) \
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[])",
+        )
+        .bind(&at)
+        .bind(&caller)
+        .bind(&method)
+        .bind(&subject)
+        .bind(&outcome)
+        .execute(pool)
+        .await;
+        match result {
+            Ok(_) => return,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %e, attempt, "audit write failed, retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "audit entries lost");
+            }
+        }
+    }
+}
+
+/// `AuditService` over the service's own trail.
+pub struct AuditApi {
+    pool: PgPool,
+}
+
+impl AuditApi {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+const MAX_FILTER: usize = 200;
+
+#[tonic::async_trait]
+impl audit_service_server::AuditService for AuditApi {
+    async fn list_audit_records(
+        &self,
+        request: Request<ListAuditRecordsRequest>,
+    ) -> Result<Response<ListAuditRecordsResponse>, Status> {
+        authorize_request(&request, Action::Supervise)?;
+        let r = request.into_inner();
+        let limit = page_size(r.page_size, 100, 1000)?;
+        if r.caller.len() > MAX_FILTER {
+            return Err(invalid_field("caller", "too long"));
+        }
+        if r.outcome.len() > MAX_FILTER {
+            return Err(invalid_field("outcome", "too long"));
+        }
+        let before: i64 = if r.page_token.is_empty() {
+            i64::MAX
+        } else {
+            r.page_token
+                .parse()
+                .map_err(|_| invalid_field("page_token", "not a token this service gave"))?
+        };
+        let rows = sqlx::query(
+            "SELECT id, at, caller, method, subject, outcome FROM audit_log \
+             WHERE id < $1 AND ($2 = '' OR caller = $2) AND ($3 = '' OR outcome = $3) \
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(before)
+        .bind(&r.caller)
+        .bind(&r.outcome)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_status)?;
+        let records: Vec<AuditRecord> = rows
+            .iter()
+            .map(|row| AuditRecord {
+                id: row.get("id"),
+                at: row
+                    .get::<OffsetDateTime, _>("at")
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                caller: row.get("caller"),
+                method: row.get("method"),
+                subject: row.get("subject"),
+                outcome: row.get("outcome"),
+            })
+            .collect();
+        let next_page_token = if records.len() as i64 == limit {
+            records.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListAuditRecordsResponse {
+            records,
+            next_page_token,
+        }))
+    }
+}
+
+/// The gRPC service serving [`AuditApi`].
+pub fn service(pool: PgPool) -> audit_service_server::AuditServiceServer<AuditApi> {
+    audit_service_server::AuditServiceServer::new(AuditApi::new(pool))
+}
