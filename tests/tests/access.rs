@@ -1006,6 +1006,17 @@ async fn a_certificate_of_another_ca_is_refused() {
         serving,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // So does the metrics port's /healthz, for probes that cannot present a certificate.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut http = tokio::net::TcpStream::connect(ledger.metrics_addr)
+        .await
+        .unwrap();
+    http.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    http.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     shutdown.cancel();
     ledger.wait().await.unwrap();
 }

@@ -84,16 +84,29 @@ fn kubernetes_manifests_have_probes_services_and_secrets() {
             doc["metadata"]["name"].as_str().unwrap().to_string(),
         ));
         if kind == "Deployment" {
-            let container = &doc["spec"]["template"]["spec"]["containers"][0];
-            let grpc_port = container["ports"][0]["containerPort"].as_i64().unwrap();
+            let pod = &doc["spec"]["template"]["spec"];
+            let container = &pod["containers"][0];
+            // gRPC needs mutual TLS: probes use the metrics port's /healthz.
             for probe in ["readinessProbe", "livenessProbe"] {
                 assert_eq!(
-                    container[probe]["grpc"]["port"].as_i64(),
-                    Some(grpc_port),
+                    (
+                        container[probe]["httpGet"]["path"].as_str(),
+                        container[probe]["httpGet"]["port"].as_str()
+                    ),
+                    (Some("/healthz"), Some("metrics")),
                     "{probe} of {:?}",
                     doc["metadata"]["name"]
                 );
             }
+            // The TLS material comes from the Secret, mounted where the config says.
+            assert_eq!(
+                pod["volumes"][0]["secret"]["secretName"].as_str(),
+                Some("clearinghouse")
+            );
+            assert_eq!(
+                container["volumeMounts"][0]["mountPath"].as_str(),
+                Some("/etc/clearinghouse/tls")
+            );
         }
     }
     for service in ["filing", "referral", "settlement", "fund-ledger"] {

@@ -12,11 +12,13 @@ use rdkafka::{
 };
 
 /// The common client settings, with the deployment's extra properties (TLS, SASL …) last.
+/// librdkafka's property names hold dots, never underscores: an underscore (as the
+/// environment must spell it) stands for a dot.
 pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.bootstrap_servers);
     for (key, value) in &config.properties {
-        client.set(key, value);
+        client.set(key.to_ascii_lowercase().replace('_', "."), value.expose());
     }
     client
 }
@@ -49,4 +51,51 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> anyhow::R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clearinghouse_platform::config::Secret;
+
+    use super::*;
+
+    fn with(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::new(*v)))
+                .collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    /// A production broker's TLS and SASL settings are accepted by the client we build
+    /// (librdkafka checks them when the client is created, before any connection).
+    #[test]
+    fn tls_and_sasl_settings_are_accepted() {
+        let config = with(&[
+            ("security.protocol", "SASL_SSL"),
+            ("SASL_MECHANISMS", "SCRAM-SHA-512"),
+            ("sasl_username", "clearinghouse"),
+            ("sasl.password", "not-in-logs"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ]);
+        let client = client_config(&config);
+        assert_eq!(client.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(client.get("sasl.username"), Some("clearinghouse"));
+        let _sasl = producer(&config).expect("SASL_SSL with SCRAM is supported by this build");
+        assert!(!format!("{config:?}").contains("not-in-logs"));
+        let mtls = with(&[("security.protocol", "SSL")]);
+        let _tls = producer(&mtls).expect("TLS is supported by this build");
+    }
+
+    #[test]
+    fn a_wrong_setting_is_refused_at_start() {
+        let config = with(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "NOPE"),
+        ]);
+        assert!(producer(&config).is_err());
+    }
 }

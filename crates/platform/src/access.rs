@@ -257,6 +257,27 @@ fn identity_of<B>(request: &http::Request<B>, authentication: Authentication) ->
     }
 }
 
+/// A message that does not decode is the caller's fault: tonic says `INTERNAL`, we say
+/// `INVALID_ARGUMENT`.
+fn reclassify_decode_error<B>(response: &mut http::Response<B>) {
+    let headers = response.headers();
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let undecodable = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| {
+            m.starts_with("failed%20to%20decode%20Protobuf%20message")
+                || m.starts_with("failed to decode Protobuf message")
+        });
+    if internal && undecodable {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+}
+
 fn outcome_of<B>(response: &http::Response<B>) -> Code {
     // An error status is sent "trailers-only", in the headers; success comes in trailers.
     response
@@ -335,7 +356,8 @@ where
         let audited_write = self.layer.writes.contains(&path);
         let future = self.inner.call(request);
         Box::pin(async move {
-            let response = future.await?;
+            let mut response = future.await?;
+            reclassify_decode_error(&mut response);
             let outcome = outcome_of(&response);
             let refused = outcome == Code::PermissionDenied;
             if refused {

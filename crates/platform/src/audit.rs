@@ -16,7 +16,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::{
     access::{authorize_request, code_name},
-    error::{db_status, invalid_field, page_size},
+    error::{FieldViolations, db_status, invalid_field, is_plain_text, page_size},
 };
 
 /// The audit tables' migrations, with their own history table.
@@ -154,12 +154,14 @@ impl audit_service_server::AuditService for AuditApi {
         authorize_request(&request, Action::Supervise)?;
         let r = request.into_inner();
         let limit = page_size(r.page_size, 100, 1000)?;
-        if r.caller.len() > MAX_FILTER {
-            return Err(invalid_field("caller", "too long"));
+        let mut v = FieldViolations::new();
+        if !is_plain_text(&r.caller, MAX_FILTER) {
+            v.add("caller", "must be at most 200 bytes of plain text");
         }
-        if r.outcome.len() > MAX_FILTER {
-            return Err(invalid_field("outcome", "too long"));
+        if !is_plain_text(&r.outcome, MAX_FILTER) {
+            v.add("outcome", "must be at most 200 bytes of plain text");
         }
+        v.finish()?;
         let before: i64 = if r.page_token.is_empty() {
             i64::MAX
         } else {

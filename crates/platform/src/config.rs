@@ -127,8 +127,11 @@ pub struct KafkaConfig {
     pub name_suffix: String,
     /// Partitions of topics this service creates when they do not exist.
     pub partitions: i32,
-    /// Extra librdkafka properties (e.g. `security.protocol`, `sasl.mechanism`).
-    pub properties: std::collections::BTreeMap<String, String>,
+    /// Extra librdkafka properties for production brokers, e.g. `security.protocol =
+    /// "SASL_SSL"`, `sasl.mechanisms = "SCRAM-SHA-512"`, `sasl.username`,
+    /// `sasl.password`, `ssl.ca.location`. From the environment, write `_` for `.`
+    /// (`CLEARINGHOUSE_KAFKA__PROPERTIES__SASL_PASSWORD`). Values never reach a log.
+    pub properties: std::collections::BTreeMap<String, Secret>,
 }
 
 impl KafkaConfig {

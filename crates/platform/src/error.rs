@@ -55,6 +55,23 @@ impl FieldViolations {
     }
 }
 
+/// Free text a person wrote: at most `max` bytes, no control characters.
+pub fn is_plain_text(text: &str, max: usize) -> bool {
+    text.len() <= max && !text.chars().any(char::is_control)
+}
+
+/// `INVALID_ARGUMENT` on `request_id` unless it is at most 64 printable ASCII bytes.
+pub fn check_request_id(request_id: &str) -> Result<(), Status> {
+    if request_id.len() <= 64 && request_id.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(invalid_field(
+            "request_id",
+            "must be at most 64 printable ASCII characters",
+        ))
+    }
+}
+
 /// A single bad field.
 pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     let mut v = FieldViolations::new();
@@ -79,6 +96,9 @@ pub enum StorageError {
     UniqueViolation(String),
     #[error("conflicting concurrent update, retry")]
     SerializationFailure,
+    /// Text the store cannot keep (a NUL character, invalid encoding): the caller's.
+    #[error("a text field holds a character that cannot be stored (e.g. NUL)")]
+    UnstorableText,
     #[error(transparent)]
     Other(#[from] sqlx::Error),
 }
@@ -92,6 +112,7 @@ impl StorageError {
                     return Self::UniqueViolation(db.constraint().unwrap_or("key").to_string());
                 }
                 Some("40001") | Some("40P01") => return Self::SerializationFailure,
+                Some("22021") | Some("22P05") => return Self::UnstorableText,
                 _ => {}
             }
         }
@@ -106,6 +127,7 @@ impl From<StorageError> for Status {
                 Status::already_exists(format!("already exists: {what}"))
             }
             StorageError::SerializationFailure => Status::aborted(e.to_string()),
+            StorageError::UnstorableText => invalid_field("request", e.to_string()),
             StorageError::Other(inner) => {
                 tracing::error!(error = %inner, "storage error");
                 Status::internal("storage error")

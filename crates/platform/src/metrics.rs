@@ -153,25 +153,28 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut body = String::new();
-                if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
-                    body = "# encoding error\n".to_string();
+    let app = axum::Router::new()
+        // Liveness and readiness for probes that cannot speak mutual TLS.
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
+                        body = "# encoding error\n".to_string();
+                    }
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
                 }
-                (
-                    [(
-                        http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
+            }),
+        );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -41,9 +41,17 @@ impl DevPki {
     }
 
     /// A certificate naming `identity` (its common name), good for both ends of a
-    /// connection on loopback (`localhost`, `127.0.0.1`).
+    /// connection on loopback (`localhost`, `127.0.0.1`) and, in compose, for the
+    /// services' host names.
     pub fn issue(&self, identity: &str) -> anyhow::Result<Issued> {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        let names = [
+            "localhost",
+            "filing",
+            "referral",
+            "settlement",
+            "fund-ledger",
+        ];
+        let mut params = CertificateParams::new(names.map(String::from).to_vec())?;
         params
             .subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));

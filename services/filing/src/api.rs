@@ -11,7 +11,10 @@ use clearinghouse_events::{
     Body,
     outbox::{self, Outgoing},
 };
-use clearinghouse_platform::access::{Action, authorize_request, with_subject};
+use clearinghouse_platform::{
+    access::{Action, authorize_request, with_subject},
+    error::check_request_id,
+};
 use clearinghouse_platform::{
     error::{FieldViolations, StorageError, db_status as db, invalid_field, page_size},
     telemetry::mask,
@@ -68,7 +71,7 @@ impl FilingApi {
         } else {
             v.check("filing.end_date", parse_date(&f.end_date))
         };
-        if f.proof_reference.len() > MAX_TEXT {
+        if !clearinghouse_platform::error::is_plain_text(&f.proof_reference, MAX_TEXT) {
             v.add("filing.proof_reference", "must be at most 200 bytes");
         }
         if let (Some(i), Some(t)) = (insured_region, treatment_region)
@@ -216,14 +219,15 @@ fn parse_person(p: Option<&Person>) -> Result<PersonRow, Status> {
             "must be an 18-character id number with a valid check digit",
         );
     }
-    if p.name.trim().is_empty() || p.name.len() > MAX_TEXT {
+    if p.name.trim().is_empty() || !clearinghouse_platform::error::is_plain_text(&p.name, MAX_TEXT)
+    {
         v.add("person.name", "must be 1 to 200 bytes");
     }
     let scheme = scheme_from_proto(p.scheme);
     if scheme.is_none() {
         v.add("person.scheme", "must be EMPLOYEE or RESIDENT");
     }
-    if p.assistance_category.len() > 40 {
+    if !clearinghouse_platform::error::is_plain_text(&p.assistance_category, 40) {
         v.add("person.assistance_category", "must be at most 40 bytes");
     }
     v.finish()?;
@@ -277,6 +281,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<RegisterPersonRequest>,
     ) -> Result<Response<RegisterPersonResponse>, Status> {
+        check_request_id(&request.get_ref().request_id)?;
         let person = parse_person(request.get_ref().person.as_ref())?;
         authorize_request(
             &request,
@@ -323,6 +328,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<UpdatePersonRequest>,
     ) -> Result<Response<UpdatePersonResponse>, Status> {
+        check_request_id(&request.get_ref().request_id)?;
         let person = parse_person(request.get_ref().person.as_ref())?;
         authorize_request(
             &request,
@@ -375,9 +381,7 @@ impl FilingService for FilingApi {
         let Some(f) = r.filing.as_ref() else {
             return Err(invalid_field("filing", "is required"));
         };
-        if r.request_id.len() > 64 {
-            return Err(invalid_field("request_id", "must be at most 64 bytes"));
-        }
+        check_request_id(&r.request_id)?;
         let insured = Region::parse(&f.insured_region).ok();
         if let Some(insured) = insured {
             authorize_request(&request, Action::WriteAsInsured { insured })?;
@@ -440,6 +444,7 @@ impl FilingService for FilingApi {
         request: Request<ChangeFilingRequest>,
     ) -> Result<Response<ChangeFilingResponse>, Status> {
         let r = request.get_ref();
+        check_request_id(&r.request_id)?;
         let Some(f) = r.filing.as_ref() else {
             return Err(invalid_field("filing", "is required"));
         };
@@ -507,6 +512,7 @@ impl FilingService for FilingApi {
         request: Request<RevokeFilingRequest>,
     ) -> Result<Response<RevokeFilingResponse>, Status> {
         let r = request.get_ref();
+        check_request_id(&r.request_id)?;
         let mut v = FieldViolations::new();
         let filing_id = v.check("filing_id", Uuid::parse_str(&r.filing_id));
         let from = v.check("effective_date", parse_date(&r.effective_date));

@@ -9,7 +9,7 @@ use clearinghouse_domain::{
 use clearinghouse_events::{Body, outbox};
 use clearinghouse_platform::{
     access::{Action, Caller, authorize, authorize_request, caller, with_subject},
-    error::{FieldViolations, db_status as db, invalid_field, page_size},
+    error::{FieldViolations, check_request_id, db_status as db, invalid_field, page_size},
 };
 use clearinghouse_proto::events::v1 as ev;
 
@@ -255,6 +255,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<CloseClearingPeriodRequest>,
     ) -> Result<Response<CloseClearingPeriodResponse>, Status> {
+        check_request_id(&request.get_ref().request_id)?;
         let period = request.get_ref().period.clone();
         let next = clearing::next_period(&period, self.clearing.period_months)
             .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
@@ -349,6 +350,7 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<ConfirmStatementResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.get_ref();
+        check_request_id(&r.request_id)?;
         let state = self
             .respond(&caller, &r.period, &r.province, "CONFIRMED", "")
             .await?;
@@ -364,7 +366,10 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<DisputeStatementResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        if r.reason.trim().is_empty() || r.reason.len() > 500 {
+        check_request_id(&r.request_id)?;
+        if r.reason.trim().is_empty()
+            || !clearinghouse_platform::error::is_plain_text(&r.reason, 500)
+        {
             return Err(invalid_field(
                 "reason",
                 "a dispute needs a reason of 1 to 500 bytes",

@@ -11,7 +11,7 @@ use clearinghouse_events::{
 };
 use clearinghouse_platform::{
     access::{Action, authorize_request, with_subject},
-    error::{FieldViolations, db_status as db, invalid_field},
+    error::{FieldViolations, check_request_id, db_status as db, invalid_field},
 };
 use clearinghouse_proto::{
     events::v1 as ev,
@@ -69,7 +69,7 @@ fn from_row(row: &PgRow) -> Result<Referral, Status> {
 }
 
 fn printable(text: &str, max: usize) -> bool {
-    (1..=max).contains(&text.len()) && !text.chars().any(char::is_control)
+    !text.is_empty() && clearinghouse_platform::error::is_plain_text(text, max)
 }
 
 #[tonic::async_trait]
@@ -196,6 +196,7 @@ impl ReferralService for ReferralApi {
         &self,
         request: Request<CancelReferralRequest>,
     ) -> Result<Response<CancelReferralResponse>, Status> {
+        check_request_id(&request.get_ref().request_id)?;
         let id = Uuid::parse_str(&request.get_ref().referral_id)
             .map_err(|_| invalid_field("referral_id", "must be a referral id (UUID)"))?;
         let mut tx = self.pool.begin().await.map_err(db)?;

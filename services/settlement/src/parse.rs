@@ -282,7 +282,7 @@ pub fn catalogue_item(
             "must be 1 to 40 printable characters",
         );
     }
-    if i.name.len() > 200 {
+    if !clearinghouse_platform::error::is_plain_text(&i.name, 200) {
         v.add(format!("{field}.name"), "must be at most 200 bytes");
     }
     let class = class_from_proto(i.class);

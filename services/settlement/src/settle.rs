@@ -700,7 +700,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<ReverseResponse>, Status> {
         let r = request.get_ref();
         let region = claim_key(&r.treatment_region, &r.claim_id)?;
-        if r.reason.len() > 200 {
+        if !clearinghouse_platform::error::is_plain_text(&r.reason, 200) {
             return Err(invalid_field("reason", "must be at most 200 bytes"));
         }
         authorize_request(&request, Action::WriteAsTreatment { treatment: region })?;
