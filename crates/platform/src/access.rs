@@ -234,9 +234,30 @@ fn is_open(path: &str) -> bool {
 }
 
 fn common_name(der: &[u8]) -> Option<String> {
+    // A connection presents the same certificate on every call: parse each one once.
+    static SEEN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Vec<u8>, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    if let Ok(seen) = SEEN.lock()
+        && let Some(name) = seen.get(der)
+    {
+        return Some(name.clone());
+    }
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
-    Some(name.to_string())
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    if let Ok(mut seen) = SEEN.lock() {
+        // Bounded: certificates are renewed, callers come and go.
+        if seen.len() >= 4096 {
+            seen.clear();
+        }
+        seen.insert(der.to_vec(), name.clone());
+    }
+    Some(name)
 }
 
 fn identity_of<B>(request: &http::Request<B>, authentication: Authentication) -> Option<String> {

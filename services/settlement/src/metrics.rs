@@ -1,7 +1,6 @@
 //! The settlement flow as operators watch it: settlements and amounts per province pair,
 //! refusals by reason.
 
-use clearinghouse_domain::money::Money;
 use clearinghouse_proto::settlement::v1::SettlementResult;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -78,10 +77,8 @@ impl SettlementMetrics {
             ("personal_account", &split.personal_account),
             ("cash", &split.cash),
         ] {
-            let value: f64 = amount
-                .parse::<Money>()
-                .map(|m| m.to_string().parse().unwrap_or(0.0))
-                .unwrap_or(0.0);
+            // The split's amounts are decimal strings we formatted ourselves.
+            let value: f64 = amount.parse().unwrap_or(0.0);
             self.amounts
                 .get_or_create(&PartLabels {
                     insured_province: insured_province.into(),

@@ -102,34 +102,111 @@ pub struct Known {
 
 /// The person and the categories of the filings covering the treatment on the date, in
 /// one statement.
-pub async fn lookup(
-    conn: &mut PgConnection,
-    insured_region: Region,
-    person_id: &str,
-    treatment_region: Region,
-    date: Date,
-) -> sqlx::Result<Known> {
-    let row = sqlx::query(
-        "SELECT p.scheme, p.retired, p.assistance_category, f.regions, f.categories, f.starts, f.ends, f.revoked
-         FROM person_projection p
+/// What one claim asks of the projection.
+#[derive(Debug, Clone)]
+pub struct LookupKey {
+    pub insured_region: Region,
+    pub person_id: String,
+    pub treatment_region: Region,
+    pub date: Date,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Known, String>>;
+
+/// Looks persons and filings up for many concurrent claims in one query: claims that
+/// arrive while a query is in flight are answered together by the next one.
+#[derive(Clone)]
+pub struct Lookups {
+    tx: tokio::sync::mpsc::Sender<(LookupKey, Reply)>,
+}
+
+/// Queries in flight at once, and claims per query.
+const LOOKUP_WORKERS: usize = 4;
+const LOOKUP_BATCH: usize = 256;
+
+impl Lookups {
+    pub fn start(pool: sqlx::PgPool) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel::<(LookupKey, Reply)>(4096);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..LOOKUP_WORKERS {
+            let (rx, pool) = (rx.clone(), pool.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(LOOKUP_BATCH);
+                loop {
+                    // Take what is waiting; the lock is held only while receiving.
+                    if rx.lock().await.recv_many(&mut batch, LOOKUP_BATCH).await == 0 {
+                        return;
+                    }
+                    let keys: Vec<&LookupKey> = batch.iter().map(|(k, _)| k).collect();
+                    match lookup_many(&pool, &keys).await {
+                        Ok(answers) => {
+                            for ((_, reply), known) in batch.drain(..).zip(answers) {
+                                let _ = reply.send(Ok(known));
+                            }
+                        }
+                        Err(e) => {
+                            for (_, reply) in batch.drain(..) {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Self { tx }
+    }
+
+    pub async fn lookup(&self, key: LookupKey) -> Result<Known, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((key, reply))
+            .await
+            .map_err(|_| "projection lookups stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "projection lookup abandoned".to_string())?
+    }
+}
+
+/// The answers for `keys`, in order.
+async fn lookup_many(pool: &sqlx::PgPool, keys: &[&LookupKey]) -> sqlx::Result<Vec<Known>> {
+    let rows = sqlx::query(
+        "SELECT u.i, p.scheme, p.retired, p.assistance_category, f.regions, f.categories, f.starts, f.ends, f.revoked
+         FROM UNNEST($1::text[], $2::text[], $3::date[]) WITH ORDINALITY AS u(ir, pid, d, i)
+         JOIN person_projection p ON p.insured_region = u.ir AND p.person_id = u.pid
          CROSS JOIN LATERAL (
              SELECT array_agg(treatment_region) AS regions, array_agg(category) AS categories,
                     array_agg(start_date) AS starts, array_agg(end_date) AS ends, array_agg(revoked_from) AS revoked
              FROM filing_projection
-             WHERE insured_region = p.insured_region AND person_id = p.person_id AND start_date <= $3) f
-         WHERE p.insured_region = $1 AND p.person_id = $2",
+             WHERE insured_region = p.insured_region AND person_id = p.person_id AND start_date <= u.d) f",
     )
-    .bind(insured_region.to_string())
-    .bind(person_id)
-    .bind(date)
-    .fetch_optional(conn)
+    .bind(keys.iter().map(|k| k.insured_region.to_string()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.person_id.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.date).collect::<Vec<_>>())
+    .fetch_all(pool)
     .await?;
-    let Some(row) = row else {
-        return Ok(Known {
+    let mut answers: Vec<Known> = keys
+        .iter()
+        .map(|_| Known {
             person: None,
             covering: Vec::new(),
-        });
-    };
+        })
+        .collect();
+    for row in rows {
+        let index: i64 = row.try_get("i")?;
+        let Some(key) = usize::try_from(index - 1).ok().and_then(|i| keys.get(i)) else {
+            continue;
+        };
+        answers[(index - 1) as usize] = known_from_row(&row, key.treatment_region, key.date)?;
+    }
+    Ok(answers)
+}
+
+fn known_from_row(
+    row: &sqlx::postgres::PgRow,
+    treatment_region: Region,
+    date: Date,
+) -> sqlx::Result<Known> {
     let scheme: String = row.try_get("scheme")?;
     let assistance: String = row.try_get("assistance_category")?;
     let person = scheme_from_name(&scheme).map(|scheme| Person {

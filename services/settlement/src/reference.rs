@@ -86,7 +86,7 @@ fn visit_name(v: VisitType) -> &'static str {
 
 /// The policy in force on `date`: the insured region's own, else its province's.
 pub async fn policy_in_force(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     cache: &PolicyCache,
     insured_region: Region,
     scheme: Scheme,
@@ -107,7 +107,7 @@ pub async fn policy_in_force(
             .bind(visit_name(visit))
             .bind(date)
             .bind(insured_region.to_string())
-            .fetch_optional(&mut *conn)
+            .fetch_optional(pool)
             .await
             .map_err(db)?;
             cache.remember_in_force(key, version);
@@ -127,7 +127,7 @@ pub async fn policy_in_force(
     }
     let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM policies WHERE version = $1")
         .bind(version)
-        .fetch_one(&mut *conn)
+        .fetch_one(pool)
         .await
         .map_err(db)?;
     let (_, policy) = parse::policy(Some(&decode_policy(&body)?))?;
@@ -142,7 +142,7 @@ pub async fn policy_in_force(
 
 /// The catalogue version in force on `date` for the treatment region, else its province.
 pub async fn catalogue_in_force(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     cache: &PolicyCache,
     treatment_region: Region,
     date: Date,
@@ -162,7 +162,7 @@ pub async fn catalogue_in_force(
     ])
     .bind(date)
     .bind(treatment_region.to_string())
-    .fetch_optional(conn)
+    .fetch_optional(pool)
     .await
     .map_err(db)?;
     cache.remember_in_force(key, version);
@@ -171,7 +171,7 @@ pub async fn catalogue_in_force(
 
 /// The items of `codes` in a catalogue version, from the cache or else one query.
 pub async fn catalogue_items(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     cache: &PolicyCache,
     version: i64,
     codes: &[String],
@@ -201,7 +201,7 @@ pub async fn catalogue_items(
     )
     .bind(version)
     .bind(&missing)
-    .fetch_all(conn)
+    .fetch_all(pool)
     .await
     .map_err(db)?;
     let mut found: HashMap<String, CatalogueItem> = HashMap::with_capacity(rows.len());
@@ -496,7 +496,7 @@ impl ReferenceDataService for ReferenceApi {
             return Err(Status::internal("validation inconsistency"));
         };
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        let version = catalogue_in_force(&mut conn, &self.cache, region, date)
+        let version = catalogue_in_force(&self.pool, &self.cache, region, date)
             .await?
             .ok_or_else(|| Status::not_found(format!("no catalogue of {region} in force")))?;
         let row =

@@ -42,6 +42,7 @@ pub struct SettlementApi {
     policies: Arc<PolicyCache>,
     filing: Option<FilingServiceClient<Channel>>,
     batcher: crate::batch::Batcher,
+    lookups: projection::Lookups,
     topic: String,
     metrics: crate::metrics::SettlementMetrics,
 }
@@ -101,7 +102,9 @@ impl SettlementApi {
         metrics: crate::metrics::SettlementMetrics,
     ) -> Self {
         let batcher = crate::batch::Batcher::start(pool.clone(), topic.clone());
+        let lookups = projection::Lookups::start(pool.clone());
         Self {
+            lookups,
             pool,
             policies,
             filing,
@@ -113,17 +116,22 @@ impl SettlementApi {
 
     /// Person, coverage, policy and catalogue for a claim, from local read models, with one
     /// eligibility call to the filing service when the projection has no answer yet.
-    async fn prepare(&self, conn: &mut PgConnection, c: &ParsedClaim) -> Result<Prepared, Status> {
+    async fn prepare(&self, c: &ParsedClaim) -> Result<Prepared, Status> {
         let date = c.claim.visit.service_date();
-        let known = projection::lookup(
-            conn,
-            c.insured_region,
-            &c.person_id,
-            c.treatment_region,
-            date,
-        )
-        .await
-        .map_err(db)?;
+        // Concurrent claims share one projection query.
+        let known = self
+            .lookups
+            .lookup(projection::LookupKey {
+                insured_region: c.insured_region,
+                person_id: c.person_id.clone(),
+                treatment_region: c.treatment_region,
+                date,
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "projection lookup failed");
+                Status::internal("storage error")
+            })?;
         let (person, covering) = match known {
             projection::Known {
                 person: Some(person),
@@ -131,6 +139,8 @@ impl SettlementApi {
             } if !covering.is_empty() => (person, covering),
             known => self.ask_filing(c, known).await?,
         };
+        // Reference data comes from the caches; the pool is asked only on a miss.
+        let conn = &self.pool;
         let visit = c.claim.visit.visit_type();
         let (policy_version, policy) = reference::policy_in_force(
             conn,
@@ -244,11 +254,9 @@ impl SettlementApi {
                 treatment: parsed.treatment_region,
             },
         )?;
-        let request = claim.encode_to_vec();
+        let request = request_digest(&claim.encode_to_vec());
         // A repeated claim id is found when the claim is written, so a new claim pays no lookup.
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let prepared = self.prepare(&mut conn, &parsed).await?;
-        drop(conn);
+        let prepared = self.prepare(&parsed).await?;
         let insured = parsed.insured_region.province().to_string();
         let treatment = parsed.treatment_region.province().to_string();
         let pending = Pending {
@@ -268,6 +276,7 @@ impl SettlementApi {
 pub(crate) struct Pending {
     pub claim: Claim,
     pub parsed: ParsedClaim,
+    /// SHA-256 of the claim as received: a repeat must carry the same payload.
     pub request: Vec<u8>,
     pub prepared: Prepared,
     /// The trace of the `Settle` call, which the claim's event continues.
@@ -381,6 +390,15 @@ pub(crate) async fn settle_one(
     Ok(result)
 }
 
+const DIGEST_LEN: usize = 32;
+
+/// What is stored of a claim's payload to recognise a repeat: its SHA-256.
+pub(crate) fn request_digest(encoded_claim: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, encoded_claim)
+        .as_ref()
+        .to_vec()
+}
+
 pub(crate) async fn replay(
     conn: &mut PgConnection,
     c: &ParsedClaim,
@@ -396,6 +414,12 @@ pub(crate) async fn replay(
     .map_err(db)?;
     let Some(row) = row else { return Ok(None) };
     let stored: Vec<u8> = row.try_get("request").map_err(db)?;
+    // Rows written before digests were stored hold the claim itself.
+    let stored = if stored.len() == DIGEST_LEN {
+        stored
+    } else {
+        request_digest(&stored)
+    };
     if stored != request {
         return Err(Status::already_exists(format!(
             "claim {} of treatment region {} was already settled with a different payload",
@@ -638,8 +662,7 @@ impl SettlementService for SettlementApi {
                 treatment: parsed.treatment_region,
             },
         )?;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let prepared = self.prepare(&mut conn, &parsed).await?;
+        let prepared = self.prepare(&parsed).await?;
         // Read without locking and without writing: nothing is stored, nothing changes.
         let mut tx = self.pool.begin().await.map_err(db)?;
         let year = parsed.claim.visit.service_date().year();
