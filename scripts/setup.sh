@@ -91,3 +91,10 @@ if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 fi
+
+# --- A development CA and certificates for mutual TLS (private keys stay out of git).
+# Tests make their own; this set is for the demo, local runs and grpcurl.
+if [ ! -f "$here/.dev-pki/ca.pem" ]; then
+  log "creating a development CA and certificates in .dev-pki/ (services, national, operator, 31 provinces)"
+  (cd "$here" && cargo run --quiet --bin clearinghouse -- dev-certs .dev-pki)
+fi

@@ -66,6 +66,9 @@ impl FilingApi {
             v.add("filing.category", "must name a filing category");
         }
         let start = v.check("filing.start_date", parse_date(&f.start_date));
+        if start.is_some_and(|s| s > today + time::Duration::days(366)) {
+            v.add("filing.start_date", "must not lie more than a year ahead");
+        }
         let end = if f.end_date.is_empty() {
             None
         } else {
