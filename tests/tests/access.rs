@@ -1020,3 +1020,63 @@ async fn a_certificate_of_another_ca_is_refused() {
     shutdown.cancel();
     ledger.wait().await.unwrap();
 }
+
+/// The insecure plaintext mode, for local experiments only, believes the caller header
+/// and still refuses a call without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_plaintext_mode_trusts_only_the_caller_header() {
+    let env = TestEnv::new().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop_on_drop = shutdown.clone().drop_guard();
+    let mut config = clearinghouse_fund_ledger::Config {
+        server: clearinghouse_platform::config::ServerConfig {
+            tls: clearinghouse_platform::access::TlsConfig {
+                insecure_plaintext: true,
+                ..Default::default()
+            },
+            ..clearinghouse_platform::config::ServerConfig::ephemeral()
+        },
+        kafka: env.kafka.clone(),
+        ..Default::default()
+    };
+    config.database.url = clearinghouse_platform::config::Secret::new(&env.database_url);
+    let ledger = clearinghouse_fund_ledger::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    let channel = Endpoint::from_shared(format!("http://{}", ledger.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = LedgerServiceClient::new(channel);
+    let ask = |caller: Option<&str>| {
+        let mut request = tonic::Request::new(GetBalancesRequest {
+            province: "370000".into(),
+        });
+        if let Some(caller) = caller {
+            request.metadata_mut().insert(
+                clearinghouse_platform::access::CALLER_HEADER,
+                caller.parse().unwrap(),
+            );
+        }
+        request
+    };
+    assert_eq!(
+        code(client.get_balances(ask(None)).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(client.get_balances(ask(Some("province:440000"))).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(client.get_balances(ask(Some("national"))).await),
+        Code::Ok
+    );
+    assert_eq!(
+        code(client.get_balances(ask(Some("root"))).await),
+        Code::Unauthenticated
+    );
+    shutdown.cancel();
+    ledger.wait().await.unwrap();
+}

@@ -5,9 +5,9 @@ use std::{net::SocketAddr, sync::Arc};
 
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     access::{AccessLayer, Authentication},
@@ -114,10 +114,14 @@ pub async fn start(
             .layer(GrpcMetricsLayer(grpc_metrics))
             .layer(access)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                stop.cancelled().await;
-                let _ = health_reporter;
-            });
+            // TCP_NODELAY: an answer must not wait for the caller's delayed ACK (Nagle).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                async move {
+                    stop.cancelled().await;
+                    let _ = health_reporter;
+                },
+            );
         // Stop accepting at once on shutdown, then give in-flight calls the grace period.
         let mut server = std::pin::pin!(server);
         let result = tokio::select! {
