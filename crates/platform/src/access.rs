@@ -156,15 +156,16 @@ fn describe(action: Action) -> String {
         Action::WriteAsTreatment { treatment } => {
             format!("only the treatment place's province acts for region {treatment}")
         }
-        Action::ReadPerson { insured } => {
-            format!("only the insured place ({insured}) or the national platform reads this person")
+        // Reads name no region: a refusal must not tell where someone else's person lives.
+        Action::ReadPerson { .. } => {
+            "only the insured place or the national platform reads this person".into()
         }
-        Action::ReadCase { insured, treatment } => format!(
-            "only the insured ({insured}) or treatment ({treatment}) place or the national platform reads this"
-        ),
-        Action::CheckEligibility { insured, treatment } => format!(
-            "only the insured ({insured}) or treatment ({treatment}) place asks about this person"
-        ),
+        Action::ReadCase { .. } => {
+            "only its insured or treatment place or the national platform reads this".into()
+        }
+        Action::CheckEligibility { .. } => {
+            "only the insured or the treatment place asks about this person".into()
+        }
         Action::ReadReference => "reference data".into(),
         Action::WriteOwnAccount { province } => {
             format!("only province {province} acts on its own account")
