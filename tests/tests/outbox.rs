@@ -61,3 +61,46 @@ async fn pruning_removes_only_sent_rows_past_retention() {
         "pruning again finds nothing"
     );
 }
+
+/// Applied event ids are forgotten after their retention, per consumer group.
+#[tokio::test]
+async fn applied_event_ids_are_forgotten_after_retention() {
+    let env = TestEnv::new().await.unwrap();
+    let config = DatabaseConfig {
+        url: Secret::new(&env.database_url),
+        schema: "dedupe_prune_test".into(),
+        max_connections: 2,
+    };
+    let pool = clearinghouse_platform::db::connect_and_migrate(
+        &config,
+        &[&clearinghouse_events::migrator()],
+    )
+    .await
+    .unwrap();
+    for (group, age) in [("a", "40 days"), ("a", "1 day"), ("b", "40 days")] {
+        sqlx::query(
+            "INSERT INTO processed_events (consumer_group, event_id, processed_at)
+             VALUES ($1, gen_random_uuid(), now() - $2::interval)",
+        )
+        .bind(group)
+        .bind(age)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let retention = clearinghouse_events::consumer::DEDUPE_RETENTION;
+    assert_eq!(
+        clearinghouse_events::consumer::prune_processed(&pool, "a", retention)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT consumer_group, processed_at > now() - interval '2 days' FROM processed_events
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, vec![("a".into(), true), ("b".into(), false)]);
+}

@@ -214,6 +214,7 @@ pub fn spawn<H: Handler>(
         .create_with_context(context)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
+    spawn_pruning(pool.clone(), settings.group.clone(), shutdown.clone());
     let handler = Arc::new(handler);
     Ok(tokio::task::spawn_blocking(move || {
         let worker = Worker {
@@ -226,6 +227,54 @@ pub fn spawn<H: Handler>(
         };
         worker.run(&shutdown);
     }))
+}
+
+/// How long applied event ids are remembered. A redelivery comes from the relay sending a
+/// row again whose first send it could not record: minutes after the first, or as long as
+/// a relay stays down. A month covers any outage we would not notice.
+pub const DEDUPE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// Forgets applied event ids of `group` older than `retention`, a bounded chunk at a time;
+/// returns how many were forgotten.
+pub async fn prune_processed(pool: &PgPool, group: &str, retention: Duration) -> sqlx::Result<u64> {
+    let mut deleted = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM processed_events WHERE (consumer_group, event_id) IN (
+                 SELECT consumer_group, event_id FROM processed_events
+                 WHERE consumer_group = $1 AND processed_at < now() - make_interval(secs => $2)
+                 LIMIT 5000)",
+        )
+        .bind(group)
+        .bind(retention.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        deleted += n;
+        if n < 5000 {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Prunes the group's applied event ids every ten minutes until `shutdown`.
+fn spawn_pruning(pool: PgPool, group: String, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match prune_processed(&pool, &group, DEDUPE_RETENTION).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(rows = n, %group, "forgot applied event ids past retention")
+                }
+                Err(e) => tracing::warn!(error = %e, %group, "cannot prune applied event ids"),
+            }
+        }
+    });
 }
 
 struct Worker<H> {
