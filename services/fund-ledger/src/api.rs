@@ -52,6 +52,15 @@ fn read_accounts(province: &Option<String>) -> Action {
     }
 }
 
+/// A reserve call's answer, naming the reserve for the audit trail.
+fn reserve_response<T>(reserve: Reserve, wrap: impl FnOnce(Option<Reserve>) -> T) -> Response<T> {
+    let subject = format!(
+        "reserve {} at {}",
+        reserve.insured_province, reserve.treatment_province
+    );
+    with_subject(wrap(Some(reserve)), subject)
+}
+
 /// `INVALID_ARGUMENT` unless `period` is a month `YYYY-MM`.
 fn check_period(period: &str) -> Result<(), Status> {
     clearing::next_period(period, 1)
@@ -193,16 +202,9 @@ impl LedgerService for LedgerApi {
                 &r.amount,
             )
             .await?;
-        let subject = format!(
-            "reserve {} at {}",
-            reserve.insured_province, reserve.treatment_province
-        );
-        Ok(with_subject(
-            SizeReserveResponse {
-                reserve: Some(reserve),
-            },
-            subject,
-        ))
+        Ok(reserve_response(reserve, |reserve| SizeReserveResponse {
+            reserve,
+        }))
     }
 
     async fn top_up_reserve(
@@ -221,16 +223,9 @@ impl LedgerService for LedgerApi {
                 &r.amount,
             )
             .await?;
-        let subject = format!(
-            "reserve {} at {}",
-            reserve.insured_province, reserve.treatment_province
-        );
-        Ok(with_subject(
-            TopUpReserveResponse {
-                reserve: Some(reserve),
-            },
-            subject,
-        ))
+        Ok(reserve_response(reserve, |reserve| TopUpReserveResponse {
+            reserve,
+        }))
     }
 
     async fn get_reserves(
