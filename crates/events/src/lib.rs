@@ -3,6 +3,7 @@
 //! `clearinghouse.events.v1`.
 
 pub mod consumer;
+pub mod foundation;
 pub mod kafka;
 pub mod outbox;
 pub mod relay;

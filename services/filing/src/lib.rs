@@ -7,16 +7,14 @@ mod store;
 
 use std::time::Duration;
 
-use clearinghouse_events::{kafka, relay};
+use clearinghouse_events::foundation::{self, Foundation};
 use clearinghouse_platform::{
     config::{DatabaseConfig, KafkaConfig, ServerConfig},
-    db,
     grpc::ServiceRoutes,
-    host::{self, Background, Host, ServiceConfig},
+    host::{self, Host, ServiceConfig},
     telemetry::TelemetryConfig,
 };
 use clearinghouse_proto::filing::v1::filing_service_server::FilingServiceServer;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -110,37 +108,27 @@ impl ServiceConfig for Config {
 
 /// Starts the service: migrations, outbox relay, gRPC.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
-    let pool = db::connect_and_migrate(
+    let topic = config.kafka.topic(clearinghouse_events::topics::FILING);
+    let referral_topic = config.kafka.topic(clearinghouse_events::topics::REFERRAL);
+    let topics = if config.relay_enabled {
+        vec![topic.clone(), referral_topic.clone()]
+    } else {
+        Vec::new()
+    };
+    let Foundation {
+        pool,
+        mut registry,
+        mut background,
+    } = foundation::lay(
         &config.database,
-        &[
-            &clearinghouse_events::migrator(),
-            &clearinghouse_platform::audit::migrator(),
-            &sqlx::migrate!("./migrations"),
-        ],
+        &config.kafka,
+        &sqlx::migrate!("./migrations"),
+        &topics,
+        config.relay_enabled,
     )
     .await?;
-
-    let mut registry = Registry::with_prefix("clearinghouse");
-    let topic = config.kafka.topic(clearinghouse_events::topics::FILING);
-    let mut background = Background::default();
-    background.tasks.push(db::watch_pool(
-        pool.clone(),
-        &mut registry,
-        background.token.clone(),
-    ));
-    if config.relay_enabled {
-        kafka::ensure_topics(&config.kafka, std::slice::from_ref(&topic)).await?;
-        let relay = relay::Relay::new(
-            pool.clone(),
-            kafka::producer(&config.kafka)?,
-            relay::RelayMetrics::register(&mut registry),
-        );
-        background.tasks.push(relay.spawn(background.token.clone()));
-    }
     if config.relay_enabled {
         // Referrals file themselves: their events become REFERRAL filings.
-        let referral_topic = config.kafka.topic(clearinghouse_events::topics::REFERRAL);
-        kafka::ensure_topics(&config.kafka, std::slice::from_ref(&referral_topic)).await?;
         let settings = clearinghouse_events::consumer::ConsumerSettings {
             group: format!("clearinghouse-filing-referrals{}", config.kafka.name_suffix),
             topics: vec![referral_topic],

@@ -7,16 +7,18 @@ mod posting;
 
 use std::time::Duration;
 
-use clearinghouse_events::{consumer, kafka, relay, topics};
+use clearinghouse_events::{
+    consumer,
+    foundation::{self, Foundation},
+    topics,
+};
 use clearinghouse_platform::{
     config::{DatabaseConfig, KafkaConfig, ServerConfig},
-    db,
     grpc::ServiceRoutes,
-    host::{self, Background, Host, ServiceConfig},
+    host::{self, Host, ServiceConfig},
     telemetry::TelemetryConfig,
 };
 use clearinghouse_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -61,28 +63,25 @@ impl ServiceConfig for Config {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
-    let pool = db::connect_and_migrate(
-        &config.database,
-        &[
-            &clearinghouse_events::migrator(),
-            &clearinghouse_platform::audit::migrator(),
-            &sqlx::migrate!("./migrations"),
-        ],
-    )
-    .await?;
-    let mut registry = Registry::with_prefix("clearinghouse");
-    let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
-    let ledger_topic = config.kafka.topic(topics::LEDGER);
-    kafka::ensure_topics(
-        &config.kafka,
-        &[settlement_topic.clone(), ledger_topic.clone()],
-    )
-    .await?;
     anyhow::ensure!(
         [1, 2, 3, 4, 6, 12].contains(&config.clearing_period_months),
         "clearing_period_months must divide the year (1, 2, 3, 4, 6 or 12), not {}",
         config.clearing_period_months
     );
+    let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
+    let ledger_topic = config.kafka.topic(topics::LEDGER);
+    let Foundation {
+        pool,
+        mut registry,
+        mut background,
+    } = foundation::lay(
+        &config.database,
+        &config.kafka,
+        &sqlx::migrate!("./migrations"),
+        &[settlement_topic.clone(), ledger_topic.clone()],
+        true,
+    )
+    .await?;
     let clearing = clearing::Clearing {
         period_months: config.clearing_period_months,
         thresholds: clearinghouse_domain::ledger::Thresholds {
@@ -92,23 +91,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         topic: ledger_topic,
         metrics: clearing::ReserveMetrics::register(&mut registry),
     };
-    let mut background = Background::default();
-    background.tasks.push(db::watch_pool(
-        pool.clone(),
-        &mut registry,
-        background.token.clone(),
-    ));
     background.tasks.push(clearing::watch_periods(
         pool.clone(),
         &mut registry,
         background.token.clone(),
     ));
-    let relay = relay::Relay::new(
-        pool.clone(),
-        kafka::producer(&config.kafka)?,
-        relay::RelayMetrics::register(&mut registry),
-    );
-    background.tasks.push(relay.spawn(background.token.clone()));
     let settings = consumer::ConsumerSettings {
         group: format!("clearinghouse-fund-ledger{}", config.kafka.name_suffix),
         topics: vec![settlement_topic],

@@ -4,16 +4,17 @@
 
 mod api;
 
-use clearinghouse_events::{kafka, relay, topics};
+use clearinghouse_events::{
+    foundation::{self, Foundation},
+    topics,
+};
 use clearinghouse_platform::{
     config::{DatabaseConfig, KafkaConfig, ServerConfig},
-    db,
     grpc::ServiceRoutes,
-    host::{self, Background, Host, ServiceConfig},
+    host::{self, Host, ServiceConfig},
     telemetry::TelemetryConfig,
 };
 use clearinghouse_proto::referral::v1::referral_service_server::ReferralServiceServer;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -47,30 +48,19 @@ impl ServiceConfig for Config {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
-    let pool = db::connect_and_migrate(
+    let topic = config.kafka.topic(topics::REFERRAL);
+    let Foundation {
+        pool,
+        registry,
+        background,
+    } = foundation::lay(
         &config.database,
-        &[
-            &clearinghouse_events::migrator(),
-            &clearinghouse_platform::audit::migrator(),
-            &sqlx::migrate!("./migrations"),
-        ],
+        &config.kafka,
+        &sqlx::migrate!("./migrations"),
+        std::slice::from_ref(&topic),
+        true,
     )
     .await?;
-    let mut registry = Registry::with_prefix("clearinghouse");
-    let topic = config.kafka.topic(topics::REFERRAL);
-    kafka::ensure_topics(&config.kafka, std::slice::from_ref(&topic)).await?;
-    let mut background = Background::default();
-    background.tasks.push(db::watch_pool(
-        pool.clone(),
-        &mut registry,
-        background.token.clone(),
-    ));
-    let relay = relay::Relay::new(
-        pool.clone(),
-        kafka::producer(&config.kafka)?,
-        relay::RelayMetrics::register(&mut registry),
-    );
-    background.tasks.push(relay.spawn(background.token.clone()));
     let api = api::ReferralApi::new(
         pool.clone(),
         topic,

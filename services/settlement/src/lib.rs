@@ -10,12 +10,15 @@ mod settle;
 
 use std::{sync::Arc, time::Duration};
 
-use clearinghouse_events::{consumer, kafka, relay, topics};
+use clearinghouse_events::{
+    consumer,
+    foundation::{self, Foundation},
+    topics,
+};
 use clearinghouse_platform::{
     config::{DatabaseConfig, KafkaConfig, ServerConfig},
-    db as platform_db,
     grpc::{MAX_MESSAGE_BYTES, ServiceRoutes},
-    host::{self, Background, Host, ServiceConfig},
+    host::{self, Host, ServiceConfig},
     telemetry::TelemetryConfig,
 };
 use clearinghouse_proto::{
@@ -25,7 +28,6 @@ use clearinghouse_proto::{
         settlement_service_server::SettlementServiceServer,
     },
 };
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -69,39 +71,25 @@ impl ServiceConfig for Config {
 pub(crate) use clearinghouse_platform::error::db_status as db;
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
-    let pool = platform_db::connect_and_migrate(
-        &config.database,
-        &[
-            &clearinghouse_events::migrator(),
-            &clearinghouse_platform::audit::migrator(),
-            &sqlx::migrate!("./migrations"),
-        ],
-    )
-    .await?;
-    let mut registry = Registry::with_prefix("clearinghouse");
     let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
     let filing_topic = config.kafka.topic(topics::FILING);
-    let mut background = Background::default();
-    background.tasks.push(platform_db::watch_pool(
-        pool.clone(),
-        &mut registry,
-        background.token.clone(),
-    ));
-    if config.relay_enabled || config.consumer_enabled {
-        kafka::ensure_topics(
-            &config.kafka,
-            &[settlement_topic.clone(), filing_topic.clone()],
-        )
-        .await?;
-    }
-    if config.relay_enabled {
-        let relay = relay::Relay::new(
-            pool.clone(),
-            kafka::producer(&config.kafka)?,
-            relay::RelayMetrics::register(&mut registry),
-        );
-        background.tasks.push(relay.spawn(background.token.clone()));
-    }
+    let topics = if config.relay_enabled || config.consumer_enabled {
+        vec![settlement_topic.clone(), filing_topic.clone()]
+    } else {
+        Vec::new()
+    };
+    let Foundation {
+        pool,
+        mut registry,
+        mut background,
+    } = foundation::lay(
+        &config.database,
+        &config.kafka,
+        &sqlx::migrate!("./migrations"),
+        &topics,
+        config.relay_enabled,
+    )
+    .await?;
     if config.consumer_enabled {
         let settings = consumer::ConsumerSettings {
             group: format!(

@@ -1,0 +1,63 @@
+//! What every service starts with: its Postgres schema migrated (outbox and consumer
+//! tables, audit trail, its own tables), its metrics registry, its topics, the pool
+//! watcher and, when it publishes, its outbox relay.
+
+use clearinghouse_platform::{
+    config::{DatabaseConfig, KafkaConfig},
+    db,
+    host::Background,
+};
+use prometheus_client::registry::Registry;
+use sqlx::{PgPool, migrate::Migrator};
+
+use crate::{kafka, relay};
+
+/// A service's started foundation, for it to add its consumers and routes to.
+pub struct Foundation {
+    pub pool: PgPool,
+    pub registry: Registry,
+    pub background: Background,
+}
+
+/// Migrates the schema (the shared migrators, then `own`), creates `topics`, starts the
+/// pool watcher and, with `relay`, the outbox relay.
+pub async fn lay(
+    database: &DatabaseConfig,
+    kafka_config: &KafkaConfig,
+    own: &Migrator,
+    topics: &[String],
+    relay: bool,
+) -> anyhow::Result<Foundation> {
+    let pool = db::connect_and_migrate(
+        database,
+        &[
+            &crate::migrator(),
+            &clearinghouse_platform::audit::migrator(),
+            own,
+        ],
+    )
+    .await?;
+    let mut registry = Registry::with_prefix("clearinghouse");
+    if !topics.is_empty() {
+        kafka::ensure_topics(kafka_config, topics).await?;
+    }
+    let mut background = Background::default();
+    background.tasks.push(db::watch_pool(
+        pool.clone(),
+        &mut registry,
+        background.token.clone(),
+    ));
+    if relay {
+        let relay = relay::Relay::new(
+            pool.clone(),
+            kafka::producer(kafka_config)?,
+            relay::RelayMetrics::register(&mut registry),
+        );
+        background.tasks.push(relay.spawn(background.token.clone()));
+    }
+    Ok(Foundation {
+        pool,
+        registry,
+        background,
+    })
+}
