@@ -58,10 +58,7 @@ impl TestEnv {
 
     pub async fn start_filing(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
         let mut config = clearinghouse_filing::Config {
-            server: ServerConfig {
-                tls: service_tls(),
-                ..ServerConfig::ephemeral()
-            },
+            server: test_server(),
             kafka: self.kafka.clone(),
             ..Default::default()
         };
@@ -78,10 +75,7 @@ impl TestEnv {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Host> {
         let mut config = clearinghouse_settlement::Config {
-            server: ServerConfig {
-                tls: service_tls(),
-                ..ServerConfig::ephemeral()
-            },
+            server: test_server(),
             kafka: self.kafka.clone(),
             filing_endpoint: filing
                 .map(|f| format!("https://{}", f.grpc_addr))
@@ -95,10 +89,7 @@ impl TestEnv {
 
     pub async fn start_referral(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
         let mut config = clearinghouse_referral::Config {
-            server: ServerConfig {
-                tls: service_tls(),
-                ..ServerConfig::ephemeral()
-            },
+            server: test_server(),
             kafka: self.kafka.clone(),
             ..Default::default()
         };
@@ -114,10 +105,7 @@ impl TestEnv {
 
     pub async fn start_ledger(&self, shutdown: CancellationToken) -> anyhow::Result<Host> {
         let mut config = clearinghouse_fund_ledger::Config {
-            server: ServerConfig {
-                tls: service_tls(),
-                ..ServerConfig::ephemeral()
-            },
+            server: test_server(),
             kafka: self.kafka.clone(),
             ..Default::default()
         };
@@ -167,6 +155,14 @@ pub fn pki_dir() -> &'static Path {
             .unwrap();
         dir
     })
+}
+
+/// A service's listeners for a test: ephemeral loopback ports, our services' TLS.
+pub fn test_server() -> ServerConfig {
+    ServerConfig {
+        tls: service_tls(),
+        ..ServerConfig::ephemeral()
+    }
 }
 
 /// Our services' TLS material.

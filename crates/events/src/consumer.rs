@@ -237,24 +237,21 @@ pub const DEDUPE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// Forgets applied event ids of `group` older than `retention`, a bounded chunk at a time;
 /// returns how many were forgotten.
 pub async fn prune_processed(pool: &PgPool, group: &str, retention: Duration) -> sqlx::Result<u64> {
-    let mut deleted = 0;
-    loop {
-        let n = sqlx::query(
+    crate::delete_in_chunks(|| async {
+        Ok(sqlx::query(
             "DELETE FROM processed_events WHERE (consumer_group, event_id) IN (
                  SELECT consumer_group, event_id FROM processed_events
                  WHERE consumer_group = $1 AND processed_at < now() - make_interval(secs => $2)
-                 LIMIT 5000)",
+                 LIMIT $3)",
         )
         .bind(group)
         .bind(retention.as_secs_f64())
+        .bind(crate::PRUNE_CHUNK)
         .execute(pool)
         .await?
-        .rows_affected();
-        deleted += n;
-        if n < 5000 {
-            return Ok(deleted);
-        }
-    }
+        .rows_affected())
+    })
+    .await
 }
 
 /// Prunes the group's applied event ids every ten minutes until `shutdown`.

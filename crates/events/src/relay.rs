@@ -86,23 +86,20 @@ impl Relay {
     /// Deletes sent rows older than the retention, a bounded chunk at a time so the table is
     /// never locked for long; returns how many were deleted. Unsent rows are never touched.
     pub async fn prune(&self) -> sqlx::Result<u64> {
-        let mut deleted = 0;
-        loop {
-            let n = sqlx::query(
+        crate::delete_in_chunks(|| async {
+            Ok(sqlx::query(
                 "DELETE FROM outbox WHERE id IN (
                      SELECT id FROM outbox
                      WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1)
-                     ORDER BY id LIMIT 5000)",
+                     ORDER BY id LIMIT $2)",
             )
             .bind(self.retention.as_secs_f64())
+            .bind(crate::PRUNE_CHUNK)
             .execute(&self.pool)
             .await?
-            .rows_affected();
-            deleted += n;
-            if n < 5000 {
-                return Ok(deleted);
-            }
-        }
+            .rows_affected())
+        })
+        .await
     }
 
     /// Runs until `shutdown`; a failed round is retried after a pause, never skipped.

@@ -300,8 +300,9 @@ fn reclassify_decode_error<B>(response: &mut http::Response<B>) {
     }
 }
 
-fn outcome_of<B>(response: &http::Response<B>) -> Code {
-    // An error status is sent "trailers-only", in the headers; success comes in trailers.
+/// The status of a unary answer: an error is sent "trailers-only", in the headers;
+/// success comes in trailers, so a missing header means OK.
+pub(crate) fn outcome_of<B>(response: &http::Response<B>) -> Code {
     response
         .headers()
         .get("grpc-status")

@@ -42,7 +42,7 @@ pub async fn start(
     server: &ServerConfig,
     routes: ServiceRoutes,
     registry: Registry,
-    background: Background,
+    mut background: Background,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Host> {
     let grace = server.shutdown_grace;
@@ -50,7 +50,6 @@ pub async fn start(
     // The audit writer outlives the server: it stops with the background work, after the
     // last call has been recorded.
     let (audit, audit_task) = audit::spawn_writer(routes.pool.clone(), background.token.clone());
-    let mut background = background;
     background.tasks.push(audit_task);
     let running = grpc::start(server, routes, audit, registry, shutdown).await?;
     let done = tokio::spawn(async move {

@@ -127,16 +127,8 @@ where
         Box::pin(tracing::Instrument::instrument(
             async move {
                 let response = future.await;
-                // An error status is sent "trailers-only", in the headers; success comes in
-                // trailers, so a missing header means OK.
                 let code = match &response {
-                    Ok(r) => r
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map(|c| format!("{:?}", tonic::Code::from(c)))
-                        .unwrap_or_else(|| "Ok".to_string()),
+                    Ok(r) => format!("{:?}", crate::access::outcome_of(r)),
                     Err(_) => "Transport".to_string(),
                 };
                 metrics.record(&path, &code, started);

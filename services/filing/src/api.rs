@@ -385,6 +385,8 @@ impl FilingService for FilingApi {
             return Err(invalid_field("filing", "is required"));
         };
         check_request_id(&r.request_id)?;
+        // Authorized before the repeat lookup; a region that does not parse is refused by
+        // parse_filing below, before anything is read or written.
         let insured = Region::parse(&f.insured_region).ok();
         if let Some(insured) = insured {
             authorize_request(&request, Action::WriteAsInsured { insured })?;
@@ -403,12 +405,6 @@ impl FilingService for FilingApi {
         }
         let (insured_region, person_id, cover, residence_proof, proof_reference) =
             self.parse_filing(f, today())?;
-        authorize_request(
-            &request,
-            Action::WriteAsInsured {
-                insured: insured_region,
-            },
-        )?;
         if store::get_person(&mut tx, insured_region, &person_id)
             .await
             .map_err(db)?

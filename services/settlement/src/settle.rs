@@ -140,10 +140,10 @@ impl SettlementApi {
             known => self.ask_filing(c, known).await?,
         };
         // Reference data comes from the caches; the pool is asked only on a miss.
-        let conn = &self.pool;
+        let pool = &self.pool;
         let visit = c.claim.visit.visit_type();
         let (policy_version, policy) = reference::policy_in_force(
-            conn,
+            pool,
             &self.policies,
             c.insured_region,
             person.scheme,
@@ -161,7 +161,7 @@ impl SettlementApi {
         let coverage = rules::resolve_coverage(&covering, c.claim.emergency, &policy)
             .map_err(|e| Status::failed_precondition(format!("person {}: {e}", c.person_id)))?;
         let catalogue_version =
-            reference::catalogue_in_force(conn, &self.policies, c.treatment_region, date)
+            reference::catalogue_in_force(pool, &self.policies, c.treatment_region, date)
                 .await?
                 .ok_or_else(|| {
                     Status::failed_precondition(format!(
@@ -172,7 +172,7 @@ impl SettlementApi {
                 })?;
         let codes: Vec<String> = c.claim.lines.iter().map(|l| l.item_code.clone()).collect();
         let items =
-            reference::catalogue_items(conn, &self.policies, catalogue_version, &codes).await?;
+            reference::catalogue_items(pool, &self.policies, catalogue_version, &codes).await?;
         Ok(Prepared {
             person,
             coverage,
@@ -247,13 +247,7 @@ impl SettlementApi {
         caller: &Caller,
         claim: Claim,
     ) -> Result<SettlementResult, Status> {
-        let parsed = parse::claim(Some(&claim), today())?;
-        authorize(
-            caller,
-            Action::WriteAsTreatment {
-                treatment: parsed.treatment_region,
-            },
-        )?;
+        let parsed = parse_as_treatment(caller, Some(&claim))?;
         let request = request_digest(&claim.encode_to_vec());
         // A repeated claim id is found when the claim is written, so a new claim pays no lookup.
         let prepared = self.prepare(&parsed).await?;
@@ -388,6 +382,18 @@ pub(crate) async fn settle_one(
     }
     tx.commit().await.map_err(db)?;
     Ok(result)
+}
+
+/// A claim validated at the edge, from a caller that is its treatment place.
+fn parse_as_treatment(caller: &Caller, claim: Option<&Claim>) -> Result<ParsedClaim, Status> {
+    let parsed = parse::claim(claim, today())?;
+    authorize(
+        caller,
+        Action::WriteAsTreatment {
+            treatment: parsed.treatment_region,
+        },
+    )?;
+    Ok(parsed)
 }
 
 const DIGEST_LEN: usize = 32;
@@ -655,13 +661,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<PreSettleResponse>, Status> {
         let caller = caller(&request)?;
         let claim = request.into_inner().claim;
-        let parsed = parse::claim(claim.as_ref(), today())?;
-        authorize(
-            &caller,
-            Action::WriteAsTreatment {
-                treatment: parsed.treatment_region,
-            },
-        )?;
+        let parsed = parse_as_treatment(&caller, claim.as_ref())?;
         let prepared = self.prepare(&parsed).await?;
         // Read without locking and without writing: nothing is stored, nothing changes.
         let mut tx = self.pool.begin().await.map_err(db)?;
