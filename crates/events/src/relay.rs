@@ -106,6 +106,9 @@ impl Relay {
     pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut failures = 0u32;
+            // Empty rounds in a row: an idle outbox is polled less and less often (up to
+            // eight times the idle wait), a busy one at once.
+            let mut empty = 0u32;
             let mut last_gauge = std::time::Instant::now() - Duration::from_secs(10);
             let mut last_prune = std::time::Instant::now();
             while !shutdown.is_cancelled() {
@@ -129,7 +132,8 @@ impl Relay {
                         if sent as i64 == self.batch_size {
                             continue;
                         }
-                        self.idle_wait
+                        empty = if sent == 0 { (empty + 1).min(4) } else { 0 };
+                        self.idle_wait * (1 << empty.saturating_sub(1))
                     }
                     Err(e) => {
                         failures += 1;

@@ -114,27 +114,37 @@ pub async fn open_period(tx: &mut PgConnection, months: u32) -> sqlx::Result<Str
 }
 
 impl Clearing {
-    /// Applies draws (positive) or refills (negative) to reserves and returns the
-    /// `ReserveLow` warnings due. Pairs are updated in key order (no deadlocks).
+    /// Applies draws (positive) or refills (negative) to reserves, all pairs in one
+    /// statement, and returns the `ReserveLow` warnings due. Pairs are updated in key order
+    /// (no deadlocks).
     pub async fn change_reserves(
         &self,
         tx: &mut PgConnection,
         changes: &BTreeMap<(String, String), Decimal>,
         top_up: bool,
     ) -> sqlx::Result<Vec<Outgoing>> {
+        let rows = sqlx::query(
+            "INSERT INTO reserves (insured_province, treatment_province, drawn)
+             SELECT i, t, d FROM UNNEST($1::text[], $2::text[], $3::numeric[]) WITH ORDINALITY AS u(i, t, d, n)
+             ORDER BY n
+             ON CONFLICT (insured_province, treatment_province) DO UPDATE SET drawn = reserves.drawn + EXCLUDED.drawn
+             RETURNING insured_province, treatment_province, sized, drawn, level",
+        )
+        .bind(changes.keys().map(|(i, _)| i.as_str()).collect::<Vec<_>>())
+        .bind(changes.keys().map(|(_, t)| t.as_str()).collect::<Vec<_>>())
+        .bind(changes.values().copied().collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut pairs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let insured: String = row.try_get("insured_province")?;
+            let treatment: String = row.try_get("treatment_province")?;
+            pairs.push((insured, treatment, row));
+        }
+        pairs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         let mut warnings = Vec::new();
-        for ((insured, treatment), change) in changes {
-            let row = sqlx::query(
-                "INSERT INTO reserves (insured_province, treatment_province, drawn) VALUES ($1, $2, $3)
-                 ON CONFLICT (insured_province, treatment_province) DO UPDATE SET drawn = reserves.drawn + EXCLUDED.drawn
-                 RETURNING sized, drawn, level",
-            )
-            .bind(insured)
-            .bind(treatment)
-            .bind(change)
-            .fetch_one(&mut *tx)
-            .await?;
-            warnings.extend(self.rearm(tx, insured, treatment, &row, top_up).await?);
+        for (insured, treatment, row) in pairs {
+            warnings.extend(self.rearm(tx, &insured, &treatment, &row, top_up).await?);
         }
         Ok(warnings)
     }

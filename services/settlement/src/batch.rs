@@ -30,7 +30,7 @@ use crate::settle::{Pending, compute, disease_of, replay, result_proto, settle_o
 /// Claims written by one transaction at most.
 const MAX_BATCH: usize = 128;
 /// Transactions in flight at once.
-const WRITERS: usize = 6;
+const WRITERS: usize = 3;
 
 type Reply = oneshot::Sender<Result<SettlementResult, Status>>;
 

@@ -33,16 +33,40 @@ use crate::{db, parse};
 /// Items inserted per statement while a catalogue streams in.
 const ITEM_BATCH: usize = 5000;
 
-/// How long an answer to "which version is in force" is reused. A version put with an
-/// effective date already past is picked up by settlements within this time.
+/// How long a key's list of versions is reused to answer "which version is in force". A
+/// version put with an effective date already past is picked up by settlements within
+/// this time.
 const IN_FORCE_TTL: Duration = Duration::from_secs(1);
 /// Cached catalogue items (present or absent) before the cache starts afresh.
 const MAX_CACHED_ITEMS: usize = 1_000_000;
 
+/// Whose versions: a policy's (insured region, scheme, visit type) or a catalogue's
+/// treatment region. Each holds the region's own versions and its province's.
 #[derive(Clone, PartialEq, Eq, Hash)]
-enum InForce {
-    Policy(Region, Scheme, VisitType, Date),
-    Catalogue(Region, Date),
+enum Versions {
+    Policy(Region, Scheme, VisitType),
+    Catalogue(Region),
+}
+
+/// One version that may be in force: the region's own or its province's, and from when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Candidate {
+    own: bool,
+    effective_from: Date,
+    version: i64,
+}
+
+/// A key's versions and when they were read.
+type Listed = (Instant, Arc<[Candidate]>);
+
+/// The version in force on `date`: the region's own before its province's, then the
+/// latest effective date, then the latest put.
+fn in_force_on(candidates: &[Candidate], date: Date) -> Option<i64> {
+    candidates
+        .iter()
+        .filter(|c| c.effective_from <= date)
+        .max_by_key(|c| (c.own, c.effective_from, c.version))
+        .map(|c| c.version)
 }
 
 /// Reference data shared by the handlers. Versions are immutable, so a cached policy or
@@ -51,24 +75,68 @@ enum InForce {
 #[derive(Default)]
 pub struct PolicyCache {
     policies: RwLock<HashMap<i64, Arc<Policy>>>,
-    in_force: Mutex<HashMap<InForce, (Instant, Option<i64>)>>,
+    versions: Mutex<HashMap<Versions, Listed>>,
     items: RwLock<HashMap<(i64, String), Option<CatalogueItem>>>,
 }
 
 impl PolicyCache {
-    fn in_force(&self, key: &InForce) -> Option<Option<i64>> {
-        let map = self.in_force.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .filter(|(at, _)| at.elapsed() < IN_FORCE_TTL)
-            .map(|(_, v)| *v)
-    }
-
-    fn remember_in_force(&self, key: InForce, version: Option<i64>) {
-        let mut map = self.in_force.lock().unwrap_or_else(|e| e.into_inner());
+    /// The version of `key` in force on `date`, from a list of its versions at most
+    /// `IN_FORCE_TTL` old, so one query serves every date and every claim meanwhile. The
+    /// first claim to find the list old reloads it; the others use it until then.
+    async fn in_force(
+        &self,
+        pool: &PgPool,
+        key: Versions,
+        date: Date,
+    ) -> Result<Option<i64>, Status> {
+        let known = {
+            let mut map = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+            map.get_mut(&key).and_then(|(at, candidates)| {
+                if at.elapsed() < IN_FORCE_TTL {
+                    Some(candidates.clone())
+                } else {
+                    // This claim reloads; until it is done the others keep the list.
+                    *at = Instant::now();
+                    None
+                }
+            })
+        };
+        if let Some(candidates) = known {
+            return Ok(in_force_on(&candidates, date));
+        }
+        let query = match &key {
+            Versions::Policy(region, scheme, visit) => sqlx::query_as::<_, (bool, Date, i64)>(
+                "SELECT insured_region = $1, effective_from, version FROM policies
+                 WHERE insured_region = ANY($2) AND scheme = $3 AND visit_type = $4",
+            )
+            .bind(region.to_string())
+            .bind(vec![region.to_string(), region.province().to_string()])
+            .bind(scheme_name(*scheme))
+            .bind(visit_name(*visit)),
+            Versions::Catalogue(region) => sqlx::query_as::<_, (bool, Date, i64)>(
+                "SELECT treatment_region = $1, effective_from, version FROM catalogue_versions
+                 WHERE treatment_region = ANY($2)",
+            )
+            .bind(region.to_string())
+            .bind(vec![region.to_string(), region.province().to_string()]),
+        };
+        let candidates: Arc<[Candidate]> = query
+            .fetch_all(pool)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .map(|(own, effective_from, version)| Candidate {
+                own,
+                effective_from,
+                version,
+            })
+            .collect();
+        let mut map = self.versions.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 100_000 {
             map.retain(|_, (at, _)| at.elapsed() < IN_FORCE_TTL);
         }
-        map.insert(key, (Instant::now(), version));
+        map.insert(key, (Instant::now(), candidates.clone()));
+        Ok(in_force_on(&candidates, date))
     }
 }
 
@@ -93,28 +161,8 @@ pub async fn policy_in_force(
     visit: VisitType,
     date: Date,
 ) -> Result<Option<(i64, Arc<Policy>)>, Status> {
-    let key = InForce::Policy(insured_region, scheme, visit, date);
-    let version = match cache.in_force(&key) {
-        Some(version) => version,
-        None => {
-            let version: Option<i64> = sqlx::query_scalar(
-                "SELECT version FROM policies
-                 WHERE insured_region = ANY($1) AND scheme = $2 AND visit_type = $3 AND effective_from <= $4
-                 ORDER BY (insured_region = $5) DESC, effective_from DESC, version DESC LIMIT 1",
-            )
-            .bind(vec![insured_region.to_string(), insured_region.province().to_string()])
-            .bind(scheme_name(scheme))
-            .bind(visit_name(visit))
-            .bind(date)
-            .bind(insured_region.to_string())
-            .fetch_optional(pool)
-            .await
-            .map_err(db)?;
-            cache.remember_in_force(key, version);
-            version
-        }
-    };
-    let Some(version) = version else {
+    let key = Versions::Policy(insured_region, scheme, visit);
+    let Some(version) = cache.in_force(pool, key, date).await? else {
         return Ok(None);
     };
     if let Some(policy) = cache
@@ -147,26 +195,9 @@ pub async fn catalogue_in_force(
     treatment_region: Region,
     date: Date,
 ) -> Result<Option<i64>, Status> {
-    let key = InForce::Catalogue(treatment_region, date);
-    if let Some(version) = cache.in_force(&key) {
-        return Ok(version);
-    }
-    let version = sqlx::query_scalar(
-        "SELECT version FROM catalogue_versions
-         WHERE treatment_region = ANY($1) AND effective_from <= $2
-         ORDER BY (treatment_region = $3) DESC, effective_from DESC, version DESC LIMIT 1",
-    )
-    .bind(vec![
-        treatment_region.to_string(),
-        treatment_region.province().to_string(),
-    ])
-    .bind(date)
-    .bind(treatment_region.to_string())
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?;
-    cache.remember_in_force(key, version);
-    Ok(version)
+    cache
+        .in_force(pool, Versions::Catalogue(treatment_region), date)
+        .await
 }
 
 /// The items of `codes` in a catalogue version, from the cache or else one query.
@@ -606,4 +637,43 @@ fn decode_policy(body: &[u8]) -> Result<Policy_, Status> {
         tracing::error!(error = %e, "stored policy does not decode");
         Status::internal("stored policy does not decode")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::date;
+
+    use super::{Candidate, in_force_on};
+
+    fn candidate(own: bool, effective_from: time::Date, version: i64) -> Candidate {
+        Candidate {
+            own,
+            effective_from,
+            version,
+        }
+    }
+
+    #[test]
+    fn the_version_in_force_prefers_the_region_then_the_latest_date_then_the_latest_put() {
+        let versions = [
+            candidate(false, date!(2026 - 01 - 01), 1),
+            candidate(false, date!(2026 - 07 - 01), 2),
+            candidate(true, date!(2026 - 03 - 01), 3),
+            candidate(true, date!(2026 - 03 - 01), 4),
+            candidate(true, date!(2026 - 09 - 01), 5),
+        ];
+        let table = [
+            (date!(2025 - 12 - 31), None),
+            (date!(2026 - 01 - 01), Some(1)),
+            (date!(2026 - 02 - 28), Some(1)),
+            // The region's own version wins over a later one of its province.
+            (date!(2026 - 03 - 01), Some(4)),
+            (date!(2026 - 08 - 01), Some(4)),
+            (date!(2026 - 09 - 01), Some(5)),
+        ];
+        for (on, expected) in table {
+            assert_eq!(in_force_on(&versions, on), expected, "on {on}");
+        }
+        assert_eq!(in_force_on(&[], date!(2026 - 01 - 01)), None);
+    }
 }

@@ -276,6 +276,14 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = args();
+    // The services' warnings and errors (RUST_LOG, default warn) go to standard error.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let database_url = clearinghouse_testkit::recreate_database("clearinghouse_bench")
         .await
         .unwrap();
@@ -285,13 +293,11 @@ async fn main() {
         ..KafkaConfig::default()
     };
     let mut config = Config::ephemeral(&database_url, kafka, service_tls());
-    for db in [
-        &mut config.filing.database,
-        &mut config.settlement.database,
-        &mut config.fund_ledger.database,
-    ] {
-        db.max_connections = 48;
-    }
+    // The four pools together stay below PostgreSQL's default of 100 connections: a pool
+    // that cannot open a connection makes its callers wait until they time out.
+    config.settlement.database.max_connections = 40;
+    config.filing.database.max_connections = 12;
+    config.fund_ledger.database.max_connections = 16;
     let shutdown = CancellationToken::new();
     let stack = Stack::start(config, shutdown.clone()).await.unwrap();
 
