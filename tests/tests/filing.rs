@@ -362,6 +362,15 @@ async fn a_referral_files_itself_once_even_when_delivered_twice() {
         ReferralServiceClient::new(channel_as(&referral_host, SHANDONG).await.unwrap());
     add_person(&mut filings, "P-REF").await;
 
+    // Hold the referral relay back (its advisory lock) to read the event before it is sent
+    // and deleted from the outbox.
+    let referral_db = env.schema_pool("referral").await.unwrap();
+    let mut relay_lock = referral_db.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox_relay'))")
+        .execute(&mut *relay_lock)
+        .await
+        .unwrap();
+
     let issued = referrals
         .issue_referral(IssueReferralRequest {
             request_id: "ref-1".into(),
@@ -386,24 +395,33 @@ async fn a_referral_files_itself_once_even_when_delivered_twice() {
         "valid one year by default"
     );
 
-    // Deliver the same ReferralIssued event a second time, as a relay retry would.
-    let referral_db = env.schema_pool("referral").await.unwrap();
+    // Deliver the same ReferralIssued event a second time, as a relay retry would: once by
+    // the relay, once more by hand.
+    let (payload, key): (Vec<u8>, String) =
+        sqlx::query_as("SELECT payload, key FROM outbox WHERE event_type = 'ReferralIssued'")
+            .fetch_one(&referral_db)
+            .await
+            .unwrap();
+    sqlx::query("SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox_relay'))")
+        .execute(&mut *relay_lock)
+        .await
+        .unwrap();
+    drop(relay_lock);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (payload, key): (Vec<u8>, String) = loop {
-        let row: Option<(Vec<u8>, String)> =
-            sqlx::query_as("SELECT payload, key FROM outbox WHERE event_type = 'ReferralIssued' AND sent_at IS NOT NULL")
-                .fetch_optional(&referral_db)
-                .await
-                .unwrap();
-        if let Some(row) = row {
-            break row;
+    loop {
+        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&referral_db)
+            .await
+            .unwrap();
+        if unsent == 0 {
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "the referral event was never relayed"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     let producer = clearinghouse_events::kafka::producer(&env.kafka).unwrap();
     let topic = env.kafka.topic(clearinghouse_events::topics::REFERRAL);
     producer

@@ -1,11 +1,10 @@
-//! The outbox keeps what is unsent forever and what was sent only for its retention.
+//! The outbox keeps a row until the broker acknowledged it; applied event ids are kept for
+//! their retention.
 
 #![allow(
     clippy::unwrap_used,
     reason = "a test fails loudly on the first surprise"
 )]
-
-use std::time::Duration;
 
 use clearinghouse_events::{
     kafka,
@@ -14,12 +13,14 @@ use clearinghouse_events::{
 use clearinghouse_platform::config::{DatabaseConfig, Secret};
 use clearinghouse_tests::TestEnv;
 
+/// The relay deletes exactly the rows the broker acknowledged; a row committed later stays
+/// for the next round.
 #[tokio::test]
-async fn pruning_removes_only_sent_rows_past_retention() {
+async fn the_relay_deletes_what_the_broker_acknowledged() {
     let env = TestEnv::new().await.unwrap();
     let config = DatabaseConfig {
         url: Secret::new(&env.database_url),
-        schema: "prune_test".into(),
+        schema: "relay_test".into(),
         max_connections: 2,
     };
     let pool = clearinghouse_platform::db::connect_and_migrate(
@@ -28,37 +29,40 @@ async fn pruning_removes_only_sent_rows_past_retention() {
     )
     .await
     .unwrap();
-    for (key, sent) in [
-        ("old-sent", Some("4 days")),
-        ("new-sent", Some("1 hour")),
-        ("old-unsent", None),
-    ] {
+    let topic = env.kafka.topic("relay-test");
+    let insert = |key: &'static str| {
         sqlx::query(
-            "INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at, sent_at)
-             VALUES (gen_random_uuid(), 't', $1, 'X', '\\x00', now() - interval '10 days', now() - $2::interval)",
+            "INSERT INTO outbox (event_id, topic, key, event_type, payload)
+             VALUES (gen_random_uuid(), $1, $2, 'X', '\\x00')",
         )
+        .bind(topic.clone())
         .bind(key)
-        .bind(sent)
-        .execute(&pool)
-        .await
-        .unwrap();
+    };
+    for key in ["a", "b", "c"] {
+        insert(key).execute(&pool).await.unwrap();
     }
     let relay = Relay::new(
         pool.clone(),
         kafka::producer(&env.kafka).unwrap(),
         RelayMetrics::default(),
-    )
-    .with_retention(Duration::from_secs(3 * 86_400));
-    assert_eq!(relay.prune().await.unwrap(), 1);
-    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM outbox ORDER BY key")
+    );
+    assert_eq!(relay.relay_once().await.unwrap(), 3);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "acknowledged rows are deleted");
+    insert("d").execute(&pool).await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM outbox")
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(left, vec!["new-sent", "old-unsent"]);
+    assert_eq!(left, vec!["d"], "a new row waits for the next round");
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
     assert_eq!(
-        relay.prune().await.unwrap(),
+        relay.relay_once().await.unwrap(),
         0,
-        "pruning again finds nothing"
+        "nothing is sent twice"
     );
 }
 

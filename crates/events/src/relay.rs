@@ -1,5 +1,7 @@
-//! The outbox relay: publishes unsent outbox rows in order and marks them sent only after
-//! the broker acknowledged them.
+//! The outbox relay: publishes outbox rows in order and deletes them only after the broker
+//! acknowledged them. From then on the topic is the record of what was sent (and where an
+//! operator replays from); the outbox holds only what is still to send. Deleting costs a
+//! fraction of marking a row sent, which rewrote the row and its indexes with the payload.
 //!
 //! One relay instance per schema is active at a time (a transaction-scoped advisory lock),
 //! and the rows it sends stay locked until its transaction commits, so two instances never
@@ -61,8 +63,6 @@ pub struct Relay {
     batch_size: i64,
     idle_wait: Duration,
     metrics: RelayMetrics,
-    /// How long sent rows are kept (for audit and replay by hand) before they are pruned.
-    retention: Duration,
 }
 
 impl Relay {
@@ -73,35 +73,10 @@ impl Relay {
             batch_size: 500,
             idle_wait: Duration::from_millis(20),
             metrics,
-            retention: Duration::from_secs(3 * 86_400),
         }
     }
 
     /// Keeps sent rows this long (3 days unless told otherwise).
-    pub fn with_retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
-        self
-    }
-
-    /// Deletes sent rows older than the retention, a bounded chunk at a time so the table is
-    /// never locked for long; returns how many were deleted. Unsent rows are never touched.
-    pub async fn prune(&self) -> sqlx::Result<u64> {
-        crate::delete_in_chunks(|| async {
-            Ok(sqlx::query(
-                "DELETE FROM outbox WHERE id IN (
-                     SELECT id FROM outbox
-                     WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1)
-                     ORDER BY id LIMIT $2)",
-            )
-            .bind(self.retention.as_secs_f64())
-            .bind(crate::PRUNE_CHUNK)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-        })
-        .await
-    }
-
     /// Runs until `shutdown`; a failed round is retried after a pause, never skipped.
     pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
@@ -110,16 +85,7 @@ impl Relay {
             // eight times the idle wait), a busy one at once.
             let mut empty = 0u32;
             let mut last_gauge = std::time::Instant::now() - Duration::from_secs(10);
-            let mut last_prune = std::time::Instant::now();
             while !shutdown.is_cancelled() {
-                if last_prune.elapsed() >= Duration::from_secs(60) {
-                    last_prune = std::time::Instant::now();
-                    match self.prune().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(rows = n, "pruned sent outbox rows past retention"),
-                        Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
-                    }
-                }
                 if last_gauge.elapsed() >= Duration::from_secs(1) {
                     last_gauge = std::time::Instant::now();
                     if let Err(e) = self.update_gauges().await {
@@ -224,11 +190,11 @@ impl Relay {
                 span,
             ));
         }
-        // Every record of the batch must be acknowledged before any row is marked sent.
+        // Every record of the batch must be acknowledged before any row is deleted.
         for result in join_all(sends).await {
             result?;
         }
-        sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
             .bind(&ids)
             .execute(&mut *tx)
             .await?;

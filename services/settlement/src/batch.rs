@@ -1,12 +1,13 @@
 //! Settling concurrent claims in shared transactions.
 //!
-//! Claims that arrive together are written by one transaction: one statement takes the
-//! persons' locks (personal-account rows, in key order, so batches cannot deadlock), two
-//! read the year's accumulators, the rules run claim by claim in memory (claims of one
-//! person in arrival order, each seeing the ones before), and five statements write the
-//! claims, their events and the accumulated changes. Statements and the commit are paid
-//! per batch, not per claim. A batch that fails for any reason is retried claim by claim,
-//! each in its own transaction, so one bad claim never fails another.
+//! Claims that arrive together are written by one transaction of two statements. The
+//! first takes the persons' locks (personal-account rows, then person-years, then
+//! diseases, each in key order, so batches cannot deadlock), reads the accumulators they
+//! guard and finds claim ids already taken; the rules then run claim by claim in memory
+//! (claims of one person in arrival order, each seeing the ones before); the second writes
+//! the claims, their events and the accumulated changes. Round trips and the commit are
+//! paid per batch, not per claim. A batch that fails for any reason is retried claim by
+//! claim, each in its own transaction, so one bad claim never fails another.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -102,6 +103,13 @@ fn disease_key(p: &Pending) -> Option<DiseaseKey> {
     disease_of(&p.parsed).map(|d| (region, person, year, d.to_string()))
 }
 
+/// Distinct keys, sorted: the order locks are taken in.
+fn in_key_order<K: Ord>(keys: impl Iterator<Item = K>) -> Vec<K> {
+    keys.collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 async fn write_batch(pool: &PgPool, topic: &str, batch: Vec<(Pending, Reply)>) {
     // The same claim id twice in one batch: the later ones wait for the first and replay.
     let mut seen = HashSet::new();
@@ -150,121 +158,106 @@ async fn settle_in(
     topic: &str,
     batch: &[(Pending, Reply)],
 ) -> Result<Vec<Result<SettlementResult, Status>>, sqlx::Error> {
-    // Locks: every person of the batch, in key order.
-    let persons: Vec<PersonKey> = batch
-        .iter()
-        .map(|(p, _)| person_of(p))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // One statement takes the locks (every person of the batch, then every person-year,
+    // then every disease, each in key order), reads what they guard and finds the claim
+    // ids already taken.
+    let persons = in_key_order(batch.iter().map(|(p, _)| person_of(p)));
+    let years = in_key_order(batch.iter().map(|(p, _)| year_of(p)));
+    let diseases = in_key_order(batch.iter().filter_map(|(p, _)| disease_key(p)));
     let rows = sqlx::query(
-        "INSERT INTO personal_accounts (insured_region, person_id)
-         SELECT r, p FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(r, p, n) ORDER BY n
-         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
-         RETURNING insured_region, person_id, balance",
+        "WITH persons AS (
+             INSERT INTO personal_accounts (insured_region, person_id)
+             SELECT r, p FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(r, p, n) ORDER BY n
+             ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
+             RETURNING insured_region, person_id, balance),
+         years AS (
+             INSERT INTO accumulators (insured_region, person_id, year)
+             SELECT r, p, y FROM UNNEST($3::text[], $4::text[], $5::int[]) WITH ORDINALITY AS u(r, p, y, n) ORDER BY n
+             ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
+             RETURNING insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
+                       serious_illness_base, serious_illness_paid, assistance_paid),
+         diseases AS (
+             INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code)
+             SELECT r, p, y, d FROM UNNEST($6::text[], $7::text[], $8::int[], $9::text[]) WITH ORDINALITY AS u(r, p, y, d, n)
+             ORDER BY n
+             ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
+             RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid),
+         taken AS (
+             SELECT c.treatment_region, c.claim_id FROM claims c
+             JOIN UNNEST($10::text[], $11::text[]) AS u(r, i) ON c.treatment_region = u.r AND c.claim_id = u.i)
+         SELECT 'P' AS kind, insured_region AS a, person_id AS b, NULL::int AS year, NULL::text AS disease,
+                balance AS n1, NULL::int AS admissions, NULL::numeric AS n2, NULL::numeric AS n3,
+                NULL::numeric AS n4, NULL::numeric AS n5
+         FROM persons
+         UNION ALL
+         SELECT 'Y', insured_region, person_id, year, NULL, inpatient_fund_paid, inpatient_admissions,
+                serious_illness_base, serious_illness_paid, assistance_paid, NULL
+         FROM years
+         UNION ALL
+         SELECT 'D', insured_region, person_id, year, disease_code, deductible_met, NULL, fund_paid, NULL, NULL, NULL
+         FROM diseases
+         UNION ALL
+         SELECT 'T', treatment_region, claim_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         FROM taken",
     )
     .bind(persons.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
     .bind(persons.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut balances: HashMap<PersonKey, Decimal> = HashMap::new();
-    for row in rows {
-        balances.insert(
-            (row.try_get("insured_region")?, row.try_get("person_id")?),
-            row.try_get("balance")?,
-        );
-    }
-
-    let years: Vec<YearKey> = batch
-        .iter()
-        .map(|(p, _)| year_of(p))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let rows = sqlx::query(
-        "INSERT INTO accumulators (insured_region, person_id, year)
-         SELECT r, p, y FROM UNNEST($1::text[], $2::text[], $3::int[]) WITH ORDINALITY AS u(r, p, y, n) ORDER BY n
-         ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
-         RETURNING insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
-                   serious_illness_base, serious_illness_paid, assistance_paid",
-    )
     .bind(years.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
     .bind(years.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
     .bind(years.iter().map(|k| k.2).collect::<Vec<_>>())
+    .bind(diseases.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+    .bind(diseases.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+    .bind(diseases.iter().map(|k| k.2).collect::<Vec<_>>())
+    .bind(diseases.iter().map(|k| k.3.as_str()).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|(p, _)| p.parsed.treatment_region.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|(p, _)| p.parsed.claim_id.as_str())
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(&mut *tx)
     .await?;
+    let mut balances: HashMap<PersonKey, Decimal> = HashMap::new();
     let mut year_state: HashMap<YearKey, YearToDate> = HashMap::new();
-    for row in rows {
-        year_state.insert(
-            (
-                row.try_get("insured_region")?,
-                row.try_get("person_id")?,
-                row.try_get("year")?,
-            ),
-            YearToDate {
-                inpatient_admissions: row.try_get("inpatient_admissions")?,
-                inpatient_fund_paid: row.try_get("inpatient_fund_paid")?,
-                serious_illness_base: row.try_get("serious_illness_base")?,
-                serious_illness_paid: row.try_get("serious_illness_paid")?,
-                assistance_paid: row.try_get("assistance_paid")?,
-                ..YearToDate::default()
-            },
-        );
-    }
-
-    let diseases: Vec<DiseaseKey> = batch
-        .iter()
-        .filter_map(|(p, _)| disease_key(p))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let mut disease_state: HashMap<DiseaseKey, (Decimal, Decimal)> = HashMap::new();
-    if !diseases.is_empty() {
-        let rows = sqlx::query(
-            "INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code)
-             SELECT r, p, y, d FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[]) WITH ORDINALITY AS u(r, p, y, d, n)
-             ORDER BY n
-             ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
-             RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid",
-        )
-        .bind(diseases.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
-        .bind(diseases.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-        .bind(diseases.iter().map(|k| k.2).collect::<Vec<_>>())
-        .bind(diseases.iter().map(|k| k.3.as_str()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in rows {
-            disease_state.insert(
-                (
-                    row.try_get("insured_region")?,
-                    row.try_get("person_id")?,
-                    row.try_get("year")?,
-                    row.try_get("disease_code")?,
-                ),
-                (row.try_get("deductible_met")?, row.try_get("fund_paid")?),
-            );
+    let mut taken: HashSet<(String, String)> = HashSet::new();
+    for row in rows {
+        let kind: String = row.try_get("kind")?;
+        let (a, b): (String, String) = (row.try_get("a")?, row.try_get("b")?);
+        match kind.as_str() {
+            "P" => {
+                balances.insert((a, b), row.try_get("n1")?);
+            }
+            "Y" => {
+                year_state.insert(
+                    (a, b, row.try_get("year")?),
+                    YearToDate {
+                        inpatient_admissions: row.try_get("admissions")?,
+                        inpatient_fund_paid: row.try_get("n1")?,
+                        serious_illness_base: row.try_get("n2")?,
+                        serious_illness_paid: row.try_get("n3")?,
+                        assistance_paid: row.try_get("n4")?,
+                        ..YearToDate::default()
+                    },
+                );
+            }
+            "D" => {
+                disease_state.insert(
+                    (a, b, row.try_get("year")?, row.try_get("disease")?),
+                    (row.try_get("n1")?, row.try_get("n2")?),
+                );
+            }
+            _ => {
+                taken.insert((a, b));
+            }
         }
     }
-
-    // Claim ids already taken answer as repeats.
-    let regions: Vec<String> = batch
-        .iter()
-        .map(|(p, _)| p.parsed.treatment_region.to_string())
-        .collect();
-    let ids: Vec<&str> = batch
-        .iter()
-        .map(|(p, _)| p.parsed.claim_id.as_str())
-        .collect();
-    let taken: HashSet<(String, String)> = sqlx::query_as(
-        "SELECT c.treatment_region, c.claim_id FROM claims c
-         JOIN UNNEST($1::text[], $2::text[]) AS u(r, i) ON c.treatment_region = u.r AND c.claim_id = u.i",
-    )
-    .bind(&regions)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
 
     let mut answers = Vec::with_capacity(batch.len());
     let mut writes = Writes::default();
@@ -405,21 +398,49 @@ impl Writes {
         self.outbox.push(event);
     }
 
+    /// Writes the claims, their events and the accumulated changes in one statement.
     async fn execute(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         if self.claims.is_empty() {
             return Ok(());
         }
         let c = &self.claims;
+        let o = &self.outbox;
+        let y: Vec<(&YearKey, &AccumulatorDelta)> = self.years.iter().collect();
+        let d: Vec<(&DiseaseKey, &(Decimal, Decimal))> = self.diseases.iter().collect();
+        let a: Vec<(&PersonKey, &Decimal)> = self.accounts.iter().collect();
         sqlx::query(
-            "INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
-                                 settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
-                                 disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
-                                 assistance_paid, personal_account_debit)
-             SELECT tr, ci, ir, pi, y, rq, rs, 'SETTLED', e, ad, fp, dc, dm, df, sb, sp, ap, pd
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[], $8::uuid[],
-                         $9::int[], $10::numeric[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
-                         $15::numeric[], $16::numeric[], $17::numeric[])
-                  AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd)",
+            "WITH claims_written AS (
+                 INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
+                                     settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
+                                     disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
+                                     assistance_paid, personal_account_debit)
+                 SELECT tr, ci, ir, pi, y, rq, rs, 'SETTLED', e, ad, fp, dc, dm, df, sb, sp, ap, pd
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[], $8::uuid[],
+                             $9::int[], $10::numeric[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
+                             $15::numeric[], $16::numeric[], $17::numeric[])
+                      AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd)),
+             events_written AS (
+                 INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
+                 SELECT e, t, k, ty, p, tp
+                 FROM UNNEST($18::uuid[], $19::text[], $20::text[], $21::text[], $22::bytea[], $23::text[])
+                      WITH ORDINALITY AS u(e, t, k, ty, p, tp, n) ORDER BY n),
+             years_written AS (
+                 UPDATE accumulators a SET inpatient_admissions = a.inpatient_admissions + u.ad,
+                        inpatient_fund_paid = a.inpatient_fund_paid + u.fp, serious_illness_base = a.serious_illness_base + u.sb,
+                        serious_illness_paid = a.serious_illness_paid + u.sp, assistance_paid = a.assistance_paid + u.ap
+                 FROM UNNEST($24::text[], $25::text[], $26::int[], $27::int[], $28::numeric[], $29::numeric[], $30::numeric[],
+                             $31::numeric[]) AS u(r, p, y, ad, fp, sb, sp, ap)
+                 WHERE a.insured_region = u.r AND a.person_id = u.p AND a.year = u.y),
+             diseases_written AS (
+                 UPDATE disease_accumulators a SET deductible_met = a.deductible_met + u.dm, fund_paid = a.fund_paid + u.df
+                 FROM UNNEST($32::text[], $33::text[], $34::int[], $35::text[], $36::numeric[], $37::numeric[])
+                      AS u(r, p, y, c, dm, df)
+                 WHERE a.insured_region = u.r AND a.person_id = u.p AND a.year = u.y AND a.disease_code = u.c),
+             accounts_written AS (
+                 UPDATE personal_accounts a SET balance = a.balance - u.debit
+                 FROM UNNEST($38::text[], $39::text[], $40::numeric[]) AS u(r, p, debit)
+                 WHERE a.insured_region = u.r AND a.person_id = u.p)
+             SELECT 1",
         )
         .bind(c.iter().map(|r| r.treatment_region.as_str()).collect::<Vec<_>>())
         .bind(c.iter().map(|r| r.claim_id.as_str()).collect::<Vec<_>>())
@@ -438,15 +459,6 @@ impl Writes {
         .bind(c.iter().map(|r| r.delta.serious_illness_paid).collect::<Vec<_>>())
         .bind(c.iter().map(|r| r.delta.assistance_paid).collect::<Vec<_>>())
         .bind(c.iter().map(|r| r.delta.personal_account_debit).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        let o = &self.outbox;
-        sqlx::query(
-            "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
-             SELECT e, t, k, ty, p, tp
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
-                  WITH ORDINALITY AS u(e, t, k, ty, p, tp, n) ORDER BY n",
-        )
         .bind(o.iter().map(|r| r.event_id).collect::<Vec<_>>())
         .bind(o.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
         .bind(o.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
@@ -457,17 +469,6 @@ impl Writes {
                 .map(|r| r.traceparent.as_deref())
                 .collect::<Vec<_>>(),
         )
-        .execute(&mut *tx)
-        .await?;
-        let y: Vec<(&YearKey, &AccumulatorDelta)> = self.years.iter().collect();
-        sqlx::query(
-            "UPDATE accumulators a SET inpatient_admissions = a.inpatient_admissions + u.ad,
-                    inpatient_fund_paid = a.inpatient_fund_paid + u.fp, serious_illness_base = a.serious_illness_base + u.sb,
-                    serious_illness_paid = a.serious_illness_paid + u.sp, assistance_paid = a.assistance_paid + u.ap
-             FROM UNNEST($1::text[], $2::text[], $3::int[], $4::int[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[])
-                  AS u(r, p, y, ad, fp, sb, sp, ap)
-             WHERE a.insured_region = u.r AND a.person_id = u.p AND a.year = u.y",
-        )
         .bind(y.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
         .bind(y.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
         .bind(y.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
@@ -476,37 +477,17 @@ impl Writes {
         .bind(y.iter().map(|(_, d)| d.serious_illness_base).collect::<Vec<_>>())
         .bind(y.iter().map(|(_, d)| d.serious_illness_paid).collect::<Vec<_>>())
         .bind(y.iter().map(|(_, d)| d.assistance_paid).collect::<Vec<_>>())
+        .bind(d.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+        .bind(d.iter().map(|(k, _)| k.3.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
+        .bind(d.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
+        .bind(a.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+        .bind(a.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        if !self.diseases.is_empty() {
-            let d: Vec<(&DiseaseKey, &(Decimal, Decimal))> = self.diseases.iter().collect();
-            sqlx::query(
-                "UPDATE disease_accumulators a SET deductible_met = a.deductible_met + u.dm, fund_paid = a.fund_paid + u.df
-                 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::numeric[], $6::numeric[]) AS u(r, p, y, c, dm, df)
-                 WHERE a.insured_region = u.r AND a.person_id = u.p AND a.year = u.y AND a.disease_code = u.c",
-            )
-            .bind(d.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
-            .bind(d.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
-            .bind(d.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
-            .bind(d.iter().map(|(k, _)| k.3.as_str()).collect::<Vec<_>>())
-            .bind(d.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
-            .bind(d.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !self.accounts.is_empty() {
-            let a: Vec<(&PersonKey, &Decimal)> = self.accounts.iter().collect();
-            sqlx::query(
-                "UPDATE personal_accounts a SET balance = a.balance - u.debit
-                 FROM UNNEST($1::text[], $2::text[], $3::numeric[]) AS u(r, p, debit)
-                 WHERE a.insured_region = u.r AND a.person_id = u.p",
-            )
-            .bind(a.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
-            .bind(a.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
-            .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
         Ok(())
     }
 }

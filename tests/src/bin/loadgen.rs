@@ -61,6 +61,7 @@ const DISEASES: [&str; 5] = [
 struct Args {
     rate: u64,
     seconds: u64,
+    warmup: u64,
     persons: usize,
     concurrency: usize,
 }
@@ -69,6 +70,7 @@ fn args() -> Args {
     let mut a = Args {
         rate: 2000,
         seconds: 30,
+        warmup: 5,
         persons: 6200,
         concurrency: 64,
     };
@@ -82,10 +84,11 @@ fn args() -> Args {
         match flag.as_str() {
             "--rate" => a.rate = value(),
             "--seconds" => a.seconds = value(),
+            "--warmup" => a.warmup = value(),
             "--persons" => a.persons = value() as usize,
             "--concurrency" => a.concurrency = value() as usize,
             other => panic!(
-                "unknown flag {other}: --rate N (0 = as fast as possible), --seconds N, --persons N, --concurrency N"
+                "unknown flag {other}: --rate N (0 = as fast as possible), --seconds N, --warmup N, --persons N, --concurrency N"
             ),
         }
     }
@@ -335,10 +338,13 @@ async fn main() {
             .collect(),
     );
     // Claims are prepared beforehand so that generating them costs nothing during the run.
+    // The warm-up runs first at the same load; its claims are settled and checked in the
+    // ledger like the others but left out of the figures (caches fill, pools open).
+    let seconds = args.warmup + args.seconds;
     let total = if args.rate == 0 {
         400_000
     } else {
-        args.rate * args.seconds
+        args.rate * seconds
     };
     let claims: Vec<Claim> = (0..total)
         .map(|n| {
@@ -352,7 +358,7 @@ async fn main() {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         args.concurrency.max(1) * if args.rate == 0 { 1 } else { 64 },
     ));
-    let deadline = Duration::from_secs(args.seconds);
+    let deadline = Duration::from_secs(seconds);
     let run_started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -377,7 +383,15 @@ async fn main() {
                             claim: Some(claim.clone()),
                         })
                         .await;
-                    record(result.map(|_| ()), sent.elapsed(), &latencies, &errors).await;
+                    let started = sent - run_started;
+                    record(
+                        result.map(|_| ()),
+                        started,
+                        sent.elapsed(),
+                        &latencies,
+                        &errors,
+                    )
+                    .await;
                 }
             }));
         }
@@ -410,29 +424,46 @@ async fn main() {
                         claim: Some(claim.clone()),
                     })
                     .await;
-                record(result.map(|_| ()), scheduled.elapsed(), &latencies, &errors).await;
+                let started = scheduled - run_started;
+                record(
+                    result.map(|_| ()),
+                    started,
+                    scheduled.elapsed(),
+                    &latencies,
+                    &errors,
+                )
+                .await;
                 drop(permit);
             }));
         }
     }
     futures::future::join_all(tasks).await;
     let elapsed = run_started.elapsed();
-    let mut latencies = std::mem::take(&mut *latencies.lock().await);
+    let samples = std::mem::take(&mut *latencies.lock().await);
+    let settled_in_all = samples.len() as u64;
+    let warmup = Duration::from_secs(args.warmup);
+    let measured = elapsed.saturating_sub(warmup);
+    let mut latencies: Vec<u64> = samples
+        .iter()
+        .filter(|(started, _)| *started >= warmup)
+        .map(|(_, latency)| *latency)
+        .collect();
     latencies.sort_unstable();
     let ok = latencies.len() as u64;
     let errors = errors.lock().await.clone();
     println!(
-        "\nSettle, {} mode, {:.1?}:",
+        "\nSettle, {} mode, {:.1?} after {}s of warm-up:",
         if args.rate == 0 {
             format!("closed-loop x{}", args.concurrency)
         } else {
             format!("open-loop at {}/s", args.rate)
         },
-        elapsed
+        measured,
+        args.warmup
     );
     println!(
         "  settled     {ok} ({:.0}/s)",
-        ok as f64 / elapsed.as_secs_f64()
+        ok as f64 / measured.as_secs_f64()
     );
     println!(
         "  latency ms  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}",
@@ -441,6 +472,29 @@ async fn main() {
         percentile(&latencies, 0.999),
         percentile(&latencies, 1.0)
     );
+    // The run in 5-second windows by start time (warm-up included), to show stalls.
+    let mut windows: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (started, latency) in &samples {
+        windows
+            .entry(started.as_secs() / 5 * 5)
+            .or_default()
+            .push(*latency);
+    }
+    for (from, mut window) in windows {
+        window.sort_unstable();
+        println!(
+            "    {from:>3}-{:<3}s {:>6} settled  p50 {:>7.1}  p99 {:>7.1}{}",
+            from + 5,
+            window.len(),
+            percentile(&window, 0.50),
+            percentile(&window, 0.99),
+            if from < args.warmup {
+                "  (warm-up)"
+            } else {
+                ""
+            }
+        );
+    }
     println!(
         "  errors      {}",
         if errors.is_empty() {
@@ -459,20 +513,22 @@ async fn main() {
             .await
             .unwrap()
             .into_inner();
-        if balances.entry_count as u64 >= ok || waited.elapsed() > Duration::from_secs(300) {
+        if balances.entry_count as u64 >= settled_in_all
+            || waited.elapsed() > Duration::from_secs(300)
+        {
             break balances;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     println!(
-        "  ledger      {} entries for {ok} settled claims ({:.1?} after the run), balances sum to {}",
+        "  ledger      {} entries for {settled_in_all} settled claims, warm-up included ({:.1?} after the run), balances sum to {}",
         entries.entry_count,
         waited.elapsed(),
         entries.total
     );
     shutdown.cancel();
     stack.wait().await.unwrap();
-    if entries.entry_count as u64 != ok || entries.total != "0.00" {
+    if entries.entry_count as u64 != settled_in_all || entries.total != "0.00" {
         eprintln!("the ledger does not match the settled claims");
         std::process::exit(1);
     }
@@ -480,12 +536,16 @@ async fn main() {
 
 async fn record(
     result: Result<(), tonic::Status>,
+    started: Duration,
     latency: Duration,
-    latencies: &Mutex<Vec<u64>>,
+    latencies: &Mutex<Vec<(Duration, u64)>>,
     errors: &Mutex<BTreeMap<String, u64>>,
 ) {
     match result {
-        Ok(()) => latencies.lock().await.push(latency.as_micros() as u64),
+        Ok(()) => latencies
+            .lock()
+            .await
+            .push((started, latency.as_micros() as u64)),
         Err(status) => {
             let mut errors = errors.lock().await;
             let code = format!("{:?}", status.code());
