@@ -52,6 +52,14 @@ async fn reserve_lows(env: &TestEnv) -> i64 {
 async fn claims_clear_between_provinces_to_the_fen() {
     let world = World::start(false, &[]).await;
     let mut ledger = world.ledger.clone();
+    // The ledger's relay is held back (its advisory lock) so that the ledger's own events
+    // stay in its outbox, where `reserve_lows` counts them; nothing here consumes them.
+    let ledger_db = world.env.schema_pool("ledger").await.unwrap();
+    let mut _relay_held = ledger_db.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox_relay'))")
+        .execute(&mut *_relay_held)
+        .await
+        .unwrap();
     for (i, insured) in INSURED.iter().enumerate() {
         world
             .reference_as(insured)
