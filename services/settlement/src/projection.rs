@@ -100,8 +100,6 @@ pub struct Known {
     pub covering: Vec<Category>,
 }
 
-/// The person and the categories of the filings covering the treatment on the date, in
-/// one statement.
 /// What one claim asks of the projection.
 #[derive(Debug, Clone)]
 pub struct LookupKey {
