@@ -13,22 +13,24 @@ use clearinghouse_events::{
 use clearinghouse_platform::config::{DatabaseConfig, Secret};
 use clearinghouse_tests::TestEnv;
 
+/// A schema holding only the outbox and consumer tables, migrated.
+async fn events_schema(env: &TestEnv, schema: &str) -> sqlx::PgPool {
+    let config = DatabaseConfig {
+        url: Secret::new(&env.database_url),
+        schema: schema.into(),
+        max_connections: 2,
+    };
+    clearinghouse_platform::db::connect_and_migrate(&config, &[&clearinghouse_events::migrator()])
+        .await
+        .unwrap()
+}
+
 /// The relay deletes exactly the rows the broker acknowledged; a row committed later stays
 /// for the next round.
 #[tokio::test]
 async fn the_relay_deletes_what_the_broker_acknowledged() {
     let env = TestEnv::new().await.unwrap();
-    let config = DatabaseConfig {
-        url: Secret::new(&env.database_url),
-        schema: "relay_test".into(),
-        max_connections: 2,
-    };
-    let pool = clearinghouse_platform::db::connect_and_migrate(
-        &config,
-        &[&clearinghouse_events::migrator()],
-    )
-    .await
-    .unwrap();
+    let pool = events_schema(&env, "relay_test").await;
     let topic = env.kafka.topic("relay-test");
     let insert = |key: &'static str| {
         sqlx::query(
@@ -70,17 +72,7 @@ async fn the_relay_deletes_what_the_broker_acknowledged() {
 #[tokio::test]
 async fn applied_event_ids_are_forgotten_after_retention() {
     let env = TestEnv::new().await.unwrap();
-    let config = DatabaseConfig {
-        url: Secret::new(&env.database_url),
-        schema: "dedupe_prune_test".into(),
-        max_connections: 2,
-    };
-    let pool = clearinghouse_platform::db::connect_and_migrate(
-        &config,
-        &[&clearinghouse_events::migrator()],
-    )
-    .await
-    .unwrap();
+    let pool = events_schema(&env, "dedupe_prune_test").await;
     for (group, age) in [("a", "40 days"), ("a", "1 day"), ("b", "40 days")] {
         sqlx::query(
             "INSERT INTO processed_events (consumer_group, event_id, processed_at)

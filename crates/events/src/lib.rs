@@ -28,26 +28,6 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
-/// Rows one pruning statement deletes at most, so that no table is locked for long.
-pub(crate) const PRUNE_CHUNK: i64 = 5000;
-
-/// Runs `delete_chunk` (deleting at most [`PRUNE_CHUNK`] rows, returning how many) until a
-/// round deletes fewer; returns the total.
-pub(crate) async fn delete_in_chunks<F, Fut>(mut delete_chunk: F) -> sqlx::Result<u64>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = sqlx::Result<u64>>,
-{
-    let mut deleted = 0;
-    loop {
-        let n = delete_chunk().await?;
-        deleted += n;
-        if n < PRUNE_CHUNK as u64 {
-            return Ok(deleted);
-        }
-    }
-}
-
 /// The event type name of a body, as carried in the `event_type` header.
 pub fn event_type(body: &Body) -> &'static str {
     match body {

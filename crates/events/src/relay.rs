@@ -76,7 +76,6 @@ impl Relay {
         }
     }
 
-    /// Keeps sent rows this long (3 days unless told otherwise).
     /// Runs until `shutdown`; a failed round is retried after a pause, never skipped.
     pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
