@@ -62,6 +62,9 @@ impl AuditSink {
 }
 
 const BATCH: usize = 500;
+/// How long the writer waits for more entries before writing a batch that is not full:
+/// under load a batch per call would cost a commit per call.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// Creates the sink and spawns its writer, which stops once every sink is dropped or
 /// `stop` is cancelled, writing what is queued first.
@@ -82,6 +85,16 @@ pub fn spawn_writer(
                     false
                 }
             };
+            if open {
+                let until = tokio::time::Instant::now() + LINGER;
+                while batch.len() < BATCH {
+                    let room = BATCH - batch.len();
+                    let more = tokio::time::timeout_at(until, rx.recv_many(&mut batch, room));
+                    if !matches!(more.await, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            }
             if !batch.is_empty() {
                 write(&pool, &batch).await;
                 batch.clear();

@@ -26,8 +26,7 @@ pub async fn connect_and_migrate(
         "database schema name {:?} must be lower-case letters, digits and underscores",
         config.schema
     );
-    let options: PgConnectOptions = config.url.expose().parse()?;
-    let options = options.options([("search_path", config.schema.as_str())]);
+    let options = connect_options(config)?;
     let bootstrap = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options.clone())
@@ -40,8 +39,40 @@ pub async fn connect_and_migrate(
         )))
         .await?;
     bootstrap.close().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(config.max_connections)
+    let pool = pool_options(config.max_connections)
+        .connect_with(options)
+        .await?;
+    for migrator in migrators {
+        migrator.run(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// A second pool on the service's schema whose connections plan each prepared statement
+/// once, for a hot path's batched statements.
+///
+/// With PostgreSQL's default (`plan_cache_mode = auto`) a statement whose parameters are
+/// arrays (the `UNNEST` batches) is planned again on every run: a custom plan knows the
+/// arrays' lengths and so always looks cheaper than the generic one. For the settlement
+/// batch that planning cost as much CPU as running it. Only statements whose generic plan
+/// is right whatever the data (key lookups, inserts) belong on this pool; the schema must
+/// already be migrated.
+pub async fn connect_with_generic_plans(
+    config: &DatabaseConfig,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    let options = connect_options(config)?.options([("plan_cache_mode", "force_generic_plan")]);
+    Ok(pool_options(max_connections).connect_with(options).await?)
+}
+
+fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
+    let options: PgConnectOptions = config.url.expose().parse()?;
+    Ok(options.options([("search_path", config.schema.as_str())]))
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         // sqlx pings every connection it hands out by default: a round trip before every
         // statement run on the pool. Only a connection idle for a while is checked.
@@ -54,12 +85,6 @@ pub async fn connect_and_migrate(
                 Ok(true)
             })
         })
-        .connect_with(options)
-        .await?;
-    for migrator in migrators {
-        migrator.run(&pool).await?;
-    }
-    Ok(pool)
 }
 
 /// Publishes the pool's connections and the process's CPU time, resident memory and start

@@ -183,8 +183,9 @@ async fn settle_in(
              ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
              RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid),
          taken AS (
-             SELECT c.treatment_region, c.claim_id FROM claims c
-             JOIN UNNEST($10::text[], $11::text[]) AS u(r, i) ON c.treatment_region = u.r AND c.claim_id = u.i)
+             SELECT c.treatment_region, c.claim_id FROM UNNEST($10::text[], $11::text[]) AS u(r, i)
+             CROSS JOIN LATERAL (SELECT treatment_region, claim_id FROM claims
+                                 WHERE treatment_region = u.r AND claim_id = u.i LIMIT 1) c)
          SELECT 'P' AS kind, insured_region AS a, person_id AS b, NULL::int AS year, NULL::text AS disease,
                 balance AS n1, NULL::int AS admissions, NULL::numeric AS n2, NULL::numeric AS n3,
                 NULL::numeric AS n4, NULL::numeric AS n5
@@ -399,6 +400,12 @@ impl Writes {
     }
 
     /// Writes the claims, their events and the accumulated changes in one statement.
+    ///
+    /// The rows it changes exist and are locked (the batch's first statement made sure),
+    /// yet the changes are upserts: `ON CONFLICT` finds each row through its primary key
+    /// whatever the plan, where an `UPDATE … FROM UNNEST` planned once (the hot pool keeps
+    /// generic plans) could join by scanning the whole table. Were a row missing, the
+    /// upsert would still be right: zero plus the change.
     async fn execute(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         if self.claims.is_empty() {
             return Ok(());
@@ -425,21 +432,25 @@ impl Writes {
                  FROM UNNEST($18::uuid[], $19::text[], $20::text[], $21::text[], $22::bytea[], $23::text[])
                       WITH ORDINALITY AS u(e, t, k, ty, p, tp, n) ORDER BY n),
              years_written AS (
-                 UPDATE accumulators a SET inpatient_admissions = a.inpatient_admissions + u.ad,
-                        inpatient_fund_paid = a.inpatient_fund_paid + u.fp, serious_illness_base = a.serious_illness_base + u.sb,
-                        serious_illness_paid = a.serious_illness_paid + u.sp, assistance_paid = a.assistance_paid + u.ap
-                 FROM UNNEST($24::text[], $25::text[], $26::int[], $27::int[], $28::numeric[], $29::numeric[], $30::numeric[],
-                             $31::numeric[]) AS u(r, p, y, ad, fp, sb, sp, ap)
-                 WHERE a.insured_region = u.r AND a.person_id = u.p AND a.year = u.y),
+                 INSERT INTO accumulators AS a (insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
+                                                serious_illness_base, serious_illness_paid, assistance_paid)
+                 SELECT * FROM UNNEST($24::text[], $25::text[], $26::int[], $27::int[], $28::numeric[], $29::numeric[],
+                                      $30::numeric[], $31::numeric[])
+                 ON CONFLICT (insured_region, person_id, year) DO UPDATE
+                 SET inpatient_admissions = a.inpatient_admissions + EXCLUDED.inpatient_admissions,
+                     inpatient_fund_paid = a.inpatient_fund_paid + EXCLUDED.inpatient_fund_paid,
+                     serious_illness_base = a.serious_illness_base + EXCLUDED.serious_illness_base,
+                     serious_illness_paid = a.serious_illness_paid + EXCLUDED.serious_illness_paid,
+                     assistance_paid = a.assistance_paid + EXCLUDED.assistance_paid),
              diseases_written AS (
-                 UPDATE disease_accumulators a SET deductible_met = a.deductible_met + u.dm, fund_paid = a.fund_paid + u.df
-                 FROM UNNEST($32::text[], $33::text[], $34::int[], $35::text[], $36::numeric[], $37::numeric[])
-                      AS u(r, p, y, c, dm, df)
-                 WHERE a.insured_region = u.r AND a.person_id = u.p AND a.year = u.y AND a.disease_code = u.c),
+                 INSERT INTO disease_accumulators AS a (insured_region, person_id, year, disease_code, deductible_met, fund_paid)
+                 SELECT * FROM UNNEST($32::text[], $33::text[], $34::int[], $35::text[], $36::numeric[], $37::numeric[])
+                 ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE
+                 SET deductible_met = a.deductible_met + EXCLUDED.deductible_met, fund_paid = a.fund_paid + EXCLUDED.fund_paid),
              accounts_written AS (
-                 UPDATE personal_accounts a SET balance = a.balance - u.debit
-                 FROM UNNEST($38::text[], $39::text[], $40::numeric[]) AS u(r, p, debit)
-                 WHERE a.insured_region = u.r AND a.person_id = u.p)
+                 INSERT INTO personal_accounts AS a (insured_region, person_id, balance)
+                 SELECT r, p, -debit FROM UNNEST($38::text[], $39::text[], $40::numeric[]) AS u(r, p, debit)
+                 ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance)
              SELECT 1",
         )
         .bind(c.iter().map(|r| r.treatment_region.as_str()).collect::<Vec<_>>())

@@ -122,9 +122,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         Some(FilingServiceClient::new(endpoint.connect_lazy()))
     };
     let policies = Arc::new(reference::PolicyCache::default());
+    // The batch writers, their one-by-one fallback and the projection lookups.
+    let hot = clearinghouse_platform::db::connect_with_generic_plans(&config.database, 8).await?;
     let routes = tonic::service::Routes::new(
         SettlementServiceServer::new(settle::SettlementApi::new(
             pool.clone(),
+            hot,
             policies.clone(),
             filing,
             settlement_topic,

@@ -167,11 +167,16 @@ impl Lookups {
 }
 
 /// The answers for `keys`, in order.
+///
+/// Runs with a generic plan: each key is looked up by its index (`LATERAL`), so the plan
+/// cannot turn into a scan of the whole projection, whatever the table's size.
 async fn lookup_many(pool: &sqlx::PgPool, keys: &[&LookupKey]) -> sqlx::Result<Vec<Known>> {
     let rows = sqlx::query(
         "SELECT u.i, p.scheme, p.retired, p.assistance_category, f.regions, f.categories, f.starts, f.ends, f.revoked
          FROM UNNEST($1::text[], $2::text[], $3::date[]) WITH ORDINALITY AS u(ir, pid, d, i)
-         JOIN person_projection p ON p.insured_region = u.ir AND p.person_id = u.pid
+         CROSS JOIN LATERAL (
+             SELECT insured_region, person_id, scheme, retired, assistance_category FROM person_projection
+             WHERE insured_region = u.ir AND person_id = u.pid LIMIT 1) p
          CROSS JOIN LATERAL (
              SELECT array_agg(treatment_region) AS regions, array_agg(category) AS categories,
                     array_agg(start_date) AS starts, array_agg(end_date) AS ends, array_agg(revoked_from) AS revoked

@@ -94,15 +94,18 @@ pub(crate) struct YearKey<'a> {
 }
 
 impl SettlementApi {
+    /// `hot` carries the batched claim writes and projection lookups (see
+    /// [`clearinghouse_platform::db::connect_with_generic_plans`]); `pool` the rest.
     pub fn new(
         pool: PgPool,
+        hot: PgPool,
         policies: Arc<PolicyCache>,
         filing: Option<FilingServiceClient<Channel>>,
         topic: String,
         metrics: crate::metrics::SettlementMetrics,
     ) -> Self {
-        let batcher = crate::batch::Batcher::start(pool.clone(), topic.clone());
-        let lookups = projection::Lookups::start(pool.clone());
+        let batcher = crate::batch::Batcher::start(hot.clone(), topic.clone());
+        let lookups = projection::Lookups::start(hot);
         Self {
             lookups,
             pool,
