@@ -190,19 +190,48 @@ impl Clearing {
     }
 }
 
+/// Adds a batch's claim postings to their period's totals per province pair, pairs in
+/// key order (no deadlocks).
+pub async fn add_to_period(
+    tx: &mut PgConnection,
+    period: &str,
+    pairs: &BTreeMap<(String, String), PairTotals>,
+) -> sqlx::Result<()> {
+    let totals: Vec<&PairTotals> = pairs.values().collect();
+    sqlx::query(
+        "INSERT INTO period_pair_totals AS p (period, insured_province, treatment_province, settled, reversed, fund,
+                                              serious_illness, assistance, personal_account)
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::numeric[], $7::numeric[],
+                                  $8::numeric[], $9::numeric[])
+         ON CONFLICT (period, insured_province, treatment_province) DO UPDATE
+         SET settled = p.settled + EXCLUDED.settled, reversed = p.reversed + EXCLUDED.reversed,
+             fund = p.fund + EXCLUDED.fund, serious_illness = p.serious_illness + EXCLUDED.serious_illness,
+             assistance = p.assistance + EXCLUDED.assistance,
+             personal_account = p.personal_account + EXCLUDED.personal_account",
+    )
+    .bind(period)
+    .bind(pairs.keys().map(|(i, _)| i.as_str()).collect::<Vec<_>>())
+    .bind(pairs.keys().map(|(_, t)| t.as_str()).collect::<Vec<_>>())
+    .bind(totals.iter().map(|t| t.settled).collect::<Vec<_>>())
+    .bind(totals.iter().map(|t| t.reversed).collect::<Vec<_>>())
+    .bind(totals.iter().map(|t| t.share.fund).collect::<Vec<_>>())
+    .bind(totals.iter().map(|t| t.share.serious_illness).collect::<Vec<_>>())
+    .bind(totals.iter().map(|t| t.share.assistance).collect::<Vec<_>>())
+    .bind(totals.iter().map(|t| t.share.personal_account).collect::<Vec<_>>())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// The claim postings of a period per province pair (top-ups are not clearing).
 pub async fn period_pairs(
     conn: &mut PgConnection,
     period: &str,
 ) -> sqlx::Result<BTreeMap<(Region, Region), PairTotals>> {
     let rows = sqlx::query(
-        "SELECT insured_province, treatment_province,
-                count(*) FILTER (WHERE kind = 'CLAIM_SETTLED') AS settled,
-                count(*) FILTER (WHERE kind = 'CLAIM_REVERSED') AS reversed,
-                sum(fund) AS fund, sum(serious_illness) AS serious_illness,
-                sum(assistance) AS assistance, sum(personal_account) AS personal_account
-         FROM journal_entries WHERE period = $1 AND kind IN ('CLAIM_SETTLED', 'CLAIM_REVERSED')
-         GROUP BY insured_province, treatment_province",
+        "SELECT insured_province, treatment_province, settled, reversed, fund, serious_illness, assistance,
+                personal_account
+         FROM period_pair_totals WHERE period = $1",
     )
     .bind(period)
     .fetch_all(conn)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clearinghouse_domain::{
-    ledger::{InsuredShare, Leg, claim_entry, is_balanced},
+    ledger::{InsuredShare, Leg, PairTotals, claim_entry, is_balanced},
     money::parse_decimal,
     region::Region,
 };
@@ -167,13 +167,23 @@ impl Handler for LedgerPosting {
         let mut leg_amounts = Vec::new();
         let mut balances: BTreeMap<&str, Decimal> = BTreeMap::new();
         let mut draws: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+        let mut pairs: BTreeMap<(String, String), PairTotals> = BTreeMap::new();
         for entry in &entries {
             let Some(id) = ids.get(&entry.event_id) else {
                 continue;
             };
-            *draws
-                .entry((entry.insured.to_string(), entry.treatment.to_string()))
-                .or_default() += entry.share.total();
+            let pair = (entry.insured.to_string(), entry.treatment.to_string());
+            *draws.entry(pair.clone()).or_default() += entry.share.total();
+            let totals = pairs.entry(pair).or_default();
+            if entry.kind == "CLAIM_REVERSED" {
+                totals.reversed += 1;
+            } else {
+                totals.settled += 1;
+            }
+            totals.share.fund += entry.share.fund;
+            totals.share.serious_illness += entry.share.serious_illness;
+            totals.share.assistance += entry.share.assistance;
+            totals.share.personal_account += entry.share.personal_account;
             for leg in &entry.legs {
                 leg_entries.push(*id);
                 leg_accounts.push(leg.account.as_str());
@@ -201,6 +211,7 @@ impl Handler for LedgerPosting {
         .bind(&amounts)
         .execute(&mut *tx)
         .await?;
+        crate::clearing::add_to_period(tx, &period, &pairs).await?;
         // Settled claims draw on the insured province's reserve at the treatment province,
         // reversals restore it; a low reserve warns but never blocks.
         let warnings = self.clearing.change_reserves(tx, &draws, false).await?;
