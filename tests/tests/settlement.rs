@@ -367,3 +367,93 @@ async fn a_catalogue_of_100000_items_loads_in_seconds() {
     assert_eq!(item.item.unwrap().price_ceiling, "99.5");
     world.stop().await;
 }
+
+/// The hot path's statements keep one generic plan per connection for as long as it
+/// lives, made from whatever statistics the tables had then. Each must look rows up by
+/// key whatever those were: planned on new, empty tables (the state a deployment starts
+/// in), on analysed empty ones and on filled ones, no plan scans a table.
+#[tokio::test]
+async fn hot_statements_keep_key_lookups_in_their_generic_plans() {
+    use clearinghouse_platform::{config::DatabaseConfig, config::Secret, db};
+
+    let env = TestEnv::new().await.unwrap();
+    let config = DatabaseConfig {
+        url: Secret::new(&env.database_url),
+        schema: "plans_test".into(),
+        max_connections: 2,
+    };
+    let pool = db::connect_and_migrate(
+        &config,
+        &[
+            &clearinghouse_events::migrator(),
+            &clearinghouse_platform::audit::migrator(),
+            &clearinghouse_settlement::migrator(),
+        ],
+    )
+    .await
+    .unwrap();
+    let plans = |state: &'static str| {
+        let config = config.clone();
+        async move {
+            // A new connection plans afresh.
+            let hot = db::connect_with_generic_plans(&config, 1).await.unwrap();
+            let mut conn = hot.acquire().await.unwrap();
+            let mut found = Vec::new();
+            for (i, (name, sql)) in clearinghouse_settlement::GENERIC_PLAN_STATEMENTS
+                .iter()
+                .enumerate()
+            {
+                let parameters = (1..=60)
+                    .take_while(|n| sql.contains(&format!("${n}:")))
+                    .count();
+                assert!(parameters > 0, "{name}: no parameters found");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE hot_{i} AS {sql}")))
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                let nulls = vec!["NULL"; parameters].join(", ");
+                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "EXPLAIN (COSTS OFF) EXECUTE hot_{i}({nulls})"
+                )))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+                let plan: Vec<String> = rows
+                    .iter()
+                    .map(|r| sqlx::Row::get::<String, _>(r, 0))
+                    .collect();
+                let plan = plan.join("\n");
+                assert!(
+                    plan.contains("Index") || plan.contains("Conflict Arbiter"),
+                    "{name} ({state}): the plan uses no index:\n{plan}"
+                );
+                found.push((name, plan));
+            }
+            for (name, plan) in found {
+                assert!(
+                    !plan.contains("Seq Scan"),
+                    "{name} ({state}): the generic plan scans a table:\n{plan}"
+                );
+            }
+            drop(conn);
+            hot.close().await;
+        }
+    };
+    plans("new, empty tables").await;
+    sqlx::raw_sql("ANALYZE").execute(&pool).await.unwrap();
+    plans("analysed, empty tables").await;
+    // A few thousand persons, years and claims, as after the first minutes of traffic.
+    sqlx::raw_sql(
+        "INSERT INTO personal_accounts (insured_region, person_id)
+             SELECT '440000', 'P' || n FROM generate_series(1, 3000) AS n;
+         INSERT INTO accumulators (insured_region, person_id, year)
+             SELECT '440000', 'P' || n, 2026 FROM generate_series(1, 3000) AS n;
+         INSERT INTO person_projection (insured_region, person_id, scheme, retired, assistance_category)
+             SELECT '440000', 'P' || n, 'EMPLOYEE', false, '' FROM generate_series(1, 3000) AS n;
+         ANALYZE",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    plans("analysed, filled tables").await;
+}

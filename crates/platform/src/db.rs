@@ -54,14 +54,22 @@ pub async fn connect_and_migrate(
 /// With PostgreSQL's default (`plan_cache_mode = auto`) a statement whose parameters are
 /// arrays (the `UNNEST` batches) is planned again on every run: a custom plan knows the
 /// arrays' lengths and so always looks cheaper than the generic one. For the settlement
-/// batch that planning cost as much CPU as running it. Only statements whose generic plan
-/// is right whatever the data (key lookups, inserts) belong on this pool; the schema must
-/// already be migrated.
+/// batch that planning cost as much CPU as running it.
+///
+/// A generic plan is made once per connection from the statistics of that moment, and a
+/// table that is empty then (a new deployment, a test) makes a sequential scan look free:
+/// kept, it would scan the table on every run as it grows. So these connections also
+/// refuse sequential scans wherever an index can answer. Only statements that look rows
+/// up by key (lookups, upserts, inserts) belong on this pool; the schema must already be
+/// migrated.
 pub async fn connect_with_generic_plans(
     config: &DatabaseConfig,
     max_connections: u32,
 ) -> anyhow::Result<PgPool> {
-    let options = connect_options(config)?.options([("plan_cache_mode", "force_generic_plan")]);
+    let options = connect_options(config)?.options([
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_seqscan", "off"),
+    ]);
     Ok(pool_options(max_connections).connect_with(options).await?)
 }
 

@@ -31,7 +31,90 @@ use crate::settle::{Pending, compute, disease_of, replay, result_proto, settle_o
 /// Claims written by one transaction at most.
 const MAX_BATCH: usize = 128;
 /// Transactions in flight at once.
-const WRITERS: usize = 3;
+const WRITERS: usize = 2;
+
+/// The batch's first statement: takes the locks (every person of the batch, then every
+/// person-year, then every disease, each in key order), reads what they guard and finds the
+/// claim ids already taken.
+pub(crate) const LOCK_AND_READ: &str = "WITH persons AS (
+         INSERT INTO personal_accounts (insured_region, person_id)
+         SELECT r, p FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(r, p, n) ORDER BY n
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
+         RETURNING insured_region, person_id, balance),
+     years AS (
+         INSERT INTO accumulators (insured_region, person_id, year)
+         SELECT r, p, y FROM UNNEST($3::text[], $4::text[], $5::int[]) WITH ORDINALITY AS u(r, p, y, n) ORDER BY n
+         ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
+         RETURNING insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
+                   serious_illness_base, serious_illness_paid, assistance_paid),
+     diseases AS (
+         INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code)
+         SELECT r, p, y, d FROM UNNEST($6::text[], $7::text[], $8::int[], $9::text[]) WITH ORDINALITY AS u(r, p, y, d, n)
+         ORDER BY n
+         ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
+         RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid),
+     taken AS (
+         SELECT c.treatment_region, c.claim_id FROM UNNEST($10::text[], $11::text[]) AS u(r, i)
+         CROSS JOIN LATERAL (SELECT treatment_region, claim_id FROM claims
+                             WHERE treatment_region = u.r AND claim_id = u.i LIMIT 1) c)
+     SELECT 'P' AS kind, insured_region AS a, person_id AS b, NULL::int AS year, NULL::text AS disease,
+            balance AS n1, NULL::int AS admissions, NULL::numeric AS n2, NULL::numeric AS n3,
+            NULL::numeric AS n4, NULL::numeric AS n5
+     FROM persons
+     UNION ALL
+     SELECT 'Y', insured_region, person_id, year, NULL, inpatient_fund_paid, inpatient_admissions,
+            serious_illness_base, serious_illness_paid, assistance_paid, NULL
+     FROM years
+     UNION ALL
+     SELECT 'D', insured_region, person_id, year, disease_code, deductible_met, NULL, fund_paid, NULL, NULL, NULL
+     FROM diseases
+     UNION ALL
+     SELECT 'T', treatment_region, claim_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM taken";
+
+/// The batch's second statement: the claims, their events and the accumulated changes.
+///
+/// The rows it changes exist and are locked (the first statement made sure), yet the
+/// changes are upserts: `ON CONFLICT` finds each row through its primary key whatever the
+/// plan, where an `UPDATE … FROM UNNEST` planned once (the hot pool keeps generic plans)
+/// could join by scanning the whole table. Were a row missing, the upsert would still be
+/// right: zero plus the change.
+pub(crate) const WRITE: &str = "WITH claims_written AS (
+         INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
+                             settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
+                             disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
+                             assistance_paid, personal_account_debit)
+         SELECT tr, ci, ir, pi, y, rq, rs, 'SETTLED', e, ad, fp, dc, dm, df, sb, sp, ap, pd
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[], $8::uuid[],
+                     $9::int[], $10::numeric[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
+                     $15::numeric[], $16::numeric[], $17::numeric[])
+              AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd)),
+     events_written AS (
+         INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
+         SELECT e, t, k, ty, p, tp
+         FROM UNNEST($18::uuid[], $19::text[], $20::text[], $21::text[], $22::bytea[], $23::text[])
+              WITH ORDINALITY AS u(e, t, k, ty, p, tp, n) ORDER BY n),
+     years_written AS (
+         INSERT INTO accumulators AS a (insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
+                                        serious_illness_base, serious_illness_paid, assistance_paid)
+         SELECT * FROM UNNEST($24::text[], $25::text[], $26::int[], $27::int[], $28::numeric[], $29::numeric[],
+                              $30::numeric[], $31::numeric[])
+         ON CONFLICT (insured_region, person_id, year) DO UPDATE
+         SET inpatient_admissions = a.inpatient_admissions + EXCLUDED.inpatient_admissions,
+             inpatient_fund_paid = a.inpatient_fund_paid + EXCLUDED.inpatient_fund_paid,
+             serious_illness_base = a.serious_illness_base + EXCLUDED.serious_illness_base,
+             serious_illness_paid = a.serious_illness_paid + EXCLUDED.serious_illness_paid,
+             assistance_paid = a.assistance_paid + EXCLUDED.assistance_paid),
+     diseases_written AS (
+         INSERT INTO disease_accumulators AS a (insured_region, person_id, year, disease_code, deductible_met, fund_paid)
+         SELECT * FROM UNNEST($32::text[], $33::text[], $34::int[], $35::text[], $36::numeric[], $37::numeric[])
+         ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE
+         SET deductible_met = a.deductible_met + EXCLUDED.deductible_met, fund_paid = a.fund_paid + EXCLUDED.fund_paid),
+     accounts_written AS (
+         INSERT INTO personal_accounts AS a (insured_region, person_id, balance)
+         SELECT r, p, -debit FROM UNNEST($38::text[], $39::text[], $40::numeric[]) AS u(r, p, debit)
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance)
+     SELECT 1";
 
 type Reply = oneshot::Sender<Result<SettlementResult, Status>>;
 
@@ -158,72 +241,34 @@ async fn settle_in(
     topic: &str,
     batch: &[(Pending, Reply)],
 ) -> Result<Vec<Result<SettlementResult, Status>>, sqlx::Error> {
-    // One statement takes the locks (every person of the batch, then every person-year,
-    // then every disease, each in key order), reads what they guard and finds the claim
-    // ids already taken.
+    // One statement takes the locks, reads what they guard and finds the taken ids.
     let persons = in_key_order(batch.iter().map(|(p, _)| person_of(p)));
     let years = in_key_order(batch.iter().map(|(p, _)| year_of(p)));
     let diseases = in_key_order(batch.iter().filter_map(|(p, _)| disease_key(p)));
-    let rows = sqlx::query(
-        "WITH persons AS (
-             INSERT INTO personal_accounts (insured_region, person_id)
-             SELECT r, p FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(r, p, n) ORDER BY n
-             ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
-             RETURNING insured_region, person_id, balance),
-         years AS (
-             INSERT INTO accumulators (insured_region, person_id, year)
-             SELECT r, p, y FROM UNNEST($3::text[], $4::text[], $5::int[]) WITH ORDINALITY AS u(r, p, y, n) ORDER BY n
-             ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
-             RETURNING insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
-                       serious_illness_base, serious_illness_paid, assistance_paid),
-         diseases AS (
-             INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code)
-             SELECT r, p, y, d FROM UNNEST($6::text[], $7::text[], $8::int[], $9::text[]) WITH ORDINALITY AS u(r, p, y, d, n)
-             ORDER BY n
-             ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
-             RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid),
-         taken AS (
-             SELECT c.treatment_region, c.claim_id FROM UNNEST($10::text[], $11::text[]) AS u(r, i)
-             CROSS JOIN LATERAL (SELECT treatment_region, claim_id FROM claims
-                                 WHERE treatment_region = u.r AND claim_id = u.i LIMIT 1) c)
-         SELECT 'P' AS kind, insured_region AS a, person_id AS b, NULL::int AS year, NULL::text AS disease,
-                balance AS n1, NULL::int AS admissions, NULL::numeric AS n2, NULL::numeric AS n3,
-                NULL::numeric AS n4, NULL::numeric AS n5
-         FROM persons
-         UNION ALL
-         SELECT 'Y', insured_region, person_id, year, NULL, inpatient_fund_paid, inpatient_admissions,
-                serious_illness_base, serious_illness_paid, assistance_paid, NULL
-         FROM years
-         UNION ALL
-         SELECT 'D', insured_region, person_id, year, disease_code, deductible_met, NULL, fund_paid, NULL, NULL, NULL
-         FROM diseases
-         UNION ALL
-         SELECT 'T', treatment_region, claim_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-         FROM taken",
-    )
-    .bind(persons.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
-    .bind(persons.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-    .bind(years.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
-    .bind(years.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-    .bind(years.iter().map(|k| k.2).collect::<Vec<_>>())
-    .bind(diseases.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
-    .bind(diseases.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-    .bind(diseases.iter().map(|k| k.2).collect::<Vec<_>>())
-    .bind(diseases.iter().map(|k| k.3.as_str()).collect::<Vec<_>>())
-    .bind(
-        batch
-            .iter()
-            .map(|(p, _)| p.parsed.treatment_region.to_string())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        batch
-            .iter()
-            .map(|(p, _)| p.parsed.claim_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = sqlx::query(LOCK_AND_READ)
+        .bind(persons.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+        .bind(persons.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+        .bind(years.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+        .bind(years.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+        .bind(years.iter().map(|k| k.2).collect::<Vec<_>>())
+        .bind(diseases.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+        .bind(diseases.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+        .bind(diseases.iter().map(|k| k.2).collect::<Vec<_>>())
+        .bind(diseases.iter().map(|k| k.3.as_str()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|(p, _)| p.parsed.treatment_region.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|(p, _)| p.parsed.claim_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
     let mut balances: HashMap<PersonKey, Decimal> = HashMap::new();
     let mut year_state: HashMap<YearKey, YearToDate> = HashMap::new();
     let mut disease_state: HashMap<DiseaseKey, (Decimal, Decimal)> = HashMap::new();
@@ -399,13 +444,8 @@ impl Writes {
         self.outbox.push(event);
     }
 
-    /// Writes the claims, their events and the accumulated changes in one statement.
-    ///
-    /// The rows it changes exist and are locked (the batch's first statement made sure),
-    /// yet the changes are upserts: `ON CONFLICT` finds each row through its primary key
-    /// whatever the plan, where an `UPDATE … FROM UNNEST` planned once (the hot pool keeps
-    /// generic plans) could join by scanning the whole table. Were a row missing, the
-    /// upsert would still be right: zero plus the change.
+    /// Writes the claims, their events and the accumulated changes in one statement
+    /// ([`WRITE`]).
     async fn execute(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         if self.claims.is_empty() {
             return Ok(());
@@ -415,90 +455,113 @@ impl Writes {
         let y: Vec<(&YearKey, &AccumulatorDelta)> = self.years.iter().collect();
         let d: Vec<(&DiseaseKey, &(Decimal, Decimal))> = self.diseases.iter().collect();
         let a: Vec<(&PersonKey, &Decimal)> = self.accounts.iter().collect();
-        sqlx::query(
-            "WITH claims_written AS (
-                 INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
-                                     settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
-                                     disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
-                                     assistance_paid, personal_account_debit)
-                 SELECT tr, ci, ir, pi, y, rq, rs, 'SETTLED', e, ad, fp, dc, dm, df, sb, sp, ap, pd
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[], $8::uuid[],
-                             $9::int[], $10::numeric[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
-                             $15::numeric[], $16::numeric[], $17::numeric[])
-                      AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd)),
-             events_written AS (
-                 INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
-                 SELECT e, t, k, ty, p, tp
-                 FROM UNNEST($18::uuid[], $19::text[], $20::text[], $21::text[], $22::bytea[], $23::text[])
-                      WITH ORDINALITY AS u(e, t, k, ty, p, tp, n) ORDER BY n),
-             years_written AS (
-                 INSERT INTO accumulators AS a (insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
-                                                serious_illness_base, serious_illness_paid, assistance_paid)
-                 SELECT * FROM UNNEST($24::text[], $25::text[], $26::int[], $27::int[], $28::numeric[], $29::numeric[],
-                                      $30::numeric[], $31::numeric[])
-                 ON CONFLICT (insured_region, person_id, year) DO UPDATE
-                 SET inpatient_admissions = a.inpatient_admissions + EXCLUDED.inpatient_admissions,
-                     inpatient_fund_paid = a.inpatient_fund_paid + EXCLUDED.inpatient_fund_paid,
-                     serious_illness_base = a.serious_illness_base + EXCLUDED.serious_illness_base,
-                     serious_illness_paid = a.serious_illness_paid + EXCLUDED.serious_illness_paid,
-                     assistance_paid = a.assistance_paid + EXCLUDED.assistance_paid),
-             diseases_written AS (
-                 INSERT INTO disease_accumulators AS a (insured_region, person_id, year, disease_code, deductible_met, fund_paid)
-                 SELECT * FROM UNNEST($32::text[], $33::text[], $34::int[], $35::text[], $36::numeric[], $37::numeric[])
-                 ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE
-                 SET deductible_met = a.deductible_met + EXCLUDED.deductible_met, fund_paid = a.fund_paid + EXCLUDED.fund_paid),
-             accounts_written AS (
-                 INSERT INTO personal_accounts AS a (insured_region, person_id, balance)
-                 SELECT r, p, -debit FROM UNNEST($38::text[], $39::text[], $40::numeric[]) AS u(r, p, debit)
-                 ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance)
-             SELECT 1",
-        )
-        .bind(c.iter().map(|r| r.treatment_region.as_str()).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.claim_id.as_str()).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.insured_region.as_str()).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.person_id.as_str()).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.year).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.request.as_slice()).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.result.as_slice()).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.inpatient_admissions).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.inpatient_fund_paid).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.disease.clone()).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.disease_deductible_met).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.disease_fund_paid).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.serious_illness_base).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.serious_illness_paid).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.assistance_paid).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.delta.personal_account_debit).collect::<Vec<_>>())
-        .bind(o.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .bind(o.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
-        .bind(o.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
-        .bind(o.iter().map(|r| r.event_type).collect::<Vec<_>>())
-        .bind(o.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
-        .bind(
-            o.iter()
-                .map(|r| r.traceparent.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(y.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
-        .bind(y.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
-        .bind(y.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
-        .bind(y.iter().map(|(_, d)| d.inpatient_admissions).collect::<Vec<_>>())
-        .bind(y.iter().map(|(_, d)| d.inpatient_fund_paid).collect::<Vec<_>>())
-        .bind(y.iter().map(|(_, d)| d.serious_illness_base).collect::<Vec<_>>())
-        .bind(y.iter().map(|(_, d)| d.serious_illness_paid).collect::<Vec<_>>())
-        .bind(y.iter().map(|(_, d)| d.assistance_paid).collect::<Vec<_>>())
-        .bind(d.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
-        .bind(d.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
-        .bind(d.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
-        .bind(d.iter().map(|(k, _)| k.3.as_str()).collect::<Vec<_>>())
-        .bind(d.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
-        .bind(d.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
-        .bind(a.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
-        .bind(a.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
-        .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(WRITE)
+            .bind(
+                c.iter()
+                    .map(|r| r.treatment_region.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(c.iter().map(|r| r.claim_id.as_str()).collect::<Vec<_>>())
+            .bind(
+                c.iter()
+                    .map(|r| r.insured_region.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(c.iter().map(|r| r.person_id.as_str()).collect::<Vec<_>>())
+            .bind(c.iter().map(|r| r.year).collect::<Vec<_>>())
+            .bind(c.iter().map(|r| r.request.as_slice()).collect::<Vec<_>>())
+            .bind(c.iter().map(|r| r.result.as_slice()).collect::<Vec<_>>())
+            .bind(c.iter().map(|r| r.event_id).collect::<Vec<_>>())
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.inpatient_admissions)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.inpatient_fund_paid)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.disease.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.disease_deductible_met)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.disease_fund_paid)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.serious_illness_base)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.serious_illness_paid)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.assistance_paid)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                c.iter()
+                    .map(|r| r.delta.personal_account_debit)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(o.iter().map(|r| r.event_id).collect::<Vec<_>>())
+            .bind(o.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
+            .bind(o.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
+            .bind(o.iter().map(|r| r.event_type).collect::<Vec<_>>())
+            .bind(o.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+            .bind(
+                o.iter()
+                    .map(|r| r.traceparent.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(y.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(y.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+            .bind(y.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+            .bind(
+                y.iter()
+                    .map(|(_, d)| d.inpatient_admissions)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                y.iter()
+                    .map(|(_, d)| d.inpatient_fund_paid)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                y.iter()
+                    .map(|(_, d)| d.serious_illness_base)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                y.iter()
+                    .map(|(_, d)| d.serious_illness_paid)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(y.iter().map(|(_, d)| d.assistance_paid).collect::<Vec<_>>())
+            .bind(d.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+            .bind(d.iter().map(|(k, _)| k.3.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
+            .bind(d.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
+            .bind(a.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(a.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+            .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 }

@@ -70,6 +70,20 @@ impl ServiceConfig for Config {
 
 pub(crate) use clearinghouse_platform::error::db_status as db;
 
+/// The service's own tables (the outbox and audit tables have their own migrators).
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
+}
+
+/// The statements the hot path runs on connections that keep generic plans
+/// ([`clearinghouse_platform::db::connect_with_generic_plans`]), by name: a test checks
+/// that none of their plans scans a table.
+pub const GENERIC_PLAN_STATEMENTS: [(&str, &str); 3] = [
+    ("batch lock and read", batch::LOCK_AND_READ),
+    ("batch write", batch::WRITE),
+    ("projection lookup", projection::LOOKUP),
+];
+
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
     let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
     let filing_topic = config.kafka.topic(topics::FILING);
@@ -85,7 +99,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     } = foundation::lay(
         &config.database,
         &config.kafka,
-        &sqlx::migrate!("./migrations"),
+        &migrator(),
         &topics,
         config.relay_enabled,
     )

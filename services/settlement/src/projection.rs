@@ -166,28 +166,36 @@ impl Lookups {
     }
 }
 
-/// The answers for `keys`, in order.
-///
-/// Runs with a generic plan: each key is looked up by its index (`LATERAL`), so the plan
+/// Persons and their filings for a batch of keys. Runs with a generic plan: each key is
+/// looked up by its index (`LATERAL … LIMIT 1` is not flattened into a join), so the plan
 /// cannot turn into a scan of the whole projection, whatever the table's size.
+pub(crate) const LOOKUP: &str = "SELECT u.i, p.scheme, p.retired, p.assistance_category, f.regions, f.categories, f.starts, f.ends, f.revoked
+     FROM UNNEST($1::text[], $2::text[], $3::date[]) WITH ORDINALITY AS u(ir, pid, d, i)
+     CROSS JOIN LATERAL (
+         SELECT insured_region, person_id, scheme, retired, assistance_category FROM person_projection
+         WHERE insured_region = u.ir AND person_id = u.pid LIMIT 1) p
+     CROSS JOIN LATERAL (
+         SELECT array_agg(treatment_region) AS regions, array_agg(category) AS categories,
+                array_agg(start_date) AS starts, array_agg(end_date) AS ends, array_agg(revoked_from) AS revoked
+         FROM filing_projection
+         WHERE insured_region = p.insured_region AND person_id = p.person_id AND start_date <= u.d) f";
+
+/// The answers for `keys`, in order.
 async fn lookup_many(pool: &sqlx::PgPool, keys: &[&LookupKey]) -> sqlx::Result<Vec<Known>> {
-    let rows = sqlx::query(
-        "SELECT u.i, p.scheme, p.retired, p.assistance_category, f.regions, f.categories, f.starts, f.ends, f.revoked
-         FROM UNNEST($1::text[], $2::text[], $3::date[]) WITH ORDINALITY AS u(ir, pid, d, i)
-         CROSS JOIN LATERAL (
-             SELECT insured_region, person_id, scheme, retired, assistance_category FROM person_projection
-             WHERE insured_region = u.ir AND person_id = u.pid LIMIT 1) p
-         CROSS JOIN LATERAL (
-             SELECT array_agg(treatment_region) AS regions, array_agg(category) AS categories,
-                    array_agg(start_date) AS starts, array_agg(end_date) AS ends, array_agg(revoked_from) AS revoked
-             FROM filing_projection
-             WHERE insured_region = p.insured_region AND person_id = p.person_id AND start_date <= u.d) f",
-    )
-    .bind(keys.iter().map(|k| k.insured_region.to_string()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.person_id.as_str()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.date).collect::<Vec<_>>())
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(LOOKUP)
+        .bind(
+            keys.iter()
+                .map(|k| k.insured_region.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            keys.iter()
+                .map(|k| k.person_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(keys.iter().map(|k| k.date).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
     let mut answers: Vec<Known> = keys
         .iter()
         .map(|_| Known {
