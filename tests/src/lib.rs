@@ -314,3 +314,18 @@ pub fn synthetic_result(
         ..Default::default()
     }
 }
+
+/// The Prometheus text a service publishes on its metrics address.
+pub async fn scrape_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP body from {addr}"))?;
+    Ok(body.to_string())
+}

@@ -138,6 +138,17 @@ async fn worked_examples_2_and_3_with_every_fund() {
     assert_eq!(account("payable:370000:110000:personal_account"), "-65.82");
     assert_eq!(account("payable:370000:110000:fund"), "-261639.26");
     assert_eq!(balances.total, "0.00");
+
+    // Every claim went through the batch writer's shared transaction (the personal
+    // account debit included): no batch failed and fell back to one claim at a time.
+    let (_, settlement_metrics) = world.metrics_targets()[1];
+    let metrics = scrape_metrics(settlement_metrics).await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "clearinghouse_settlement_batch_fallbacks_total 0"),
+        "a settlement batch fell back to claim-by-claim writes:\n{metrics}"
+    );
     world.stop().await;
 }
 

@@ -20,6 +20,7 @@ use clearinghouse_proto::{
     events::v1 as ev,
     settlement::v1::{ClaimStatus, SettlementResult},
 };
+use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row};
@@ -77,8 +78,10 @@ pub(crate) const LOCK_AND_READ: &str = "WITH persons AS (
 /// The rows it changes exist and are locked (the first statement made sure), yet the
 /// changes are upserts: `ON CONFLICT` finds each row through its primary key whatever the
 /// plan, where an `UPDATE … FROM UNNEST` planned once (the hot pool keeps generic plans)
-/// could join by scanning the whole table. Were a row missing, the upsert would still be
-/// right: zero plus the change.
+/// could join by scanning the whole table. Accumulators get the batch's changes added; a
+/// personal account is set to its balance after the batch, computed from the balance the
+/// first statement read under the lock still held (an upsert's proposed row must itself
+/// pass the account's `balance >= 0` check, so a negative change cannot be proposed).
 pub(crate) const WRITE: &str = "WITH claims_written AS (
          INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
                              settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
@@ -112,8 +115,8 @@ pub(crate) const WRITE: &str = "WITH claims_written AS (
          SET deductible_met = a.deductible_met + EXCLUDED.deductible_met, fund_paid = a.fund_paid + EXCLUDED.fund_paid),
      accounts_written AS (
          INSERT INTO personal_accounts AS a (insured_region, person_id, balance)
-         SELECT r, p, -debit FROM UNNEST($38::text[], $39::text[], $40::numeric[]) AS u(r, p, debit)
-         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance)
+         SELECT * FROM UNNEST($38::text[], $39::text[], $40::numeric[])
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = EXCLUDED.balance)
      SELECT 1";
 
 type Reply = oneshot::Sender<Result<SettlementResult, Status>>;
@@ -124,11 +127,18 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn start(pool: PgPool, topic: String) -> Self {
+    /// Starts the writers; `fallbacks` counts batches that failed as a whole and were
+    /// settled claim by claim (each costs a transaction per claim: it should stay at zero).
+    pub fn start(pool: PgPool, topic: String, fallbacks: Counter) -> Self {
         let (queue, receiver) = mpsc::channel::<(Pending, Reply)>(4096);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..WRITERS {
-            let (receiver, pool, topic) = (receiver.clone(), pool.clone(), topic.clone());
+            let (receiver, pool, topic, fallbacks) = (
+                receiver.clone(),
+                pool.clone(),
+                topic.clone(),
+                fallbacks.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     let batch = {
@@ -145,7 +155,7 @@ impl Batcher {
                         }
                         batch
                     };
-                    write_batch(&pool, &topic, batch).await;
+                    write_batch(&pool, &topic, batch, &fallbacks).await;
                 }
             });
         }
@@ -193,7 +203,12 @@ fn in_key_order<K: Ord>(keys: impl Iterator<Item = K>) -> Vec<K> {
         .collect()
 }
 
-async fn write_batch(pool: &PgPool, topic: &str, batch: Vec<(Pending, Reply)>) {
+async fn write_batch(
+    pool: &PgPool,
+    topic: &str,
+    batch: Vec<(Pending, Reply)>,
+    fallbacks: &Counter,
+) {
     // The same claim id twice in one batch: the later ones wait for the first and replay.
     let mut seen = HashSet::new();
     let (first, repeats): (Vec<_>, Vec<_>) = batch
@@ -201,7 +216,10 @@ async fn write_batch(pool: &PgPool, topic: &str, batch: Vec<(Pending, Reply)>) {
         .partition(|(p, _)| seen.insert((p.parsed.treatment_region, p.parsed.claim_id.clone())));
     let failed = match write_together(pool, topic, first).await {
         Ok(()) => Vec::new(),
-        Err(failed) => failed,
+        Err(failed) => {
+            fallbacks.inc();
+            failed
+        }
     };
     for (pending, reply) in failed.into_iter().chain(repeats) {
         let _ = reply.send(settle_one(pool, topic, pending).await);
@@ -222,7 +240,7 @@ async fn write_together(
     let written = match settle_in(&mut tx, topic, &batch).await {
         Ok(written) => written,
         Err(e) => {
-            tracing::debug!(error = %e, claims = batch.len(), "batch failed, settling its claims one by one");
+            tracing::warn!(error = %e, claims = batch.len(), "batch failed, settling its claims one by one");
             return Err(batch);
         }
     };
@@ -374,7 +392,7 @@ async fn settle_in(
             traceparent: p.traceparent.clone(),
             ..event
         };
-        writes.add(p, &year, disease.as_ref(), d, &result, event);
+        writes.add(p, &year, d, balance_after, &result, event);
         answers.push(Ok(result));
     }
     writes.execute(tx).await?;
@@ -388,6 +406,7 @@ struct Writes {
     outbox: Vec<clearinghouse_events::outbox::OutboxRow>,
     years: BTreeMap<YearKey, AccumulatorDelta>,
     diseases: BTreeMap<DiseaseKey, (Decimal, Decimal)>,
+    /// Each debited person's balance after the batch.
     accounts: BTreeMap<PersonKey, Decimal>,
 }
 
@@ -408,8 +427,8 @@ impl Writes {
         &mut self,
         p: &Pending,
         year: &YearKey,
-        disease: Option<&DiseaseKey>,
         d: &AccumulatorDelta,
+        balance_after: Decimal,
         result: &SettlementResult,
         event: clearinghouse_events::outbox::OutboxRow,
     ) {
@@ -419,16 +438,15 @@ impl Writes {
         y.serious_illness_base += d.serious_illness_base;
         y.serious_illness_paid += d.serious_illness_paid;
         y.assistance_paid += d.assistance_paid;
-        if let Some(key) = disease {
-            let e = self.diseases.entry(key.clone()).or_default();
+        if let Some(key) = disease_key(p) {
+            let e = self.diseases.entry(key).or_default();
             e.0 += d.disease_deductible_met;
             e.1 += d.disease_fund_paid;
         }
         if !d.personal_account_debit.is_zero() {
-            *self
-                .accounts
-                .entry((year.0.clone(), year.1.clone()))
-                .or_default() += d.personal_account_debit;
+            // Claims come in arrival order: the last one's balance is the batch's.
+            self.accounts
+                .insert((year.0.clone(), year.1.clone()), balance_after);
         }
         self.claims.push(ClaimRow {
             treatment_region: p.parsed.treatment_region.to_string(),

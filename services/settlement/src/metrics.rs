@@ -32,6 +32,8 @@ pub struct SettlementMetrics {
     settled: Family<PairLabels, Counter>,
     amounts: Family<PartLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     refused: Family<ReasonLabels, Counter>,
+    /// Batches that failed as a whole and were settled claim by claim.
+    pub batch_fallbacks: Counter,
 }
 
 impl SettlementMetrics {
@@ -51,6 +53,11 @@ impl SettlementMetrics {
             "settlement_refusals",
             "Settle calls refused, by gRPC status",
             m.refused.clone(),
+        );
+        registry.register(
+            "settlement_batch_fallbacks",
+            "Settlement batches that failed as a whole and were settled claim by claim",
+            m.batch_fallbacks.clone(),
         );
         m
     }

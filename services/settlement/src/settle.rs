@@ -104,7 +104,11 @@ impl SettlementApi {
         topic: String,
         metrics: crate::metrics::SettlementMetrics,
     ) -> Self {
-        let batcher = crate::batch::Batcher::start(hot.clone(), topic.clone());
+        let batcher = crate::batch::Batcher::start(
+            hot.clone(),
+            topic.clone(),
+            metrics.batch_fallbacks.clone(),
+        );
         let lookups = projection::Lookups::start(hot);
         Self {
             lookups,
