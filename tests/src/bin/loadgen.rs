@@ -32,8 +32,9 @@ use clearinghouse_proto::{
     },
     ledger::v1::GetBalancesRequest,
     settlement::v1::{
-        CatalogueClass, CatalogueItem, Claim, ClaimLine, Hospital, Inpatient, PutCatalogueRequest,
-        PutPolicyRequest, SettleRequest, claim, settlement_service_client::SettlementServiceClient,
+        CatalogueClass, CatalogueItem, Claim, ClaimLine, CreditPersonalAccountRequest, Hospital,
+        Inpatient, PutCatalogueRequest, PutPolicyRequest, SettleRequest, claim,
+        settlement_service_client::SettlementServiceClient,
     },
 };
 use clearinghouse_testkit::fixtures;
@@ -99,6 +100,8 @@ struct Person {
     id: String,
     insured: &'static str,
     treatment: &'static str,
+    /// Employees (every other person) have a personal account, credited at the start.
+    employee: bool,
 }
 
 fn person_id(i: usize) -> String {
@@ -144,7 +147,8 @@ fn random_claim(rng: &mut StdRng, n: u64, person: &Person) -> Claim {
         }),
         visit: Some(visit),
         emergency: false,
-        use_personal_account: false,
+        // Half of the employees' claims draw on their personal account.
+        use_personal_account: person.employee && rng.random_bool(0.5),
         lines,
     }
 }
@@ -217,6 +221,7 @@ async fn seed(stack: &Stack, persons: &[Person]) {
             .unwrap();
     }
     let filings = Arc::new(per_province(&stack.filing).await);
+    let accounts = Arc::new(per_province(&stack.settlement).await);
     let next = Arc::new(AtomicU64::new(0));
     let persons = Arc::new(
         persons
@@ -225,7 +230,12 @@ async fn seed(stack: &Stack, persons: &[Person]) {
             .collect::<Vec<_>>(),
     );
     let workers = (0..32).map(|_| {
-        let (filings, next, persons) = (filings.clone(), next.clone(), persons.clone());
+        let (filings, accounts, next, persons) = (
+            filings.clone(),
+            accounts.clone(),
+            next.clone(),
+            persons.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -262,6 +272,18 @@ async fn seed(stack: &Stack, persons: &[Person]) {
                     })
                     .await
                     .unwrap();
+                if i.is_multiple_of(2) {
+                    // The insured place credits its employees' personal accounts.
+                    SettlementServiceClient::new(accounts[insured].clone())
+                        .credit_personal_account(CreditPersonalAccountRequest {
+                            request_id: format!("credit-{id}"),
+                            insured_region: (*insured).into(),
+                            person_id: id.clone(),
+                            amount: "3000.00".into(),
+                        })
+                        .await
+                        .unwrap();
+                }
             }
         })
     });
@@ -316,6 +338,7 @@ async fn main() {
                 id: person_id(i),
                 insured,
                 treatment,
+                employee: i.is_multiple_of(2),
             }
         })
         .collect();
@@ -495,6 +518,15 @@ async fn main() {
             }
         );
     }
+    // Batches that failed as a whole were settled again claim by claim (slower).
+    let metrics = clearinghouse_tests::scrape_metrics(stack.settlement.metrics_addr)
+        .await
+        .unwrap_or_default();
+    let fallbacks = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("clearinghouse_settlement_batch_fallbacks_total "))
+        .unwrap_or("unknown");
+    println!("  batches that fell back to one claim at a time: {fallbacks}");
     println!(
         "  errors      {}",
         if errors.is_empty() {
