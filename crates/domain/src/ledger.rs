@@ -228,6 +228,23 @@ pub struct Posting {
     pub share: InsuredShare,
 }
 
+impl Posting {
+    /// The parts as they count towards the pair: a reversal's are negative.
+    pub fn signed_share(&self) -> InsuredShare {
+        let sign = if self.reversal {
+            Decimal::NEGATIVE_ONE
+        } else {
+            Decimal::ONE
+        };
+        InsuredShare {
+            fund: sign * self.share.fund,
+            serious_illness: sign * self.share.serious_illness,
+            assistance: sign * self.share.assistance,
+            personal_account: sign * self.share.personal_account,
+        }
+    }
+}
+
 /// Totals per (insured, treatment) province pair; a reversal subtracts its claim.
 pub fn statement(postings: &[Posting]) -> std::collections::BTreeMap<(Region, Region), PairTotals> {
     let mut pairs: std::collections::BTreeMap<(Region, Region), PairTotals> = Default::default();
@@ -235,20 +252,16 @@ pub fn statement(postings: &[Posting]) -> std::collections::BTreeMap<(Region, Re
         let t = pairs
             .entry((p.insured.province(), p.treatment.province()))
             .or_default();
-        let sign = if p.reversal {
-            Decimal::NEGATIVE_ONE
-        } else {
-            Decimal::ONE
-        };
         if p.reversal {
             t.reversed += 1;
         } else {
             t.settled += 1;
         }
-        t.share.fund += sign * p.share.fund;
-        t.share.serious_illness += sign * p.share.serious_illness;
-        t.share.assistance += sign * p.share.assistance;
-        t.share.personal_account += sign * p.share.personal_account;
+        let share = p.signed_share();
+        t.share.fund += share.fund;
+        t.share.serious_illness += share.serious_illness;
+        t.share.assistance += share.assistance;
+        t.share.personal_account += share.personal_account;
     }
     pairs
 }

@@ -195,7 +195,7 @@ impl Clearing {
 pub async fn add_to_period(
     tx: &mut PgConnection,
     period: &str,
-    pairs: &BTreeMap<(String, String), PairTotals>,
+    pairs: &BTreeMap<(Region, Region), PairTotals>,
 ) -> sqlx::Result<()> {
     let totals: Vec<&PairTotals> = pairs.values().collect();
     sqlx::query(
@@ -210,8 +210,8 @@ pub async fn add_to_period(
              personal_account = p.personal_account + EXCLUDED.personal_account",
     )
     .bind(period)
-    .bind(pairs.keys().map(|(i, _)| i.as_str()).collect::<Vec<_>>())
-    .bind(pairs.keys().map(|(_, t)| t.as_str()).collect::<Vec<_>>())
+    .bind(pairs.keys().map(|(i, _)| i.to_string()).collect::<Vec<_>>())
+    .bind(pairs.keys().map(|(_, t)| t.to_string()).collect::<Vec<_>>())
     .bind(totals.iter().map(|t| t.settled).collect::<Vec<_>>())
     .bind(totals.iter().map(|t| t.reversed).collect::<Vec<_>>())
     .bind(totals.iter().map(|t| t.share.fund).collect::<Vec<_>>())

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clearinghouse_domain::{
-    ledger::{InsuredShare, Leg, PairTotals, claim_entry, is_balanced},
+    ledger::{InsuredShare, Leg, Posting, claim_entry, is_balanced, statement},
     money::parse_decimal,
     region::Region,
 };
@@ -25,11 +25,11 @@ pub struct LedgerPosting {
 struct Entry {
     event_id: Uuid,
     kind: &'static str,
-    insured: Region,
-    treatment: Region,
     treatment_region: String,
     claim_id: String,
     original_event_id: Option<Uuid>,
+    posting: Posting,
+    /// The posting's parts as journaled: a reversal's are negative.
     share: InsuredShare,
     legs: Vec<Leg>,
 }
@@ -83,26 +83,20 @@ fn entry_of(received: &Received) -> anyhow::Result<Option<Entry>> {
     let (share, treatment_region, claim_id) = share_of(result)?;
     let legs = claim_entry(insured, treatment, &share, reversal);
     anyhow::ensure!(is_balanced(&legs), "unbalanced entry for claim {claim_id}");
-    let sign = if reversal {
-        Decimal::NEGATIVE_ONE
-    } else {
-        Decimal::ONE
-    };
-    let share = InsuredShare {
-        fund: sign * share.fund,
-        serious_illness: sign * share.serious_illness,
-        assistance: sign * share.assistance,
-        personal_account: sign * share.personal_account,
+    let posting = Posting {
+        insured,
+        treatment,
+        reversal,
+        share,
     };
     Ok(Some(Entry {
         event_id: received.event_id,
         kind,
-        insured,
-        treatment,
         treatment_region,
         claim_id,
         original_event_id: original,
-        share,
+        share: posting.signed_share(),
+        posting,
         legs,
     }))
 }
@@ -145,8 +139,8 @@ impl Handler for LedgerPosting {
         )
         .bind(entries.iter().map(|e| e.event_id).collect::<Vec<_>>())
         .bind(entries.iter().map(|e| e.kind).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.insured.to_string()).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.treatment.to_string()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.posting.insured.to_string()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.posting.treatment.to_string()).collect::<Vec<_>>())
         .bind(entries.iter().map(|e| e.treatment_region.clone()).collect::<Vec<_>>())
         .bind(entries.iter().map(|e| e.claim_id.clone()).collect::<Vec<_>>())
         .bind(entries.iter().map(|e| e.original_event_id).collect::<Vec<_>>())
@@ -166,24 +160,12 @@ impl Handler for LedgerPosting {
         let mut leg_accounts = Vec::new();
         let mut leg_amounts = Vec::new();
         let mut balances: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let mut draws: BTreeMap<(String, String), Decimal> = BTreeMap::new();
-        let mut pairs: BTreeMap<(String, String), PairTotals> = BTreeMap::new();
+        let mut posted = Vec::with_capacity(entries.len());
         for entry in &entries {
             let Some(id) = ids.get(&entry.event_id) else {
                 continue;
             };
-            let pair = (entry.insured.to_string(), entry.treatment.to_string());
-            *draws.entry(pair.clone()).or_default() += entry.share.total();
-            let totals = pairs.entry(pair).or_default();
-            if entry.kind == "CLAIM_REVERSED" {
-                totals.reversed += 1;
-            } else {
-                totals.settled += 1;
-            }
-            totals.share.fund += entry.share.fund;
-            totals.share.serious_illness += entry.share.serious_illness;
-            totals.share.assistance += entry.share.assistance;
-            totals.share.personal_account += entry.share.personal_account;
+            posted.push(entry.posting.clone());
             for leg in &entry.legs {
                 leg_entries.push(*id);
                 leg_accounts.push(leg.account.as_str());
@@ -211,9 +193,19 @@ impl Handler for LedgerPosting {
         .bind(&amounts)
         .execute(&mut *tx)
         .await?;
+        let pairs = statement(&posted);
         crate::clearing::add_to_period(tx, &period, &pairs).await?;
         // Settled claims draw on the insured province's reserve at the treatment province,
         // reversals restore it; a low reserve warns but never blocks.
+        let draws: BTreeMap<(String, String), Decimal> = pairs
+            .iter()
+            .map(|((insured, treatment), totals)| {
+                (
+                    (insured.to_string(), treatment.to_string()),
+                    totals.share.total(),
+                )
+            })
+            .collect();
         let warnings = self.clearing.change_reserves(tx, &draws, false).await?;
         if !warnings.is_empty() {
             outbox::enqueue(tx, warnings).await?;
