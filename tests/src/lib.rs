@@ -315,17 +315,23 @@ pub fn synthetic_result(
     }
 }
 
-/// The Prometheus text a service publishes on its metrics address.
-pub async fn scrape_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+/// The body of a plain HTTP/1.0 GET of `path` on a local server (empty if the answer has
+/// none).
+pub async fn http_get(addr: impl tokio::net::ToSocketAddrs, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let (_, body) = response
+    Ok(response
         .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP body from {addr}"))?;
-    Ok(body.to_string())
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
+/// The Prometheus text a service publishes on its metrics address.
+pub async fn scrape_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    http_get(addr, "/metrics").await
 }

@@ -14,7 +14,6 @@ use clearinghouse_proto::{
 };
 use clearinghouse_testkit::fixtures;
 use clearinghouse_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn deploy() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -67,21 +66,9 @@ fn percent_encode(text: &str) -> String {
 }
 
 async fn query(port: u16, expr: &str) -> serde_json::Value {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let request = format!(
-        "GET /api/v1/query?query={} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
-        percent_encode(expr)
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    let path = format!("/api/v1/query?query={}", percent_encode(expr));
+    let body = http_get(("127.0.0.1", port), &path).await.unwrap();
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
 }
 
 struct KillOnDrop(std::process::Child);

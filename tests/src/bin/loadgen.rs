@@ -96,6 +96,7 @@ fn args() -> Args {
     a
 }
 
+#[derive(Clone)]
 struct Person {
     id: String,
     insured: &'static str,
@@ -223,12 +224,7 @@ async fn seed(stack: &Stack, persons: &[Person]) {
     let filings = Arc::new(per_province(&stack.filing).await);
     let accounts = Arc::new(per_province(&stack.settlement).await);
     let next = Arc::new(AtomicU64::new(0));
-    let persons = Arc::new(
-        persons
-            .iter()
-            .map(|p| (p.id.clone(), p.insured, p.treatment))
-            .collect::<Vec<_>>(),
-    );
+    let persons = Arc::new(persons.to_vec());
     let workers = (0..32).map(|_| {
         let (filings, accounts, next, persons) = (
             filings.clone(),
@@ -239,7 +235,13 @@ async fn seed(stack: &Stack, persons: &[Person]) {
         tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some((id, insured, treatment)) = persons.get(i) else {
+                let Some(Person {
+                    id,
+                    insured,
+                    treatment,
+                    employee,
+                }) = persons.get(i)
+                else {
                     break;
                 };
                 let mut filing = FilingServiceClient::new(filings[insured].clone());
@@ -250,7 +252,7 @@ async fn seed(stack: &Stack, persons: &[Person]) {
                     "",
                 );
                 person.insured_region = (*insured).into();
-                person.scheme = if i.is_multiple_of(2) {
+                person.scheme = if *employee {
                     Scheme::Employee
                 } else {
                     Scheme::Resident
@@ -272,7 +274,7 @@ async fn seed(stack: &Stack, persons: &[Person]) {
                     })
                     .await
                     .unwrap();
-                if i.is_multiple_of(2) {
+                if *employee {
                     // The insured place credits its employees' personal accounts.
                     SettlementServiceClient::new(accounts[insured].clone())
                         .credit_personal_account(CreditPersonalAccountRequest {
