@@ -390,6 +390,17 @@ pub struct YearToDate {
     pub assistance_paid: Decimal,
 }
 
+impl YearToDate {
+    /// Adds a claim's person-year changes (its disease's are kept per disease).
+    pub fn add_year(&mut self, d: &AccumulatorDelta) {
+        self.inpatient_admissions += d.inpatient_admissions;
+        self.inpatient_fund_paid += d.inpatient_fund_paid;
+        self.serious_illness_base += d.serious_illness_base;
+        self.serious_illness_paid += d.serious_illness_paid;
+        self.assistance_paid += d.assistance_paid;
+    }
+}
+
 /// What one claim adds to the accumulators and takes from the personal account; a
 /// reversal subtracts exactly this.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -173,13 +173,9 @@ fn run(
 
 /// Adds a claim's delta to the year so far, as the settlement store does.
 fn accumulate(ytd: &mut YearToDate, d: &AccumulatorDelta) {
-    ytd.inpatient_admissions += d.inpatient_admissions;
-    ytd.inpatient_fund_paid += d.inpatient_fund_paid;
+    ytd.add_year(d);
     ytd.disease_deductible_met += d.disease_deductible_met;
     ytd.disease_fund_paid += d.disease_fund_paid;
-    ytd.serious_illness_base += d.serious_illness_base;
-    ytd.serious_illness_paid += d.serious_illness_paid;
-    ytd.assistance_paid += d.assistance_paid;
 }
 
 fn example1() -> Claim {

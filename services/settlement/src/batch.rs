@@ -356,12 +356,7 @@ async fn settle_in(
         };
         let d = &outcome.delta;
         // The next claim of this person in the batch sees this one.
-        let state = year_state.entry(year.clone()).or_default();
-        state.inpatient_admissions += d.inpatient_admissions;
-        state.inpatient_fund_paid += d.inpatient_fund_paid;
-        state.serious_illness_base += d.serious_illness_base;
-        state.serious_illness_paid += d.serious_illness_paid;
-        state.assistance_paid += d.assistance_paid;
+        year_state.entry(year.clone()).or_default().add_year(d);
         if let Some(key) = &disease {
             let entry = disease_state.entry(key.clone()).or_default();
             entry.0 += d.disease_deductible_met;
@@ -404,7 +399,8 @@ async fn settle_in(
 struct Writes {
     claims: Vec<ClaimRow>,
     outbox: Vec<clearinghouse_events::outbox::OutboxRow>,
-    years: BTreeMap<YearKey, AccumulatorDelta>,
+    /// Each person-year's changes, summed over the batch.
+    years: BTreeMap<YearKey, YearToDate>,
     diseases: BTreeMap<DiseaseKey, (Decimal, Decimal)>,
     /// Each debited person's balance after the batch.
     accounts: BTreeMap<PersonKey, Decimal>,
@@ -432,12 +428,7 @@ impl Writes {
         result: &SettlementResult,
         event: clearinghouse_events::outbox::OutboxRow,
     ) {
-        let y = self.years.entry(year.clone()).or_default();
-        y.inpatient_admissions += d.inpatient_admissions;
-        y.inpatient_fund_paid += d.inpatient_fund_paid;
-        y.serious_illness_base += d.serious_illness_base;
-        y.serious_illness_paid += d.serious_illness_paid;
-        y.assistance_paid += d.assistance_paid;
+        self.years.entry(year.clone()).or_default().add_year(d);
         if let Some(key) = disease_key(p) {
             let e = self.diseases.entry(key).or_default();
             e.0 += d.disease_deductible_met;
@@ -470,7 +461,7 @@ impl Writes {
         }
         let c = &self.claims;
         let o = &self.outbox;
-        let y: Vec<(&YearKey, &AccumulatorDelta)> = self.years.iter().collect();
+        let y: Vec<(&YearKey, &YearToDate)> = self.years.iter().collect();
         let d: Vec<(&DiseaseKey, &(Decimal, Decimal))> = self.diseases.iter().collect();
         let a: Vec<(&PersonKey, &Decimal)> = self.accounts.iter().collect();
         sqlx::query(WRITE)
