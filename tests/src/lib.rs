@@ -39,6 +39,8 @@ use tonic::transport::Channel;
 pub struct TestEnv {
     pub database_url: String,
     pub kafka: KafkaConfig,
+    /// The services' clock: the system's unless a test sets another hour.
+    pub clock: clearinghouse_domain::dates::Clock,
 }
 
 impl TestEnv {
@@ -53,6 +55,7 @@ impl TestEnv {
         Ok(Self {
             database_url,
             kafka,
+            clock: clearinghouse_domain::dates::Clock::system(),
         })
     }
 
@@ -60,6 +63,7 @@ impl TestEnv {
         let mut config = clearinghouse_filing::Config {
             server: test_server(),
             kafka: self.kafka.clone(),
+            clock: self.clock,
             ..Default::default()
         };
         config.database.url = Secret::new(&self.database_url);
@@ -81,6 +85,7 @@ impl TestEnv {
                 .map(|f| format!("https://{}", f.grpc_addr))
                 .unwrap_or_default(),
             relay_enabled: relay,
+            clock: self.clock,
             ..Default::default()
         };
         config.database.url = Secret::new(&self.database_url);
@@ -91,6 +96,7 @@ impl TestEnv {
         let mut config = clearinghouse_referral::Config {
             server: test_server(),
             kafka: self.kafka.clone(),
+            clock: self.clock,
             ..Default::default()
         };
         config.database.url = Secret::new(&self.database_url);
@@ -107,6 +113,7 @@ impl TestEnv {
         let mut config = clearinghouse_fund_ledger::Config {
             server: test_server(),
             kafka: self.kafka.clone(),
+            clock: self.clock,
             ..Default::default()
         };
         config.database.url = Secret::new(&self.database_url);

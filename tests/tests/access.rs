@@ -21,7 +21,7 @@ use clearinghouse_proto::{
     ledger::v1::{
         CloseClearingPeriodRequest, ConfirmStatementRequest, DisputeStatementRequest,
         GetBalancesRequest, GetReservesRequest, GetStatementRequest, ListEntriesRequest,
-        ReconcileRequest, SizeReserveRequest, TopUpReserveRequest,
+        ReconcileRequest, SettleClearingPeriodRequest, SizeReserveRequest, TopUpReserveRequest,
         ledger_service_client::LedgerServiceClient,
     },
     referral::v1::{
@@ -214,6 +214,7 @@ fn cases() -> Vec<Case> {
                     request_id: String::new(),
                     filing: Some(filing),
                     override_lock: false,
+                    override_reason: "moved by the insured place".into(),
                 })
             }
         ),
@@ -229,6 +230,7 @@ fn cases() -> Vec<Case> {
                     filing_id: ctx.revocable_filing_id.clone(),
                     effective_date: fixtures::days_ago(0),
                     override_lock: false,
+                    override_reason: "moved by the insured place".into(),
                 })
             }
         ),
@@ -631,6 +633,21 @@ fn cases() -> Vec<Case> {
                     period: ctx.period.clone(),
                     province: "110000".into(),
                     reason: "claim C-ACC-1 is not ours".into(),
+                })
+            }
+        ),
+        case!(
+            Ledger,
+            "SettleClearingPeriod",
+            sd,
+            bj,
+            // The national platform passes authorization and meets the state machine: the
+            // period is not confirmed by every province here.
+            [PD, PD, PD, Code::FailedPrecondition, PD],
+            |c: LedgerServiceClient, _tag, ctx| {
+                c.settle_clearing_period(SettleClearingPeriodRequest {
+                    request_id: String::new(),
+                    period: ctx.period.clone(),
                 })
             }
         ),

@@ -25,12 +25,12 @@ use clearinghouse_proto::{
 use clearinghouse_testkit::fixtures;
 use clearinghouse_tests::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use time::{Date, Duration as Days, OffsetDateTime};
+use time::{Date, Duration as Days};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
 fn today() -> Date {
-    OffsetDateTime::now_utc().date()
+    fixtures::today()
 }
 
 fn day(offset: i64) -> String {
@@ -56,11 +56,19 @@ async fn eligibility(
 }
 
 async fn add_person(filing: &mut FilingServiceClient<Channel>, person_id: &str) {
+    register_person(filing, person_id, false).await;
+}
+
+async fn register_person(
+    filing: &mut FilingServiceClient<Channel>,
+    person_id: &str,
+    retired: bool,
+) {
     let id_number = fixtures::id_number("37010219700101001");
     filing
         .register_person(RegisterPersonRequest {
             request_id: String::new(),
-            person: Some(fixtures::person(person_id, &id_number, false, "")),
+            person: Some(fixtures::person(person_id, &id_number, retired, "")),
         })
         .await
         .unwrap();
@@ -124,7 +132,13 @@ async fn every_category_has_its_lifecycle_and_eligibility_its_boundaries() {
     .enumerate()
     {
         let person = format!("P-CAT{i}");
-        add_person(&mut client, &person).await;
+        // A resettled retiree must be retired.
+        register_person(
+            &mut client,
+            &person,
+            category == FilingCategory::ResettledRetiree,
+        )
+        .await;
         let long_term = i < 3;
         let f = register(
             filing(&person, category, "110000", -10, None),
@@ -186,8 +200,9 @@ async fn every_category_has_its_lifecycle_and_eligibility_its_boundaries() {
         let revoke = |override_lock| RevokeFilingRequest {
             request_id: String::new(),
             filing_id: f.filing_id.clone(),
-            effective_date: day(-2),
+            effective_date: day(0),
             override_lock,
+            override_reason: "moved by the insured place".into(),
         };
         if long_term {
             let locked = client.revoke_filing(revoke(false)).await.unwrap_err();
@@ -207,14 +222,14 @@ async fn every_category_has_its_lifecycle_and_eligibility_its_boundaries() {
             .unwrap();
         assert_eq!(revoked.status, FilingStatus::Revoked as i32);
         assert_eq!(
-            eligibility(&mut client, &person, "110000", &day(-3))
+            eligibility(&mut client, &person, "110000", &day(-1))
                 .await
                 .covering
                 .len(),
             1
         );
         assert!(
-            eligibility(&mut client, &person, "110000", &day(-2))
+            eligibility(&mut client, &person, "110000", &day(0))
                 .await
                 .covering
                 .is_empty()
@@ -288,6 +303,7 @@ async fn every_category_has_its_lifecycle_and_eligibility_its_boundaries() {
             request_id: String::new(),
             filing: Some(changed),
             override_lock: false,
+            override_reason: "moved by the insured place".into(),
         })
         .await
         .unwrap();
@@ -493,8 +509,9 @@ async fn a_referral_files_itself_once_even_when_delivered_twice() {
     referral_host.wait().await.unwrap();
 }
 
-/// Registers the filing and, with probability `p`, revokes it from a day within the last
-/// `within` days (overriding any lock, as the insured place may).
+/// Registers the filing and, with probability `p`, revokes it from today or one of the
+/// next `within - 1` days (a revocation is never retroactive; overriding any lock, as the
+/// insured place may).
 async fn file_and_maybe_revoke(
     filings: &mut FilingServiceClient<Channel>,
     rng: &mut StdRng,
@@ -514,12 +531,13 @@ async fn file_and_maybe_revoke(
         .filing
         .unwrap();
     if rng.random_bool(p) {
-        let effective_date = day(-rng.random_range(0..within));
+        let effective_date = day(rng.random_range(0..within));
         let request = RevokeFilingRequest {
             request_id: String::new(),
             filing_id: f.filing_id,
             effective_date,
             override_lock: true,
+            override_reason: "moved by the insured place".into(),
         };
         filings.revoke_filing(request).await.unwrap();
     }
@@ -594,7 +612,7 @@ async fn the_settlement_projection_agrees_with_check_eligibility() {
                 -rng.random_range(0..90),
                 None,
             );
-            file_and_maybe_revoke(&mut filings, &mut rng, f, 0.3, 60).await;
+            file_and_maybe_revoke(&mut filings, &mut rng, f, 0.3, 3).await;
         }
         for _ in 0..rng.random_range(0..3) {
             let region = regions[rng.random_range(0..regions.len())];
@@ -607,7 +625,7 @@ async fn the_settlement_projection_agrees_with_check_eligibility() {
                 start,
                 Some(end),
             );
-            file_and_maybe_revoke(&mut filings, &mut rng, f, 0.2, 30).await;
+            file_and_maybe_revoke(&mut filings, &mut rng, f, 0.2, 3).await;
         }
     }
 
@@ -642,7 +660,9 @@ async fn the_settlement_projection_agrees_with_check_eligibility() {
     for _ in 0..300 {
         let person = format!("P-PRJ{:02}", rng.random_range(0..PERSONS));
         let region = regions[rng.random_range(0..regions.len())];
-        let offset = -rng.random_range(0..100);
+        // From 99 days back to tomorrow (the latest service date a claim may carry), so
+        // the revocations of today and tomorrow fall inside.
+        let offset = -rng.random_range(-1..100);
         let answer = eligibility(&mut filings, &person, region, &day(offset)).await;
         let mut claim = fixtures::example1(&format!("PRJ-{checked}"), &person);
         claim.treatment_region = region.into();

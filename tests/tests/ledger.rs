@@ -13,8 +13,8 @@ use clearinghouse_proto::{
     filing::v1::{FilingCategory, RegisterFilingRequest, RegisterPersonRequest},
     ledger::v1::{
         CloseClearingPeriodRequest, ConfirmStatementRequest, DisputeStatementRequest,
-        GetReservesRequest, GetStatementRequest, ReconcileRequest, SizeReserveRequest,
-        TopUpReserveRequest,
+        GetReservesRequest, GetStatementRequest, ReconcileRequest, SettleClearingPeriodRequest,
+        SizeReserveRequest, TopUpReserveRequest,
     },
     settlement::v1::{
         ListClaimsRequest, PutCatalogueRequest, PutPolicyRequest, ReverseRequest,
@@ -41,8 +41,14 @@ fn current_period() -> String {
 }
 
 async fn reserve_lows(env: &TestEnv) -> i64 {
+    ledger_events(env, "ReserveLow").await
+}
+
+/// The ledger's events of a type still in its outbox (the tests hold its relay back).
+async fn ledger_events(env: &TestEnv, event_type: &str) -> i64 {
     let pool = env.schema_pool("ledger").await.unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'ReserveLow'")
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = $1")
+        .bind(event_type)
         .fetch_one(&pool)
         .await
         .unwrap()
@@ -259,7 +265,7 @@ async fn claims_clear_between_provinces_to_the_fen() {
     // The closed period's statements equal the settlement service's stored claims.
     let mut expected: BTreeMap<(String, String), (i64, Decimal)> = BTreeMap::new();
     for (person_id, insured, treatment) in &persons {
-        let year = OffsetDateTime::now_utc().year();
+        let year = clearinghouse_testkit::fixtures::today().year();
         for year in [year - 1, year] {
             let claims = world
                 .settlement_as(insured)
@@ -361,6 +367,20 @@ async fn claims_clear_between_provinces_to_the_fen() {
             .state;
         assert_eq!(state, "CLOSED", "a dispute blocks confirmation");
     }
+    // Settling before every province confirmed is refused.
+    let early = ledger
+        .settle_clearing_period(SettleClearingPeriodRequest {
+            request_id: String::new(),
+            period: period.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        early.code(),
+        Code::FailedPrecondition,
+        "{}",
+        early.message()
+    );
     let state = world
         .ledger_as("440000")
         .await
@@ -373,7 +393,69 @@ async fn claims_clear_between_provinces_to_the_fen() {
         .unwrap()
         .into_inner()
         .state;
-    assert_eq!(state, "SETTLED");
+    // Every province confirmed: CONFIRMED, seen in the statement, the events and the gauge.
+    assert_eq!(state, "CONFIRMED");
+    let statement = ledger
+        .get_statement(GetStatementRequest {
+            period: period.clone(),
+            province: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(statement.state, "CONFIRMED");
+    assert_eq!(
+        ledger_events(&world.env, "ClearingPeriodConfirmed").await,
+        1
+    );
+    assert_eq!(ledger_events(&world.env, "ClearingSettled").await, 0);
+    let metrics_addr = world.metrics_targets()[2].1;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = http_get(metrics_addr, "/metrics").await.unwrap();
+        if text.contains("clearing_periods{state=\"CONFIRMED\"} 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the period-state gauge never showed CONFIRMED"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Only the national platform settles; a repeat answers as the first.
+    let refused = world
+        .ledger_as("370000")
+        .await
+        .settle_clearing_period(SettleClearingPeriodRequest {
+            request_id: String::new(),
+            period: period.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let settle = SettleClearingPeriodRequest {
+        request_id: "settle-1".into(),
+        period: period.clone(),
+    };
+    let settled = ledger
+        .settle_clearing_period(settle.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(settled.state, "SETTLED");
+    assert_eq!(
+        settled.nets.iter().map(|n| dec(&n.net)).sum::<Decimal>(),
+        Decimal::ZERO
+    );
+    assert_eq!(
+        ledger
+            .settle_clearing_period(settle)
+            .await
+            .unwrap()
+            .into_inner(),
+        settled
+    );
+    assert_eq!(ledger_events(&world.env, "ClearingSettled").await, 1);
     let pool = world.env.schema_pool("ledger").await.unwrap();
     let moved: Decimal = sqlx::query_scalar(
         "SELECT COALESCE(sum(amount), 0) FROM settlement_instructions WHERE period = $1",

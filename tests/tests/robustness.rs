@@ -208,6 +208,7 @@ fn targets() -> Vec<Target> {
                 request_id: "fz".into(),
                 filing: Some(filing),
                 override_lock: true,
+                override_reason: "moved by the insured place".into(),
             },
         ),
         target(
@@ -220,6 +221,7 @@ fn targets() -> Vec<Target> {
                 filing_id: uuid.clone(),
                 effective_date: fixtures::days_ago(0),
                 override_lock: false,
+                override_reason: "moved by the insured place".into(),
             },
         ),
         target(

@@ -17,12 +17,24 @@ pub struct FilingCover {
 }
 
 impl FilingCover {
-    /// First and last day inclusive; a revocation ends cover from its effective date.
+    /// First and last day inclusive; a revocation ends cover from its effective date. A
+    /// referral covers every hospital of its target province, whatever prefecture it names.
     pub fn covers(&self, treatment_region: Region, date: Date) -> bool {
-        self.treatment_region.contains(treatment_region)
+        self.covered_region().contains(treatment_region)
             && self.start <= date
             && self.end.is_none_or(|end| date <= end)
             && self.revoked_from.is_none_or(|from| date < from)
+    }
+}
+
+impl FilingCover {
+    /// The region the filing covers: the named one, or for a referral its whole province.
+    pub fn covered_region(&self) -> Region {
+        if self.category == Category::Referral {
+            self.treatment_region.province()
+        } else {
+            self.treatment_region
+        }
     }
 }
 
@@ -54,5 +66,35 @@ mod tests {
         };
         assert!(revoked.covers(beijing, date!(2026 - 02 - 28)));
         assert!(!revoked.covers(beijing, date!(2026 - 03 - 01)));
+    }
+
+    #[test]
+    fn a_referral_covers_its_whole_target_province() {
+        let guangzhou = Region::parse("440100").unwrap();
+        let shenzhen = Region::parse("440300").unwrap();
+        let foshan = Region::parse("440600").unwrap();
+        let referral = FilingCover {
+            treatment_region: guangzhou,
+            category: Category::Referral,
+            start: date!(2026 - 01 - 01),
+            end: Some(date!(2026 - 12 - 31)),
+            revoked_from: None,
+        };
+        for region in [
+            guangzhou,
+            shenzhen,
+            foshan,
+            Region::parse("440000").unwrap(),
+        ] {
+            assert!(referral.covers(region, date!(2026 - 06 - 01)), "{region}");
+        }
+        assert!(!referral.covers(Region::parse("450100").unwrap(), date!(2026 - 06 - 01)));
+        // Any other category covers only the region it names.
+        let temporary = FilingCover {
+            category: Category::OtherTemporary,
+            ..referral
+        };
+        assert!(temporary.covers(guangzhou, date!(2026 - 06 - 01)));
+        assert!(!temporary.covers(shenzhen, date!(2026 - 06 - 01)));
     }
 }

@@ -4,6 +4,7 @@
 //! Everything here is deterministic and synchronous so it can be tested by the thousand.
 
 pub mod access;
+pub mod clearing;
 pub mod dates;
 pub mod filing;
 pub mod identity;

@@ -44,5 +44,6 @@ pub fn event_type(body: &Body) -> &'static str {
         Body::ClearingPeriodClosed(_) => "ClearingPeriodClosed",
         Body::StatementConfirmed(_) => "StatementConfirmed",
         Body::ClearingSettled(_) => "ClearingSettled",
+        Body::ClearingPeriodConfirmed(_) => "ClearingPeriodConfirmed",
     }
 }

@@ -8,7 +8,7 @@ use clearinghouse_proto::{
         SeriousIllnessBand, VisitType, claim,
     },
 };
-use time::{Date, Duration, OffsetDateTime};
+use time::{Date, Duration};
 
 /// Shandong (insured place) and Beijing (treatment place) in every example.
 pub const INSURED_REGION: &str = "370100";
@@ -34,14 +34,19 @@ pub fn date(d: Date) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-/// Days before today, so every example lies inside this year's back-dating windows.
+/// Today in China, the date every service reasons in.
+pub fn today() -> Date {
+    clearinghouse_domain::dates::Clock::system().today()
+}
+
+/// Days before today (China), so every example lies inside this year's back-dating windows.
 pub fn days_ago(days: i64) -> String {
-    date(OffsetDateTime::now_utc().date() - Duration::days(days))
+    date(today() - Duration::days(days))
 }
 
 /// The service date of the examples: ten days ago.
 fn anchor() -> Date {
-    OffsetDateTime::now_utc().date() - Duration::days(10)
+    today() - Duration::days(10)
 }
 
 /// `days` before the anchor, but never in the year before it: admissions of one example
@@ -55,7 +60,7 @@ fn before_anchor_same_year(days: i64) -> Date {
 /// The `EMPLOYEE` inpatient policy of the foundation issue, in force since 1 January of
 /// last year. `full` adds the settlement issue's serious illness and assistance.
 pub fn inpatient_policy(insured_region: &str, full: bool) -> Policy {
-    let year = OffsetDateTime::now_utc().year() - 1;
+    let year = today().year() - 1;
     Policy {
         insured_region: insured_region.into(),
         scheme: Scheme::Employee as i32,
@@ -151,7 +156,7 @@ pub fn catalogue_items() -> Vec<CatalogueItem> {
 
 /// The catalogue's effective date: 1 January of last year.
 pub fn catalogue_effective_from() -> String {
-    format!("{}-01-01", OffsetDateTime::now_utc().year() - 1)
+    format!("{}-01-01", today().year() - 1)
 }
 
 pub fn person(person_id: &str, id_number: &str, retired: bool, assistance: &str) -> Person {

@@ -2,7 +2,7 @@
 //! store and announce in one transaction.
 
 use clearinghouse_domain::{
-    dates::parse_date,
+    dates::{Clock, format_date, parse_date},
     filing::FilingCover,
     identity::{id_number_is_valid, person_id_is_valid},
     region::Region,
@@ -12,7 +12,7 @@ use clearinghouse_events::{
     outbox::{self, Outgoing},
 };
 use clearinghouse_platform::{
-    access::{Action, authorize_request, with_subject},
+    access::{Action, Caller, authorize_request, with_subject},
     error::check_request_id,
 };
 use clearinghouse_platform::{
@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::{
     FilingRules,
-    store::{self, FilingRow, PersonRow},
+    store::{self, FilingRow, LockOverride, PersonRow},
 };
 use clearinghouse_domain::settlement::Category;
 use time::Date;
@@ -39,11 +39,17 @@ pub struct FilingApi {
     pool: PgPool,
     topic: String,
     rules: FilingRules,
+    clock: Clock,
 }
 
 impl FilingApi {
-    pub fn new(pool: PgPool, topic: String, rules: FilingRules) -> Self {
-        Self { pool, topic, rules }
+    pub fn new(pool: PgPool, topic: String, rules: FilingRules, clock: Clock) -> Self {
+        Self {
+            pool,
+            topic,
+            rules,
+            clock,
+        }
     }
 
     /// Validates a filing as registered or changed, applying the insured place's rules.
@@ -160,23 +166,87 @@ impl FilingApi {
         ))
     }
 
-    /// A long-term filing inside its lock period may change only by explicit override;
-    /// returns whether the override was needed (and is to be recorded).
+    /// A long-term filing inside its lock period may change only by the insured place's
+    /// explicit override, which must say why; returns the override to record, if needed.
     fn check_lock(
         &self,
         filing: &FilingRow,
-        today: Date,
+        caller: &Caller,
         override_lock: bool,
-    ) -> Result<bool, Status> {
+        reason: &str,
+    ) -> Result<Option<LockOverride>, Status> {
         let locked = filing.cover.category.is_long_term()
-            && today < filing.cover.start + time::Duration::days(self.rules.long_term_lock_days);
-        if locked && !override_lock {
+            && self.clock.today()
+                < filing.cover.start + time::Duration::days(self.rules.long_term_lock_days);
+        if !locked {
+            return Ok(None);
+        }
+        if !override_lock {
             return Err(Status::failed_precondition(format!(
                 "filing {} is a long-term filing inside its {}-day lock period; the insured place may override",
                 filing.filing_id, self.rules.long_term_lock_days
             )));
         }
-        Ok(locked)
+        if reason.trim().is_empty()
+            || !clearinghouse_platform::error::is_plain_text(reason, MAX_TEXT)
+        {
+            return Err(invalid_field(
+                "override_reason",
+                "an override of the lock period must say why (1 to 200 bytes)",
+            ));
+        }
+        Ok(Some(LockOverride {
+            by: caller.to_string(),
+            // Stored with Postgres's microseconds: answered as it will be read back.
+            at: {
+                let now = self.clock.now();
+                now.replace_nanosecond(now.nanosecond() / 1000 * 1000)
+                    .unwrap_or(now)
+            },
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// The rules a long-term cover must meet against the person: a resettled retiree must
+    /// be retired, and no other long-term filing may cover any of its days.
+    async fn check_long_term(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        person: &PersonRow,
+        filing_id: Uuid,
+        cover: &FilingCover,
+    ) -> Result<(), Status> {
+        if cover.category == Category::ResettledRetiree && !person.retired {
+            return Err(Status::failed_precondition(format!(
+                "person {} is not retired: a RESETTLED_RETIREE filing needs a retired person",
+                person.person_id
+            )));
+        }
+        if !cover.category.is_long_term() {
+            return Ok(());
+        }
+        let overlap = store::overlapping_long_term(
+            tx,
+            person.insured_region,
+            &person.person_id,
+            filing_id,
+            cover.start,
+        )
+        .await
+        .map_err(db)?;
+        match overlap {
+            None => Ok(()),
+            Some((other, Some(end))) => Err(Status::failed_precondition(format!(
+                "person {} has long-term filing {other} covering until {}: a new long-term filing may start on {} or later",
+                person.person_id,
+                format_date(end - time::Duration::days(1)),
+                format_date(end)
+            ))),
+            Some((other, None)) => Err(Status::failed_precondition(format!(
+                "person {} already has an active long-term filing {other}",
+                person.person_id
+            ))),
+        }
     }
 
     /// Writes the event in the transaction of the change it announces, then commits both.
@@ -258,8 +328,29 @@ fn parse_person_key(insured_region: &str, person_id: &str) -> Result<Region, Sta
     region.ok_or_else(|| Status::internal("validation inconsistency"))
 }
 
-fn today() -> Date {
-    time::OffsetDateTime::now_utc().date()
+/// The audit subject of a filing write, naming a lock override when there was one.
+fn filing_subject(filing_id: Uuid, lock_override: Option<&LockOverride>) -> String {
+    match lock_override {
+        Some(o) => format!(
+            "filing {filing_id} (lock period overridden by {}: {})",
+            o.by, o.reason
+        ),
+        None => format!("filing {filing_id}"),
+    }
+}
+
+/// Whether a repeated registration carries the payload of the filing its request id made
+/// (an empty end date stands for the default the original was given).
+fn same_registration(f: &Filing, original: &FilingRow) -> bool {
+    let o = original.to_proto();
+    f.person_id == o.person_id
+        && f.insured_region == o.insured_region
+        && f.treatment_region == o.treatment_region
+        && f.category == o.category
+        && f.start_date == o.start_date
+        && (f.end_date.is_empty() || f.end_date == o.end_date)
+        && f.residence_proof == o.residence_proof
+        && f.proof_reference == o.proof_reference
 }
 
 /// A second active long-term filing is a precondition failure, not a storage error.
@@ -340,6 +431,25 @@ impl FilingService for FilingApi {
             },
         )?;
         let mut tx = self.pool.begin().await.map_err(db)?;
+        if !person.retired
+            && store::lock_person(&mut tx, person.insured_region, &person.person_id)
+                .await
+                .map_err(db)?
+                .is_some_and(|p| p.retired)
+            && store::holds_retiree_filing(
+                &mut tx,
+                person.insured_region,
+                &person.person_id,
+                self.clock.today(),
+            )
+            .await
+            .map_err(db)?
+        {
+            return Err(Status::failed_precondition(format!(
+                "person {} holds a RESETTLED_RETIREE filing: revoke it before registering the person as not retired",
+                person.person_id
+            )));
+        }
         if !store::update_person(&mut tx, &person).await.map_err(db)? {
             return Err(Status::not_found(format!(
                 "no person {} in {}",
@@ -399,28 +509,35 @@ impl FilingService for FilingApi {
                 .await
                 .map_err(db)?
         {
+            if !same_registration(f, &original) {
+                return Err(Status::already_exists(format!(
+                    "request_id {} already registered filing {} with another payload",
+                    r.request_id, original.filing_id
+                )));
+            }
             return Ok(Response::new(RegisterFilingResponse {
                 filing: Some(original.to_proto()),
             }));
         }
         let (insured_region, person_id, cover, residence_proof, proof_reference) =
-            self.parse_filing(f, today())?;
-        if store::get_person(&mut tx, insured_region, &person_id)
+            self.parse_filing(f, self.clock.today())?;
+        let person = store::lock_person(&mut tx, insured_region, &person_id)
             .await
             .map_err(db)?
-            .is_none()
-        {
-            return Err(Status::not_found(format!(
-                "no person {person_id} in {insured_region}"
-            )));
-        }
+            .ok_or_else(|| {
+                Status::not_found(format!("no person {person_id} in {insured_region}"))
+            })?;
+        let filing_id = Uuid::now_v7();
+        self.check_long_term(&mut tx, &person, filing_id, &cover)
+            .await?;
         let filing = FilingRow {
-            filing_id: Uuid::now_v7(),
+            filing_id,
             insured_region,
             person_id,
             cover,
             residence_proof,
             proof_reference,
+            lock_override: None,
         };
         if let Err(e) = store::insert_filing(&mut tx, &filing, request_id).await {
             return Err(long_term_conflict(e, &filing.person_id));
@@ -448,16 +565,21 @@ impl FilingService for FilingApi {
             return Err(invalid_field("filing", "is required"));
         };
         let filing_id = parse_filing_id(&f.filing_id, "filing.filing_id")?;
-        let today = today();
         let (insured_region, person_id, cover, residence_proof, proof_reference) =
-            self.parse_filing(f, today)?;
-        authorize_request(
+            self.parse_filing(f, self.clock.today())?;
+        let caller = authorize_request(
             &request,
             Action::WriteAsInsured {
                 insured: insured_region,
             },
         )?;
         let mut tx = self.pool.begin().await.map_err(db)?;
+        let person = store::lock_person(&mut tx, insured_region, &person_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| {
+                Status::not_found(format!("no person {person_id} in {insured_region}"))
+            })?;
         let current = store::get_filing(&mut tx, filing_id, true)
             .await
             .map_err(db)?
@@ -473,25 +595,33 @@ impl FilingService for FilingApi {
                 "filing {filing_id} is revoked"
             )));
         }
-        let overridden = self.check_lock(&current, today, r.override_lock)?;
-        let changed = FilingRow {
+        let mut changed = FilingRow {
             filing_id,
             insured_region,
             person_id,
             cover,
             residence_proof,
             proof_reference,
+            lock_override: current.lock_override.clone(),
         };
         if changed == current {
             return Ok(Response::new(ChangeFilingResponse {
                 filing: Some(current.to_proto()),
             }));
         }
-        if let Err(e) = store::change_filing(&mut tx, &changed, overridden).await {
+        let lock_override =
+            self.check_lock(&current, &caller, r.override_lock, &r.override_reason)?;
+        self.check_long_term(&mut tx, &person, filing_id, &changed.cover)
+            .await?;
+        if let Err(e) = store::change_filing(&mut tx, &changed).await {
             return Err(long_term_conflict(e, &changed.person_id));
         }
-        if overridden {
-            tracing::info!(filing = %filing_id, "long-term lock overridden by the insured place");
+        if let Some(o) = &lock_override {
+            store::record_override(&mut tx, filing_id, o)
+                .await
+                .map_err(db)?;
+            tracing::info!(filing = %filing_id, by = %o.by, reason = %o.reason, "long-term lock overridden by the insured place");
+            changed.lock_override = lock_override.clone();
         }
         let body = Body::FilingChanged(ev::FilingChanged {
             filing: Some(changed.to_proto()),
@@ -502,7 +632,7 @@ impl FilingService for FilingApi {
             ChangeFilingResponse {
                 filing: Some(changed.to_proto()),
             },
-            format!("filing {filing_id}"),
+            filing_subject(filing_id, lock_override.as_ref()),
         ))
     }
 
@@ -524,7 +654,7 @@ impl FilingService for FilingApi {
             .await
             .map_err(db)?
             .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
-        authorize_request(
+        let caller = authorize_request(
             &request,
             Action::WriteAsInsured {
                 insured: filing.insured_region,
@@ -540,11 +670,24 @@ impl FilingService for FilingApi {
                 "filing {filing_id} is already revoked"
             )));
         }
-        if self.check_lock(&filing, today(), r.override_lock)? {
-            store::record_override(&mut tx, filing_id)
+        let today = self.clock.today();
+        if from < today {
+            return Err(invalid_field(
+                "effective_date",
+                format!(
+                    "must be today ({}, China) or later: a revocation never removes cover retroactively",
+                    format_date(today)
+                ),
+            ));
+        }
+        let lock_override =
+            self.check_lock(&filing, &caller, r.override_lock, &r.override_reason)?;
+        if let Some(o) = &lock_override {
+            store::record_override(&mut tx, filing_id, o)
                 .await
                 .map_err(db)?;
-            tracing::info!(filing = %filing_id, "long-term lock overridden by the insured place");
+            tracing::info!(filing = %filing_id, by = %o.by, reason = %o.reason, "long-term lock overridden by the insured place");
+            filing.lock_override = lock_override.clone();
         }
         store::revoke_filing(&mut tx, filing_id, from)
             .await
@@ -559,7 +702,7 @@ impl FilingService for FilingApi {
             RevokeFilingResponse {
                 filing: Some(filing.to_proto()),
             },
-            format!("filing {filing_id}"),
+            filing_subject(filing_id, lock_override.as_ref()),
         ))
     }
 

@@ -27,6 +27,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
+    /// Where "today" (a China date) comes from; tests set it to a chosen hour.
+    #[serde(skip)]
+    pub clock: clearinghouse_domain::dates::Clock,
     /// Run the outbox relay in this process (off only in tests that drive it themselves).
     pub relay_enabled: bool,
     #[serde(flatten)]
@@ -94,6 +97,7 @@ impl Default for Config {
             database,
             kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
+            clock: clearinghouse_domain::dates::Clock::system(),
             relay_enabled: true,
             rules: FilingRules::default(),
         }
@@ -141,12 +145,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             pool.clone(),
             referrals::ReferralFilings {
                 filing_topic: topic.clone(),
+                clock: config.clock,
             },
             clearinghouse_events::consumer::ConsumerMetrics::register(&mut registry),
             background.token.clone(),
         )?);
     }
-    let api = FilingApi::new(pool.clone(), topic, config.rules);
+    let api = FilingApi::new(pool.clone(), topic, config.rules, config.clock);
     let routes = ServiceRoutes {
         routes: tonic::service::Routes::new(
             FilingServiceServer::new(api)

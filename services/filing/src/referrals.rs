@@ -13,13 +13,13 @@ use clearinghouse_events::{
 };
 use clearinghouse_proto::{events::v1 as ev, referral::v1::Referral};
 use sqlx::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::store::{self, FilingRow};
 
 pub struct ReferralFilings {
     pub filing_topic: String,
+    pub clock: clearinghouse_domain::dates::Clock,
 }
 
 impl ReferralFilings {
@@ -55,6 +55,7 @@ impl ReferralFilings {
             },
             residence_proof: false,
             proof_reference: format!("referral {referral_id}"),
+            lock_override: None,
         };
         if store::insert_referral_filing(tx, &filing, referral_id).await? {
             let body = Body::FilingRegistered(ev::FilingRegistered {
@@ -73,8 +74,14 @@ impl ReferralFilings {
         if filing.cover.revoked_from.is_some() {
             return Ok(());
         }
-        let today = OffsetDateTime::now_utc().date();
-        let from = today.max(filing.cover.start);
+        // Cover ends from the China date of the cancellation (the referral service's; an
+        // event without one is dated on arrival), never before the filing began.
+        let cancelled_on = if r.cancelled_on.is_empty() {
+            self.clock.today()
+        } else {
+            parse_date(&r.cancelled_on)?
+        };
+        let from = cancelled_on.max(filing.cover.start);
         store::revoke_filing(tx, filing.filing_id, from).await?;
         filing.cover.revoked_from = Some(from);
         let body = Body::FilingRevoked(ev::FilingRevoked {

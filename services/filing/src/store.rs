@@ -3,10 +3,10 @@
 use clearinghouse_domain::{dates::format_date, filing::FilingCover, region::Region};
 use clearinghouse_proto::{
     convert::{category_from_name, category_name, category_to_proto, scheme_to_proto},
-    filing::v1::{Filing, FilingStatus, Person},
+    filing::v1::{self as pb, Filing, FilingStatus, Person},
 };
 use sqlx::{PgConnection, Row, postgres::PgRow};
-use time::Date;
+use time::{Date, OffsetDateTime, format_description::well_known::Rfc3339};
 use uuid::Uuid;
 
 /// A person as stored, already validated.
@@ -71,7 +71,31 @@ pub async fn get_person(
     insured_region: Region,
     person_id: &str,
 ) -> sqlx::Result<Option<PersonRow>> {
-    sqlx::query("SELECT * FROM persons WHERE insured_region = $1 AND person_id = $2")
+    person_query(conn, insured_region, person_id, false).await
+}
+
+/// The person, locked until the transaction ends: every change to a person's long-term
+/// filings holds it, so two of them cannot both pass the one-at-a-time check.
+pub async fn lock_person(
+    conn: &mut PgConnection,
+    insured_region: Region,
+    person_id: &str,
+) -> sqlx::Result<Option<PersonRow>> {
+    person_query(conn, insured_region, person_id, true).await
+}
+
+async fn person_query(
+    conn: &mut PgConnection,
+    insured_region: Region,
+    person_id: &str,
+    lock: bool,
+) -> sqlx::Result<Option<PersonRow>> {
+    let sql = if lock {
+        "SELECT * FROM persons WHERE insured_region = $1 AND person_id = $2 FOR UPDATE"
+    } else {
+        "SELECT * FROM persons WHERE insured_region = $1 AND person_id = $2"
+    };
+    sqlx::query(sql)
         .bind(insured_region.to_string())
         .bind(person_id)
         .fetch_optional(conn)
@@ -128,6 +152,26 @@ pub struct FilingRow {
     pub cover: FilingCover,
     pub residence_proof: bool,
     pub proof_reference: String,
+    /// The latest override of the long-term lock period, if any.
+    pub lock_override: Option<LockOverride>,
+}
+
+/// An override of a long-term filing's lock period: who, when, why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockOverride {
+    pub by: String,
+    pub at: OffsetDateTime,
+    pub reason: String,
+}
+
+impl LockOverride {
+    fn to_proto(&self) -> pb::LockOverride {
+        pb::LockOverride {
+            by: self.by.clone(),
+            at: self.at.format(&Rfc3339).unwrap_or_default(),
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 impl FilingRow {
@@ -148,6 +192,7 @@ impl FilingRow {
             revoked_from: self.cover.revoked_from.map(format_date).unwrap_or_default(),
             residence_proof: self.residence_proof,
             proof_reference: self.proof_reference.clone(),
+            lock_override: self.lock_override.as_ref().map(LockOverride::to_proto),
         }
     }
 
@@ -157,6 +202,19 @@ impl FilingRow {
             Region::parse(&text).map_err(|e| decode_error(col, e))
         };
         let category: String = row.try_get("category")?;
+        let overridden_at: Option<OffsetDateTime> = row.try_get("lock_overridden_at")?;
+        let lock_override = match overridden_at {
+            Some(at) => Some(LockOverride {
+                by: row
+                    .try_get::<Option<String>, _>("lock_overridden_by")?
+                    .unwrap_or_default(),
+                at,
+                reason: row
+                    .try_get::<Option<String>, _>("lock_override_reason")?
+                    .unwrap_or_default(),
+            }),
+            None => None,
+        };
         Ok(Self {
             filing_id: row.try_get("filing_id")?,
             insured_region: region("insured_region")?,
@@ -171,6 +229,7 @@ impl FilingRow {
             },
             residence_proof: row.try_get("residence_proof")?,
             proof_reference: row.try_get("proof_reference")?,
+            lock_override,
         })
     }
 }
@@ -338,16 +397,11 @@ pub async fn filing_of_referral(
 }
 
 /// Changes a filing's treatment region, category, start and end (a new state, announced
-/// as `FilingChanged`).
-pub async fn change_filing(
-    conn: &mut PgConnection,
-    f: &FilingRow,
-    overridden: bool,
-) -> sqlx::Result<()> {
+/// as `FilingChanged`), with the lock override it needed, if any.
+pub async fn change_filing(conn: &mut PgConnection, f: &FilingRow) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE filings SET treatment_region = $2, category = $3, long_term = $4, start_date = $5, end_date = $6,
-                residence_proof = $7, proof_reference = $8,
-                lock_overridden_at = CASE WHEN $9 THEN now() ELSE lock_overridden_at END
+                residence_proof = $7, proof_reference = $8
          WHERE filing_id = $1",
     )
     .bind(f.filing_id)
@@ -358,16 +412,73 @@ pub async fn change_filing(
     .bind(f.cover.end)
     .bind(f.residence_proof)
     .bind(&f.proof_reference)
-    .bind(overridden)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn record_override(conn: &mut PgConnection, filing_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE filings SET lock_overridden_at = now() WHERE filing_id = $1")
-        .bind(filing_id)
-        .execute(conn)
-        .await?;
+pub async fn record_override(
+    conn: &mut PgConnection,
+    filing_id: Uuid,
+    o: &LockOverride,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE filings SET lock_overridden_at = $2, lock_overridden_by = $3, lock_override_reason = $4
+         WHERE filing_id = $1",
+    )
+    .bind(filing_id)
+    .bind(o.at)
+    .bind(&o.by)
+    .bind(&o.reason)
+    .execute(conn)
+    .await?;
     Ok(())
+}
+
+/// Another long-term filing of the person whose cover overlaps a long-term cover starting
+/// on `start` (open-ended): one not revoked, or revoked from a day after `start` (even a
+/// scheduled, future revocation). Returns its id and effective end.
+pub async fn overlapping_long_term(
+    conn: &mut PgConnection,
+    insured_region: Region,
+    person_id: &str,
+    except: Uuid,
+    start: Date,
+) -> sqlx::Result<Option<(Uuid, Option<Date>)>> {
+    let row = sqlx::query(
+        "SELECT filing_id, revoked_from FROM filings
+         WHERE insured_region = $1 AND person_id = $2 AND long_term AND filing_id <> $3
+           AND COALESCE(revoked_from, 'infinity'::date) > GREATEST(start_date, $4)
+         ORDER BY start_date LIMIT 1",
+    )
+    .bind(insured_region.to_string())
+    .bind(person_id)
+    .bind(except)
+    .bind(start)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| Ok((r.try_get("filing_id")?, r.try_get("revoked_from")?)))
+        .transpose()
+}
+
+/// Whether the person holds a `RESETTLED_RETIREE` filing that covers `today` or a later day.
+pub async fn holds_retiree_filing(
+    conn: &mut PgConnection,
+    insured_region: Region,
+    person_id: &str,
+    today: Date,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM filings
+           WHERE insured_region = $1 AND person_id = $2 AND category = $4
+             AND (revoked_from IS NULL OR revoked_from > $3))",
+    )
+    .bind(insured_region.to_string())
+    .bind(person_id)
+    .bind(today)
+    .bind(category_name(
+        clearinghouse_domain::settlement::Category::ResettledRetiree,
+    ))
+    .fetch_one(conn)
+    .await
 }

@@ -1,7 +1,8 @@
-//! `clearinghouse.ledger.v1.LedgerService`. Reserves and clearing come with the ledger
-//! issue; until then those RPCs answer `UNIMPLEMENTED`.
+//! `clearinghouse.ledger.v1.LedgerService`: balances and entries, reserves, clearing
+//! periods and their statements, reconciliation.
 
 use clearinghouse_domain::{
+    clearing::{PeriodState, TransitionError},
     ledger,
     money::{format2, parse_decimal},
     region::Region,
@@ -257,24 +258,20 @@ impl LedgerService for LedgerApi {
         authorize_request(&request, Action::OperateClearing)?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         // The row lock waits for postings in flight into this period (they hold a share lock).
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1 FOR UPDATE")
-                .bind(&period)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        match state.as_deref() {
-            None => return Err(Status::not_found(format!("no clearing period {period}"))),
-            Some("OPEN") => {}
-            // Closing again answers as the first close did.
-            Some(_) => {
-                return Ok(with_subject(
+        let state = lock_period(&mut tx, &period).await?;
+        if let Err(e) = state.close() {
+            return match e {
+                // Closing again answers as the first close did.
+                TransitionError::Already(_) => Ok(with_subject(
                     CloseClearingPeriodResponse {
                         period: period.clone(),
                     },
                     format!("period {period}"),
-                ));
-            }
+                )),
+                TransitionError::NotYet(..) => {
+                    Err(Status::failed_precondition(format!("period {period}: {e}")))
+                }
+            };
         }
         sqlx::query(
             "UPDATE clearing_periods SET state = 'CLOSED', closed_at = now() WHERE period = $1",
@@ -379,6 +376,31 @@ impl LedgerService for LedgerApi {
         ))
     }
 
+    async fn settle_clearing_period(
+        &self,
+        request: Request<SettleClearingPeriodRequest>,
+    ) -> Result<Response<SettleClearingPeriodResponse>, Status> {
+        check_request_id(&request.get_ref().request_id)?;
+        check_period(&request.get_ref().period)?;
+        authorize_request(&request, Action::OperateClearing)?;
+        let period = request.get_ref().period.clone();
+        let nets = self.settle_period(&period).await?;
+        Ok(with_subject(
+            SettleClearingPeriodResponse {
+                period: period.clone(),
+                state: PeriodState::Settled.name().to_string(),
+                nets: nets
+                    .into_iter()
+                    .map(|(p, n)| settle_clearing_period_response::Net {
+                        province: p.to_string(),
+                        net: format2(n),
+                    })
+                    .collect(),
+            },
+            format!("period {period}"),
+        ))
+    }
+
     async fn reconcile(
         &self,
         request: Request<ReconcileRequest>,
@@ -409,6 +431,19 @@ async fn period_state(conn: &mut sqlx::PgConnection, period: &str) -> Result<Str
         .await
         .map_err(db)?
         .ok_or_else(|| Status::not_found(format!("no clearing period {period}")))
+}
+
+/// The period's state, its row locked until the transaction ends.
+async fn lock_period(conn: &mut sqlx::PgConnection, period: &str) -> Result<PeriodState, Status> {
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1 FOR UPDATE")
+            .bind(period)
+            .fetch_optional(conn)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Status::not_found(format!("no clearing period {period}")))?;
+    PeriodState::parse(&state)
+        .ok_or_else(|| Status::internal(format!("period {period} has an unknown state")))
 }
 
 fn reserve_proto(row: &sqlx::postgres::PgRow) -> Result<Reserve, Status> {
@@ -558,9 +593,10 @@ impl LedgerApi {
         treatment: &str,
         amount: Decimal,
     ) -> Result<(), Status> {
-        let period = clearing::open_period(tx, self.clearing.period_months)
-            .await
-            .map_err(db)?;
+        let period =
+            clearing::open_period(tx, self.clearing.period_months, self.clearing.clock.today())
+                .await
+                .map_err(db)?;
         let entry_id: i64 = sqlx::query_scalar(
             "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region, claim_id,
                                           fund, serious_illness, assistance, personal_account, period)
@@ -614,24 +650,15 @@ impl LedgerApi {
         let own = Region::parse(&province).map_err(|e| invalid_field("province", e.to_string()))?;
         authorize(caller, Action::WriteOwnAccount { province: own })?;
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let state: String = {
-            clearing::next_period(period, 1)
-                .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
-            sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1 FOR UPDATE")
-                .bind(period)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-                .ok_or_else(|| Status::not_found(format!("no clearing period {period}")))?
-        };
-        match state.as_str() {
-            "OPEN" => {
+        let state = lock_period(&mut tx, period).await?;
+        match state.respond(false) {
+            Ok(_) => {}
+            Err(TransitionError::Already(state)) => return Ok(state.name().to_string()),
+            Err(TransitionError::NotYet(..)) => {
                 return Err(Status::failed_precondition(format!(
                     "period {period} is still open"
                 )));
             }
-            "CLOSED" => {}
-            settled => return Ok(settled.to_string()),
         }
         let pairs = clearing::period_pairs(&mut tx, period).await.map_err(db)?;
         let provinces: std::collections::BTreeSet<String> = pairs
@@ -672,44 +699,91 @@ impl LedgerApi {
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
-        let mut state = "CLOSED".to_string();
-        if confirmed as usize == provinces.len() {
-            // Every province confirmed: settle by the multilateral nets.
-            let nets = ledger::nets(&pairs);
-            for (payer, payee, amount) in ledger::instructions(&nets) {
-                sqlx::query("INSERT INTO settlement_instructions (period, payer, payee, amount) VALUES ($1, $2, $3, $4)")
-                    .bind(period)
-                    .bind(payer.to_string())
-                    .bind(payee.to_string())
-                    .bind(amount)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
-            sqlx::query("UPDATE clearing_periods SET state = 'SETTLED', settled_at = now() WHERE period = $1")
-                .bind(period)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            events.push(
-                self.event(
-                    period,
-                    Body::ClearingSettled(ev::ClearingSettled {
-                        period: period.into(),
-                        nets: nets
-                            .iter()
-                            .map(|(p, n)| ev::clearing_settled::Net {
-                                province: p.to_string(),
-                                net: format2(*n),
-                            })
-                            .collect(),
-                    }),
-                ),
-            );
-            state = "SETTLED".into();
+        let next = state
+            .respond(confirmed as usize == provinces.len())
+            .map_err(|e| Status::failed_precondition(format!("period {period}: {e}")))?;
+        if next == PeriodState::Confirmed {
+            set_period_state(&mut tx, period, next).await?;
+            events.push(self.event(
+                period,
+                Body::ClearingPeriodConfirmed(ev::ClearingPeriodConfirmed {
+                    period: period.into(),
+                }),
+            ));
         }
         outbox::enqueue(&mut tx, events).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(state)
+        Ok(next.name().to_string())
     }
+
+    /// Settles a confirmed period by the multilateral nets: the payment instructions, the
+    /// `SETTLED` state and `ClearingSettled`, in one transaction.
+    async fn settle_period(&self, period: &str) -> Result<Vec<(Region, Decimal)>, Status> {
+        check_period(period)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let state = lock_period(&mut tx, period).await?;
+        let pairs = clearing::period_pairs(&mut tx, period).await.map_err(db)?;
+        let nets = ledger::nets(&pairs);
+        match state.settle() {
+            Ok(_) => {}
+            // A repeat answers as the first settlement did.
+            Err(TransitionError::Already(PeriodState::Settled)) => {
+                return Ok(nets.into_iter().collect());
+            }
+            Err(e) => {
+                return Err(Status::failed_precondition(format!(
+                    "period {period} cannot be settled: {e} (every province must confirm its statement first)"
+                )));
+            }
+        }
+        for (payer, payee, amount) in ledger::instructions(&nets) {
+            sqlx::query("INSERT INTO settlement_instructions (period, payer, payee, amount) VALUES ($1, $2, $3, $4)")
+                .bind(period)
+                .bind(payer.to_string())
+                .bind(payee.to_string())
+                .bind(amount)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        set_period_state(&mut tx, period, PeriodState::Settled).await?;
+        let body = Body::ClearingSettled(ev::ClearingSettled {
+            period: period.into(),
+            nets: nets
+                .iter()
+                .map(|(p, n)| ev::clearing_settled::Net {
+                    province: p.to_string(),
+                    net: format2(*n),
+                })
+                .collect(),
+        });
+        outbox::enqueue(&mut tx, vec![self.event(period, body)])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(nets.into_iter().collect())
+    }
+}
+
+async fn set_period_state(
+    conn: &mut sqlx::PgConnection,
+    period: &str,
+    state: PeriodState,
+) -> Result<(), Status> {
+    let sql = match state {
+        PeriodState::Confirmed => {
+            "UPDATE clearing_periods SET state = $2, confirmed_at = now() WHERE period = $1"
+        }
+        PeriodState::Settled => {
+            "UPDATE clearing_periods SET state = $2, settled_at = now() WHERE period = $1"
+        }
+        _ => "UPDATE clearing_periods SET state = $2 WHERE period = $1",
+    };
+    sqlx::query(sql)
+        .bind(period)
+        .bind(state.name())
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
 }

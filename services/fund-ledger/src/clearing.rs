@@ -60,6 +60,8 @@ pub struct Clearing {
     pub period_months: u32,
     pub topic: String,
     pub metrics: ReserveMetrics,
+    /// Where today's China date comes from (the month a new open period starts in).
+    pub clock: clearinghouse_domain::dates::Clock,
 }
 
 fn level_name(l: ReserveLevel) -> &'static str {
@@ -96,16 +98,21 @@ pub fn next_period(period: &str, months: u32) -> Option<String> {
 /// The open period, created for the current one (its first month, periods aligned on the
 /// calendar year) when there is none; held with a share lock so that closing it waits for
 /// the postings in flight.
-pub async fn open_period(tx: &mut PgConnection, months: u32) -> sqlx::Result<String> {
+pub async fn open_period(
+    tx: &mut PgConnection,
+    months: u32,
+    today: time::Date,
+) -> sqlx::Result<String> {
     sqlx::query(
         "INSERT INTO clearing_periods (period, state)
          SELECT to_char(make_date(extract(year FROM d)::int, ((extract(month FROM d)::int - 1) / $1) * $1 + 1, 1), 'YYYY-MM'),
                 'OPEN'
-         FROM (SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date AS d) AS today
+         FROM (SELECT $2::date AS d) AS today
          WHERE NOT EXISTS (SELECT 1 FROM clearing_periods WHERE state = 'OPEN')
          ON CONFLICT DO NOTHING",
     )
     .bind(months.max(1) as i32)
+    .bind(today)
     .execute(&mut *tx)
     .await?;
     sqlx::query_scalar("SELECT period FROM clearing_periods WHERE state = 'OPEN' FOR SHARE")
@@ -299,7 +306,7 @@ pub fn watch_periods(
                     .fetch_all(&pool)
                     .await;
             if let Ok(counts) = counts {
-                for state in ["OPEN", "CLOSED", "CONFIRMED", "SETTLED"] {
+                for state in clearinghouse_domain::clearing::PeriodState::ALL.map(|s| s.name()) {
                     let n = counts
                         .iter()
                         .find(|(s, _)| s == state)

@@ -29,6 +29,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
+    /// Where "today" (a China date) comes from; tests set it to a chosen hour.
+    #[serde(skip)]
+    pub clock: clearinghouse_domain::dates::Clock,
     /// Events applied per transaction.
     pub max_batch: usize,
     /// Length of a clearing period in months: 1 (monthly, the default), 2, 3, 4, 6 or 12.
@@ -48,6 +51,7 @@ impl Default for Config {
             database,
             kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
+            clock: clearinghouse_domain::dates::Clock::system(),
             max_batch: 1000,
             clearing_period_months: 1,
             yellow_threshold: rust_decimal::Decimal::new(70, 2),
@@ -90,7 +94,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         },
         topic: ledger_topic,
         metrics: clearing::ReserveMetrics::register(&mut registry),
+        clock: config.clock,
     };
+    // The open period exists from the start, so its statement answers (with zeros) before
+    // the first posting.
+    {
+        let mut tx = pool.begin().await?;
+        clearing::open_period(&mut tx, clearing.period_months, clearing.clock.today()).await?;
+        tx.commit().await?;
+    }
     background.tasks.push(clearing::watch_periods(
         pool.clone(),
         &mut registry,
@@ -126,6 +138,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 "CloseClearingPeriod",
                 "ConfirmStatement",
                 "DisputeStatement",
+                "SettleClearingPeriod",
             ],
         ),
         pool,

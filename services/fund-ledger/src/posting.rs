@@ -122,7 +122,12 @@ impl Handler for LedgerPosting {
         if entries.is_empty() {
             return Ok(());
         }
-        let period = crate::clearing::open_period(tx, self.clearing.period_months).await?;
+        let period = crate::clearing::open_period(
+            tx,
+            self.clearing.period_months,
+            self.clearing.clock.today(),
+        )
+        .await?;
         // A second reversal of the same claim is skipped by the unique index; the rows
         // inserted come back with their ids.
         let inserted: Vec<(i64, Uuid)> = sqlx::query_as(

@@ -1,7 +1,7 @@
 //! gRPC handlers of `clearinghouse.referral.v1.ReferralService`.
 
 use clearinghouse_domain::{
-    dates::{format_date, parse_date},
+    dates::{Clock, china_date, format_date, parse_date},
     identity::person_id_is_valid,
     region::Region,
 };
@@ -26,14 +26,16 @@ pub struct ReferralApi {
     pool: PgPool,
     topic: String,
     validity: Duration,
+    clock: Clock,
 }
 
 impl ReferralApi {
-    pub fn new(pool: PgPool, topic: String, validity: Duration) -> Self {
+    pub fn new(pool: PgPool, topic: String, validity: Duration, clock: Clock) -> Self {
         Self {
             pool,
             topic,
             validity,
+            clock,
         }
     }
 
@@ -65,6 +67,11 @@ fn from_row(row: &PgRow) -> Result<Referral, Status> {
         } else {
             ReferralStatus::Active
         } as i32,
+        cancelled_on: row
+            .try_get::<Option<OffsetDateTime>, _>("cancelled_at")
+            .map_err(db)?
+            .map(|at| format_date(china_date(at)))
+            .unwrap_or_default(),
     })
 }
 
@@ -109,7 +116,7 @@ impl ReferralService for ReferralApi {
             v.add("referral.diagnosis", "must be 1 to 200 characters");
         }
         let issued = v.check("referral.issue_date", parse_date(&referral.issue_date));
-        let today = OffsetDateTime::now_utc().date();
+        let today = self.clock.today();
         if issued.is_some_and(|d| d > today + Duration::days(1)) {
             v.add("referral.issue_date", "must not lie in the future");
         }
@@ -144,8 +151,22 @@ impl ReferralService for ReferralApi {
                     .await
                     .map_err(db)?
         {
+            let original = from_row(&row)?;
+            let same = original.person_id == referral.person_id
+                && original.referring_hospital == referral.referring_hospital
+                && original.target_region == referral.target_region
+                && original.diagnosis == referral.diagnosis
+                && original.issue_date == referral.issue_date
+                && (referral.valid_until.is_empty()
+                    || original.valid_until == referral.valid_until);
+            if !same {
+                return Err(Status::already_exists(format!(
+                    "request_id {request_id} already issued referral {} with another payload",
+                    original.referral_id
+                )));
+            }
             return Ok(Response::new(IssueReferralResponse {
-                referral: Some(from_row(&row)?),
+                referral: Some(original),
             }));
         }
         let issued_referral = Referral {
@@ -158,6 +179,7 @@ impl ReferralService for ReferralApi {
             issue_date: format_date(issued),
             valid_until: format_date(until),
             status: ReferralStatus::Active as i32,
+            cancelled_on: String::new(),
         };
         sqlx::query(
             "INSERT INTO referrals (referral_id, request_id, insured_region, person_id, referring_hospital,
@@ -218,12 +240,17 @@ impl ReferralService for ReferralApi {
                 referral: Some(referral),
             }));
         }
-        sqlx::query("UPDATE referrals SET status = 'CANCELLED', cancelled_at = now() WHERE referral_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let now = self.clock.now();
+        sqlx::query(
+            "UPDATE referrals SET status = 'CANCELLED', cancelled_at = $2 WHERE referral_id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         referral.status = ReferralStatus::Cancelled as i32;
+        referral.cancelled_on = format_date(china_date(now));
         let body = Body::ReferralCancelled(ev::ReferralCancelled {
             referral: Some(referral.clone()),
         });

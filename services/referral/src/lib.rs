@@ -25,6 +25,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
+    /// Where "today" (a China date) comes from; tests set it to a chosen hour.
+    #[serde(skip)]
+    pub clock: clearinghouse_domain::dates::Clock,
     /// Validity of a referral when the request gives none.
     pub validity_days: i64,
 }
@@ -36,6 +39,7 @@ impl Default for Config {
             database: DatabaseConfig::for_schema("referral"),
             kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
+            clock: clearinghouse_domain::dates::Clock::system(),
             validity_days: 365,
         }
     }
@@ -65,6 +69,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         pool.clone(),
         topic,
         time::Duration::days(config.validity_days.max(1)),
+        config.clock,
     );
     let routes = ServiceRoutes {
         routes: tonic::service::Routes::new(

@@ -38,6 +38,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
+    /// Where "today" (a China date) comes from; tests set it to a chosen hour.
+    #[serde(skip)]
+    pub clock: clearinghouse_domain::dates::Clock,
     /// The filing service, asked when the projection has no answer yet (e.g.
     /// `https://127.0.0.1:50061`, reached with `server.tls`' certificate as our client
     /// identity); empty to rely on the projection alone.
@@ -55,6 +58,7 @@ impl Default for Config {
             database,
             kafka: KafkaConfig::default(),
             telemetry: TelemetryConfig::default(),
+            clock: clearinghouse_domain::dates::Clock::system(),
             filing_endpoint: "https://127.0.0.1:50061".into(),
             relay_enabled: true,
             consumer_enabled: true,
@@ -146,6 +150,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             filing,
             settlement_topic,
             metrics::SettlementMetrics::register(&mut registry),
+            config.clock,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use clearinghouse_domain::{
-    dates::format_date,
+    dates::{Clock, format_date},
     money::{format2, parse_decimal},
     region::Region,
     settlement::{self as rules, Coverage, Outcome, Person, RuleError, YearToDate},
@@ -45,6 +45,7 @@ pub struct SettlementApi {
     lookups: projection::Lookups,
     topic: String,
     metrics: crate::metrics::SettlementMetrics,
+    clock: Clock,
 }
 
 /// Everything a claim needs that does not change while it is settled.
@@ -57,14 +58,8 @@ pub(crate) struct Prepared {
     items: std::collections::HashMap<String, rules::CatalogueItem>,
 }
 
-pub(crate) fn today() -> time::Date {
-    OffsetDateTime::now_utc().date()
-}
-
-fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
 }
 
 pub(crate) fn rule_error(e: RuleError) -> Status {
@@ -103,6 +98,7 @@ impl SettlementApi {
         filing: Option<FilingServiceClient<Channel>>,
         topic: String,
         metrics: crate::metrics::SettlementMetrics,
+        clock: Clock,
     ) -> Self {
         let batcher = crate::batch::Batcher::start(
             hot.clone(),
@@ -118,6 +114,7 @@ impl SettlementApi {
             batcher,
             topic,
             metrics,
+            clock,
         }
     }
 
@@ -254,7 +251,7 @@ impl SettlementApi {
         caller: &Caller,
         claim: Claim,
     ) -> Result<SettlementResult, Status> {
-        let parsed = parse_as_treatment(caller, Some(&claim))?;
+        let parsed = parse_as_treatment(caller, Some(&claim), self.clock.today())?;
         let request = request_digest(&claim.encode_to_vec());
         // A repeated claim id is found when the claim is written, so a new claim pays no lookup.
         let prepared = self.prepare(&parsed).await?;
@@ -392,8 +389,12 @@ pub(crate) async fn settle_one(
 }
 
 /// A claim validated at the edge, from a caller that is its treatment place.
-fn parse_as_treatment(caller: &Caller, claim: Option<&Claim>) -> Result<ParsedClaim, Status> {
-    let parsed = parse::claim(claim, today())?;
+fn parse_as_treatment(
+    caller: &Caller,
+    claim: Option<&Claim>,
+    today: time::Date,
+) -> Result<ParsedClaim, Status> {
+    let parsed = parse::claim(claim, today)?;
     authorize(
         caller,
         Action::WriteAsTreatment {
@@ -624,7 +625,7 @@ pub(crate) fn result_proto(
         } else {
             String::new()
         },
-        settled_at: now_rfc3339(),
+        settled_at: rfc3339(OffsetDateTime::now_utc()),
     }
 }
 
@@ -653,8 +654,8 @@ fn person_key(insured_region: &str, person_id: &str, year: i32) -> Result<Region
     if !clearinghouse_domain::identity::person_id_is_valid(person_id) {
         v.add("person_id", "must be 1 to 30 printable characters");
     }
-    if !(2000..=2100).contains(&year) {
-        v.add("year", "must be a calendar year");
+    if !clearinghouse_domain::dates::YEARS.contains(&year) {
+        v.add("year", "must be a calendar year from 2000 to 2100");
     }
     v.finish()?;
     region.ok_or_else(|| Status::internal("validation inconsistency"))
@@ -668,7 +669,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<PreSettleResponse>, Status> {
         let caller = caller(&request)?;
         let claim = request.into_inner().claim;
-        let parsed = parse_as_treatment(&caller, claim.as_ref())?;
+        let parsed = parse_as_treatment(&caller, claim.as_ref(), self.clock.today())?;
         let prepared = self.prepare(&parsed).await?;
         // Read without locking and without writing: nothing is stored, nothing changes.
         let mut tx = self.pool.begin().await.map_err(db)?;
