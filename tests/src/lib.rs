@@ -225,6 +225,7 @@ pub async fn seed_reference(settlement: &Host, full: bool) -> anyhow::Result<()>
     }
     catalogues
         .put_catalogue(tokio_stream::iter(vec![PutCatalogueRequest {
+            request_id: String::new(),
             treatment_region: fixtures::TREATMENT_REGION.into(),
             effective_from: fixtures::catalogue_effective_from(),
             items: fixtures::catalogue_items(),

@@ -366,6 +366,8 @@ fn cases() -> Vec<Case> {
             [OK, OK, OK, OK, OK],
             |c: ReferenceDataServiceClient, _tag, ctx| {
                 c.list_policy_versions(ListPolicyVersionsRequest {
+                    page_size: 0,
+                    page_token: String::new(),
                     insured_region: fixtures::INSURED_REGION.into(),
                     scheme: Scheme::Employee as i32,
                     visit_type: VisitType::Inpatient as i32,
@@ -380,6 +382,7 @@ fn cases() -> Vec<Case> {
             [OK, PD, PD, PD, PD],
             |c: ReferenceDataServiceClient, _tag, ctx| {
                 c.put_catalogue(tokio_stream::iter(vec![PutCatalogueRequest {
+                    request_id: String::new(),
                     treatment_region: fixtures::TREATMENT_REGION.into(),
                     effective_from: fixtures::catalogue_effective_from(),
                     items: fixtures::catalogue_items(),
@@ -408,6 +411,8 @@ fn cases() -> Vec<Case> {
             [OK, OK, OK, OK, OK],
             |c: ReferenceDataServiceClient, _tag, ctx| {
                 c.list_catalogue_versions(ListCatalogueVersionsRequest {
+                    page_size: 0,
+                    page_token: String::new(),
                     treatment_region: fixtures::TREATMENT_REGION.into(),
                 })
             }

@@ -570,6 +570,7 @@ async fn the_settlement_projection_agrees_with_check_eligibility() {
             channel_as(&settlement_host, &format!("province:{province}")).await.unwrap(),
         );
         let catalogue = clearinghouse_proto::settlement::v1::PutCatalogueRequest {
+            request_id: String::new(),
             treatment_region: province.into(),
             effective_from: fixtures::catalogue_effective_from(),
             items: fixtures::catalogue_items(),

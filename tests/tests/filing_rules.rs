@@ -193,6 +193,7 @@ async fn a_referral_covers_its_province_until_the_china_date_it_is_cancelled() {
     );
     catalogues
         .put_catalogue(tokio_stream::iter(vec![PutCatalogueRequest {
+            request_id: String::new(),
             treatment_region: "440000".into(),
             effective_from: fixtures::catalogue_effective_from(),
             items: fixtures::catalogue_items(),

@@ -80,6 +80,7 @@ async fn claims_clear_between_provinces_to_the_fen() {
     for treatment in TREATMENT {
         let items = fixtures::catalogue_items();
         let request = PutCatalogueRequest {
+            request_id: String::new(),
             treatment_region: treatment.into(),
             effective_from: fixtures::catalogue_effective_from(),
             items,

@@ -326,6 +326,8 @@ fn targets() -> Vec<Target> {
             "ListPolicyVersions",
             sd,
             ListPolicyVersionsRequest {
+                page_size: 0,
+                page_token: String::new(),
                 insured_region: "370100".into(),
                 scheme: Scheme::Employee as i32,
                 visit_type: VisitType::ChronicOutpatient as i32,
@@ -337,6 +339,7 @@ fn targets() -> Vec<Target> {
             "PutCatalogue",
             bj,
             PutCatalogueRequest {
+                request_id: String::new(),
                 treatment_region: "110000".into(),
                 effective_from: fixtures::catalogue_effective_from(),
                 items: fixtures::catalogue_items(),
@@ -359,6 +362,8 @@ fn targets() -> Vec<Target> {
             "ListCatalogueVersions",
             bj,
             ListCatalogueVersionsRequest {
+                page_size: 0,
+                page_token: String::new(),
                 treatment_region: "110000".into(),
             },
         ),

@@ -320,6 +320,7 @@ async fn a_catalogue_of_100000_items_loads_in_seconds() {
     const PER_MESSAGE: usize = 2_000;
     let messages: Vec<PutCatalogueRequest> = (0..ITEMS / PER_MESSAGE)
         .map(|m| PutCatalogueRequest {
+            request_id: String::new(),
             treatment_region: if m == 0 {
                 "310000".into()
             } else {

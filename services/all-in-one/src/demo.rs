@@ -107,6 +107,7 @@ async fn walk_through(stack: &Stack, pki: &Path) -> anyhow::Result<()> {
         })
         .await?;
     let header = PutCatalogueRequest {
+        request_id: String::new(),
         treatment_region: fixtures::TREATMENT_REGION.into(),
         effective_from: fixtures::catalogue_effective_from(),
         items: fixtures::catalogue_items(),

@@ -532,6 +532,21 @@ impl LedgerApi {
         .map_err(db)?
         .rows_affected()
             == 1;
+        if !fresh {
+            // A repeat must carry the payload of the request that used the id first.
+            let (k, i, t, a): (String, String, String, Decimal) = sqlx::query_as(
+                "SELECT kind, insured_province, treatment_province, amount FROM reserve_requests WHERE request_id = $1",
+            )
+            .bind(request_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            if (k.as_str(), &i, &t, a) != (kind, &insured, &treatment, amount) {
+                return Err(Status::already_exists(format!(
+                    "request_id {request_id} was used for another reserve request"
+                )));
+            }
+        }
         let mut events = Vec::new();
         if fresh {
             if kind == "SIZE" {

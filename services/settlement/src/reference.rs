@@ -15,7 +15,7 @@ use clearinghouse_domain::{
 };
 use clearinghouse_platform::{
     access::{Action, authorize, authorize_request, caller, with_subject},
-    error::{FieldViolations, invalid_field},
+    error::{FieldViolations, check_request_id, invalid_field},
 };
 use clearinghouse_proto::{
     convert::{scheme_from_proto, scheme_name, visit_type_from_proto, visit_type_to_proto},
@@ -80,6 +80,15 @@ pub struct PolicyCache {
 }
 
 impl PolicyCache {
+    /// Forgets which versions are in force, so a version just put is used by the next
+    /// claim: reference data changes rarely, so every key starts afresh.
+    fn versions_changed(&self) {
+        self.versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// The version of `key` in force on `date`, from a list of its versions at most
     /// `IN_FORCE_TTL` old, so one query serves every date and every claim meanwhile. The
     /// first claim to find the list old reloads it; the others use it until then.
@@ -277,6 +286,40 @@ impl ReferenceApi {
     }
 }
 
+impl ReferenceApi {
+    /// The answer to a catalogue put again under its request id: the version it made when
+    /// the contents are the same, else `ALREADY_EXISTS` naming the id.
+    async fn repeated_catalogue(
+        &self,
+        conn: &mut PgConnection,
+        region: Region,
+        request_id: String,
+        digest: &[u8],
+    ) -> Result<Response<PutCatalogueResponse>, Status> {
+        let (version, effective_from, item_count, stored): (i64, Date, i64, Option<Vec<u8>>) =
+            sqlx::query_as(
+                "SELECT version, effective_from, item_count, request_digest FROM catalogue_versions
+                 WHERE treatment_region = $1 AND request_id = $2",
+            )
+            .bind(region.to_string())
+            .bind(&request_id)
+            .fetch_one(conn)
+            .await
+            .map_err(db)?;
+        if stored.as_deref() != Some(digest) {
+            return Err(Status::already_exists(format!(
+                "request_id {request_id} already created catalogue version {version} with other contents"
+            )));
+        }
+        Ok(Response::new(PutCatalogueResponse {
+            treatment_region: region.to_string(),
+            effective_from: format_date(effective_from),
+            version,
+            item_count,
+        }))
+    }
+}
+
 fn stored_policy(version: i64, body: &[u8]) -> Result<Policy_, Status> {
     let mut p = decode_policy(body)?;
     p.version = version;
@@ -304,6 +347,42 @@ fn policy_selector(
     match (region, scheme, visit) {
         (Some(r), Some(s), Some(t)) => Ok((r, s, t)),
         _ => Err(Status::internal("validation inconsistency")),
+    }
+}
+
+/// A page of versions in (effective date, version) order; the token is the last row's
+/// `YYYY-MM-DD/version`.
+struct VersionPage {
+    after: Option<(Date, i64)>,
+    size: i64,
+}
+
+impl VersionPage {
+    fn parse(page_size: i32, token: &str) -> Result<Self, Status> {
+        let size = clearinghouse_platform::error::page_size(page_size, 100, 1000)?;
+        let after = if token.is_empty() {
+            None
+        } else {
+            Some(
+                token
+                    .split_once('/')
+                    .and_then(|(d, v)| Some((parse_date(d).ok()?, v.parse().ok()?)))
+                    .ok_or_else(|| invalid_field("page_token", "is not a token this list gave"))?,
+            )
+        };
+        Ok(Self { after, size })
+    }
+
+    /// The token after `rows` when the page is full, else empty (the last page).
+    fn next_token(&self, rows: &[sqlx::postgres::PgRow]) -> Result<String, Status> {
+        match rows.last() {
+            Some(last) if rows.len() as i64 == self.size => {
+                let date: Date = last.try_get("effective_from").map_err(db)?;
+                let version: i64 = last.try_get("version").map_err(db)?;
+                Ok(format!("{}/{version}", format_date(date)))
+            }
+            _ => Ok(String::new()),
+        }
     }
 }
 
@@ -346,16 +425,28 @@ impl ReferenceDataService for ReferenceApi {
         .await
         .map_err(db)?;
         let version = match inserted {
-            Some(v) => v,
-            // The same request again: the version it created.
-            None => sqlx::query_scalar(
-                "SELECT version FROM policies WHERE insured_region = $1 AND request_id = $2",
-            )
-            .bind(key.insured_region.to_string())
-            .bind(request_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?,
+            Some(v) => {
+                self.cache.versions_changed();
+                v
+            }
+            // The same request again: the version it created, if it carried this policy.
+            None => {
+                let (version, body): (i64, Vec<u8>) = sqlx::query_as(
+                    "SELECT version, body FROM policies WHERE insured_region = $1 AND request_id = $2",
+                )
+                .bind(key.insured_region.to_string())
+                .bind(request_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+                if decode_policy(&body)? != policy {
+                    return Err(Status::already_exists(format!(
+                        "request_id {} already created policy version {version} with another body",
+                        r.request_id
+                    )));
+                }
+                version
+            }
         };
         policy.version = version;
         Ok(with_subject(
@@ -407,17 +498,24 @@ impl ReferenceDataService for ReferenceApi {
     ) -> Result<Response<ListPolicyVersionsResponse>, Status> {
         let r = request.get_ref();
         let (region, scheme, visit) = policy_selector(&r.insured_region, r.scheme, r.visit_type)?;
+        let page = VersionPage::parse(r.page_size, &r.page_token)?;
         authorize_request(&request, Action::ReadReference)?;
         let rows = sqlx::query(
-            "SELECT version, body FROM policies WHERE insured_region = $1 AND scheme = $2 AND visit_type = $3
-             ORDER BY effective_from, version LIMIT 1000",
+            "SELECT version, effective_from, body FROM policies
+             WHERE insured_region = $1 AND scheme = $2 AND visit_type = $3
+               AND ($4::date IS NULL OR (effective_from, version) > ($4::date, $5::bigint))
+             ORDER BY effective_from, version LIMIT $6",
         )
         .bind(region.to_string())
         .bind(scheme_name(scheme))
         .bind(visit_name(visit))
+        .bind(page.after.map(|a| a.0))
+        .bind(page.after.map(|a| a.1))
+        .bind(page.size)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        let next_page_token = page.next_token(&rows)?;
         let policies = rows
             .iter()
             .map(|row| {
@@ -427,7 +525,10 @@ impl ReferenceDataService for ReferenceApi {
                 )
             })
             .collect::<Result<_, _>>()?;
-        Ok(Response::new(ListPolicyVersionsResponse { policies }))
+        Ok(Response::new(ListPolicyVersionsResponse {
+            policies,
+            next_page_token,
+        }))
     }
 
     async fn put_catalogue(
@@ -446,20 +547,28 @@ impl ReferenceDataService for ReferenceApi {
         let region = v.check("treatment_region", Region::parse(&first.treatment_region));
         let effective_from = v.check("effective_from", parse_date(&first.effective_from));
         v.finish()?;
+        check_request_id(&first.request_id)?;
         let (Some(region), Some(effective_from)) = (region, effective_from) else {
             return Err(Status::internal("validation inconsistency"));
         };
         authorize(&caller, Action::WriteAsTreatment { treatment: region })?;
+        let request_id = (!first.request_id.is_empty()).then(|| first.request_id.clone());
         // The whole catalogue is one transaction: a broken stream leaves nothing behind.
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO catalogue_versions (treatment_region, effective_from) VALUES ($1, $2) RETURNING version",
+        let fresh: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO catalogue_versions (treatment_region, effective_from, request_id) VALUES ($1, $2, $3)
+             ON CONFLICT (treatment_region, request_id) DO NOTHING RETURNING version",
         )
         .bind(region.to_string())
         .bind(effective_from)
-        .fetch_one(&mut *tx)
+        .bind(&request_id)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
+        // A repeated request id: the items are read and checked, nothing is written.
+        let version = fresh.unwrap_or(0);
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(format_date(effective_from).as_bytes());
         let mut pending: Vec<parse::ParsedItem> = Vec::with_capacity(ITEM_BATCH);
         let mut count: i64 = 0;
         let first_region = first.treatment_region.clone();
@@ -480,25 +589,39 @@ impl ReferenceDataService for ReferenceApi {
                 );
             }
             for item in &m.items {
+                digest.update(&item.encode_length_delimited_to_vec());
                 if let Some(p) = parse::catalogue_item(&mut v, &format!("items[{index}]"), item) {
                     pending.push(p);
                 }
                 index += 1;
             }
             v.finish()?;
-            if pending.len() >= ITEM_BATCH {
+            if fresh.is_none() {
+                count += pending.len() as i64;
+                pending.clear();
+            } else if pending.len() >= ITEM_BATCH {
                 count += insert_items(&mut tx, version, &mut pending).await?;
             }
             message = stream.next().await.transpose()?;
         }
+        let digest = digest.finish().as_ref().to_vec();
+        if fresh.is_none() {
+            return self
+                .repeated_catalogue(&mut tx, region, request_id.unwrap_or_default(), &digest)
+                .await;
+        }
         count += insert_items(&mut tx, version, &mut pending).await?;
-        sqlx::query("UPDATE catalogue_versions SET item_count = $2 WHERE version = $1")
-            .bind(version)
-            .bind(count)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "UPDATE catalogue_versions SET item_count = $2, request_digest = $3 WHERE version = $1",
+        )
+        .bind(version)
+        .bind(count)
+        .bind(&digest)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)?;
+        self.cache.versions_changed();
         Ok(with_subject(
             PutCatalogueResponse {
                 treatment_region: region.to_string(),
@@ -566,17 +689,25 @@ impl ReferenceDataService for ReferenceApi {
         &self,
         request: Request<ListCatalogueVersionsRequest>,
     ) -> Result<Response<ListCatalogueVersionsResponse>, Status> {
-        let region = Region::parse(&request.get_ref().treatment_region)
+        let r = request.get_ref();
+        let region = Region::parse(&r.treatment_region)
             .map_err(|e| invalid_field("treatment_region", e.to_string()))?;
+        let page = VersionPage::parse(r.page_size, &r.page_token)?;
         authorize_request(&request, Action::ReadReference)?;
         let rows = sqlx::query(
             "SELECT version, effective_from, item_count FROM catalogue_versions
-             WHERE treatment_region = $1 ORDER BY effective_from, version LIMIT 1000",
+             WHERE treatment_region = $1
+               AND ($2::date IS NULL OR (effective_from, version) > ($2::date, $3::bigint))
+             ORDER BY effective_from, version LIMIT $4",
         )
         .bind(region.to_string())
+        .bind(page.after.map(|a| a.0))
+        .bind(page.after.map(|a| a.1))
+        .bind(page.size)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        let next_page_token = page.next_token(&rows)?;
         let versions = rows
             .iter()
             .map(|row| {
@@ -588,7 +719,10 @@ impl ReferenceDataService for ReferenceApi {
                 })
             })
             .collect::<Result<_, Status>>()?;
-        Ok(Response::new(ListCatalogueVersionsResponse { versions }))
+        Ok(Response::new(ListCatalogueVersionsResponse {
+            versions,
+            next_page_token,
+        }))
     }
 }
 

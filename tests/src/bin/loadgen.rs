@@ -214,6 +214,7 @@ async fn seed(stack: &Stack, persons: &[Person]) {
             .collect();
         reference
             .put_catalogue(tokio_stream::iter(vec![PutCatalogueRequest {
+                request_id: String::new(),
                 treatment_region: (*province).into(),
                 effective_from: fixtures::catalogue_effective_from(),
                 items,
