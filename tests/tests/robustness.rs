@@ -21,7 +21,7 @@ use clearinghouse_proto::{
     ledger::v1::{
         CloseClearingPeriodRequest, ConfirmStatementRequest, DisputeStatementRequest,
         GetBalancesRequest, GetReservesRequest, GetStatementRequest, ListEntriesRequest,
-        ReconcileRequest, SizeReserveRequest, TopUpReserveRequest,
+        ReconcileRequest, SettleClearingPeriodRequest, SizeReserveRequest, TopUpReserveRequest,
     },
     referral::v1::{
         CancelReferralRequest, GetReferralRequest, IssueReferralRequest, ListReferralsRequest,
@@ -541,6 +541,16 @@ fn targets() -> Vec<Target> {
         target(
             Ledger,
             l,
+            "SettleClearingPeriod",
+            NATIONAL,
+            SettleClearingPeriodRequest {
+                request_id: "fz".into(),
+                period: "2020-01".into(),
+            },
+        ),
+        target(
+            Ledger,
+            l,
             "Reconcile",
             NATIONAL,
             ReconcileRequest {
@@ -584,6 +594,26 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
             bytes
         }
     }
+}
+
+/// Sends `messages` as the request stream of the target's method, whatever its kind.
+async fn send_messages(
+    channel: Channel,
+    target: &Target,
+    messages: Vec<Vec<u8>>,
+) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let path: http::uri::PathAndQuery = target.path.parse().unwrap();
+    grpc.client_streaming(
+        tonic::Request::new(tokio_stream::iter(messages)),
+        path,
+        RawCodec,
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn send(channel: Channel, target: &Target, bytes: Vec<u8>) -> Result<(), Status> {
@@ -697,6 +727,119 @@ async fn malformed_requests_never_crash_nor_answer_internal() {
             .await
             .unwrap();
     }
+    shutdown.cancel();
+    for h in [filing, referral, settlement, ledger] {
+        h.wait().await.unwrap();
+    }
+}
+
+/// The shapes an independent fuzzer found mishandled (issue 13, point 10): a unary call with
+/// no request message or with several, dates outside the product's one range, and the
+/// refusal of a huge claim, which must fit what a default client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_request_shapes_are_refused_as_the_callers_mistakes() {
+    let env = TestEnv::new().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop_on_drop = shutdown.clone().drop_guard();
+    let filing = env.start_filing(shutdown.clone()).await.unwrap();
+    let referral = env.start_referral(shutdown.clone()).await.unwrap();
+    let settlement = env
+        .start_settlement(Some(&filing), true, shutdown.clone())
+        .await
+        .unwrap();
+    let ledger = env.start_ledger(shutdown.clone()).await.unwrap();
+    seed_reference(&settlement, true).await.unwrap();
+    let host = |svc: Svc| match svc {
+        Svc::Filing => &filing,
+        Svc::Referral => &referral,
+        Svc::Settlement => &settlement,
+        Svc::Ledger => &ledger,
+    };
+    let mut wrong = Vec::new();
+    let mut unary = 0;
+    for target in targets() {
+        let channel = channel_as(host(target.svc), target.caller).await.unwrap();
+        if target.streaming {
+            continue;
+        }
+        unary += 1;
+        for copies in [0, 2, 3] {
+            let messages = vec![target.seed.clone(); copies];
+            let answer = send_messages(channel.clone(), &target, messages).await;
+            match answer {
+                Err(status) if status.code() == Code::InvalidArgument => {}
+                other => wrong.push(format!("{} with {copies} messages: {other:?}", target.path)),
+            }
+        }
+    }
+    assert!(unary >= 40, "{unary} unary RPCs covered");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // A refused write left nothing behind: the two-message RegisterPerson stored no one.
+    let filing_db = env.schema_pool("filing").await.unwrap();
+    let persons: i64 = sqlx::query_scalar("SELECT count(*) FROM persons")
+        .fetch_one(&filing_db)
+        .await
+        .unwrap();
+    assert_eq!(persons, 0);
+
+    // One date range for the whole product: a claim of 1999 is refused like a year 1999.
+    let mut settlements = settlement_client(&settlement).await.unwrap();
+    let mut old = fixtures::small_claim("OLD-1", "P-OLD");
+    if let Some(clearinghouse_proto::settlement::v1::claim::Visit::Inpatient(stay)) =
+        old.visit.as_mut()
+    {
+        stay.admission_date = "1999-12-01".into();
+        stay.discharge_date = "1999-12-03".into();
+    }
+    let refused = settlements
+        .settle(SettleRequest { claim: Some(old) })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let fields = clearinghouse_platform::error::violated_fields(&refused);
+    assert!(fields.iter().any(|f| f.contains("date")), "{fields:?}");
+    let mut insured =
+        clearinghouse_proto::settlement::v1::settlement_service_client::SettlementServiceClient::new(
+            channel_as(&settlement, SHANDONG).await.unwrap(),
+        );
+    for (year, ok) in [(1999, false), (2000, true), (2100, true), (2101, false)] {
+        let answer = insured
+            .list_claims(ListClaimsRequest {
+                insured_region: fixtures::INSURED_REGION.into(),
+                person_id: "P-OLD".into(),
+                year,
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(answer.is_ok(), ok, "{year}: {answer:?}");
+    }
+
+    // The refusal of a 1,000-line claim with every line bad stays small and counts them.
+    let mut huge = fixtures::small_claim("HUGE-1", "P-OLD");
+    huge.lines = (0..1000)
+        .map(|_| fixtures::claim_line("D001", "-1", "abc"))
+        .collect();
+    let refused = settlements
+        .settle(SettleRequest { claim: Some(huge) })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("in all"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().len() < 1024,
+        "{}",
+        refused.message().len()
+    );
+    assert!(
+        refused.details().len() < 8 * 1024,
+        "{}",
+        refused.details().len()
+    );
+
     shutdown.cancel();
     for h in [filing, referral, settlement, ledger] {
         h.wait().await.unwrap();

@@ -335,9 +335,12 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for AccessService<S>
+impl<S, RB> tower::Service<http::Request<tonic::body::Body>> for AccessService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<RB>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     RB: Default + Send + 'static,
 {
@@ -349,7 +352,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
         let path = request.uri().path().to_string();
         if is_open(&path) {
             return Box::pin(self.inner.call(request));
@@ -377,9 +380,22 @@ where
         };
         request.extensions_mut().insert(caller.clone());
         let audited_write = self.layer.writes.contains(&path);
-        let future = self.inner.call(request);
+        // The service that was polled ready serves this call; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let mut response = future.await?;
+            let mut response = if crate::unary::is_unary_request(&path) {
+                let (parts, body) = request.into_parts();
+                match crate::unary::read_single_message(body).await {
+                    Ok(bytes) => {
+                        let body = tonic::body::Body::new(http_body_util::Full::new(bytes));
+                        inner.call(http::Request::from_parts(parts, body)).await?
+                    }
+                    Err(status) => status.into_http(),
+                }
+            } else {
+                inner.call(request).await?
+            };
             reclassify_decode_error(&mut response);
             let outcome = outcome_of(&response);
             let refused = outcome == Code::PermissionDenied;

@@ -41,11 +41,26 @@ impl FieldViolations {
         if self.0.is_empty() {
             return Ok(());
         }
-        let fields: Vec<&str> = self.0.iter().map(|(f, _)| f.as_str()).collect();
-        let message = format!("invalid fields: {}", fields.join(", "));
+        // Bounded, so that a refusal of a huge request fits what any client reads (16 kB
+        // of metadata by default): the count, then the first fields.
+        let named: Vec<&str> = self
+            .0
+            .iter()
+            .take(MAX_NAMED)
+            .map(|(f, _)| clip(f, 100))
+            .collect();
+        let message = if self.0.len() > MAX_NAMED {
+            format!(
+                "invalid fields ({} in all; the first {MAX_NAMED}): {}, ...",
+                self.0.len(),
+                named.join(", ")
+            )
+        } else {
+            format!("invalid fields: {}", named.join(", "))
+        };
         let mut details = ErrorDetails::new();
-        for (field, description) in &self.0 {
-            details.add_bad_request_violation(field.clone(), description.clone());
+        for (field, description) in self.0.iter().take(MAX_DETAILS) {
+            details.add_bad_request_violation(clip(field, 100), clip(description, 200));
         }
         Err(Status::with_error_details(
             Code::InvalidArgument,
@@ -53,6 +68,19 @@ impl FieldViolations {
             details,
         ))
     }
+}
+
+/// Field names in a refusal's message, and violations in its details, at most.
+const MAX_NAMED: usize = 10;
+const MAX_DETAILS: usize = 20;
+
+/// At most `max` bytes of `text`, cut on a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Free text a person wrote: at most `max` bytes, no control characters.
@@ -151,5 +179,34 @@ pub fn page_size(requested: i32, default: i64, max: i32) -> Result<i64, Status> 
             "page_size",
             format!("must be between 0 and {max}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_of_many_fields_stays_small_and_counts_them() {
+        let mut v = FieldViolations::new();
+        for i in 0..1000 {
+            v.add(format!("claim.lines[{i}].unit_price"), "x".repeat(500));
+        }
+        let status = v.finish().unwrap_err();
+        assert!(
+            status.message().starts_with(
+                "invalid fields (1000 in all; the first 10): claim.lines[0].unit_price"
+            )
+        );
+        assert!(status.message().len() < 600, "{}", status.message().len());
+        let fields = violated_fields(&status);
+        assert_eq!(fields.len(), 20);
+        assert!(
+            status.details().len() < 8 * 1024,
+            "{}",
+            status.details().len()
+        );
+        let few = invalid_field("claim.claim_id", "is required");
+        assert_eq!(few.message(), "invalid fields: claim.claim_id");
     }
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;
+pub mod unary;
 
 /// Every binary linking the platform (the services, the all-in-one host, the benchmarks)
 /// allocates with mimalloc: a claim's request, parsing and answer make many small
