@@ -24,7 +24,6 @@ use clearinghouse_proto::{
 use clearinghouse_testkit::fixtures;
 use clearinghouse_tests::*;
 use rust_decimal::Decimal;
-use time::OffsetDateTime;
 use tonic::Code;
 
 const INSURED: [&str; 3] = ["370100", "440100", "110100"];
@@ -36,8 +35,8 @@ fn dec(text: &str) -> Decimal {
 
 /// The period postings fall into now: the month in China's time zone.
 fn current_period() -> String {
-    let now = OffsetDateTime::now_utc() + time::Duration::hours(8);
-    format!("{:04}-{:02}", now.year(), u8::from(now.month()))
+    let today = clearinghouse_testkit::fixtures::today();
+    format!("{:04}-{:02}", today.year(), u8::from(today.month()))
 }
 
 async fn reserve_lows(env: &TestEnv) -> i64 {
@@ -651,6 +650,48 @@ async fn random_event_streams_keep_the_ledger_closed() {
         nets += dec(&s.net);
     }
     assert_eq!(nets, Decimal::ZERO);
+    shutdown.cancel();
+    ledger_host.wait().await.unwrap();
+}
+
+/// The open period exists from the start: its statement and reconciliation answer with
+/// zeros before the ledger has posted anything (issue 13, point 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_period_answers_before_the_first_posting() {
+    let env = TestEnv::new().await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop_on_drop = shutdown.clone().drop_guard();
+    let ledger_host = env.start_ledger(shutdown.clone()).await.unwrap();
+    let mut ledger = ledger_client(&ledger_host).await.unwrap();
+    let period = current_period();
+    let statement = ledger
+        .get_statement(GetStatementRequest {
+            period: period.clone(),
+            province: "370000".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(statement.state, "OPEN");
+    assert!(statement.pairs.is_empty());
+    assert_eq!(statement.net, "0.00");
+    let reconciled = ledger
+        .reconcile(ReconcileRequest {
+            period: period.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reconciled.pairs.is_empty());
+    // A month that never opened is still unknown.
+    let unknown = ledger
+        .get_statement(GetStatementRequest {
+            period: "2001-01".into(),
+            province: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
     shutdown.cancel();
     ledger_host.wait().await.unwrap();
 }

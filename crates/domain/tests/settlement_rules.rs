@@ -442,6 +442,15 @@ fn step1_each_line_branch() {
             [dec!(7), dec!(0), dec!(0), dec!(7)],
             InScope,
         ),
+        (
+            // The proto's rule: a class B share that rounds to 0.00 is labelled in scope.
+            "class B share rounding to 0.00",
+            Some(item(B, dec!(0.10), None)),
+            dec!(1),
+            dec!(0.04),
+            [dec!(0.04), dec!(0), dec!(0), dec!(0.04)],
+            InScope,
+        ),
     ];
     for (name, it, qty, price, [amount, fsp, prior, in_scope], reason) in cases {
         let r = price_line(&line("X", qty, price), it.as_ref());

@@ -110,12 +110,15 @@ pub fn watch_pool(
         "Postgres pool connections, by state (open, idle)",
         connections.clone(),
     );
-    let cpu = FloatGauge::default();
+    // A counter (exported as `_total`), so that `rate` of it is the CPU share.
+    let cpu =
+        prometheus_client::metrics::counter::Counter::<f64, std::sync::atomic::AtomicU64>::default(
+        );
     let memory = Gauge::<i64>::default();
     let started = FloatGauge::default();
     registry.register(
         "process_cpu_seconds",
-        "CPU time the process has used",
+        "CPU time (user and system) the process has used",
         cpu.clone(),
     );
     registry.register(
@@ -142,7 +145,10 @@ pub fn watch_pool(
                 .get_or_create(&vec![("state".to_string(), "idle".to_string())])
                 .set(pool.num_idle() as i64);
             if let Some((seconds, bytes)) = process_usage() {
-                cpu.set(seconds);
+                let counted = cpu.get();
+                if seconds > counted {
+                    cpu.inc_by(seconds - counted);
+                }
                 memory.set(bytes);
             }
             tokio::select! {

@@ -68,6 +68,7 @@ pub async fn start(
         audit,
     };
     let grpc_metrics = GrpcMetrics::register(&mut registry);
+    grpc_metrics.create_known(&service.health_names);
     let registry = Arc::new(registry);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -1,5 +1,6 @@
-//! The settlement flow as operators watch it: settlements and amounts per province pair,
-//! refusals by reason.
+//! The settlement flow as operators watch it: settlements, and amounts settled and given
+//! back by reversals, per province pair; refusals by reason. Series an operator's `rate`
+//! or subtraction needs before their first event are created at zero.
 
 use clearinghouse_proto::settlement::v1::SettlementResult;
 use prometheus_client::{
@@ -31,6 +32,7 @@ pub struct ReasonLabels {
 pub struct SettlementMetrics {
     settled: Family<PairLabels, Counter>,
     amounts: Family<PartLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    reversed: Family<PartLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     refused: Family<ReasonLabels, Counter>,
     /// Batches that failed as a whole and were settled claim by claim.
     pub batch_fallbacks: Counter,
@@ -50,10 +52,20 @@ impl SettlementMetrics {
             m.amounts.clone(),
         );
         registry.register(
+            "reversed_amount_yuan",
+            "Amounts given back by reversals in yuan, per province pair and part of the split",
+            m.reversed.clone(),
+        );
+        registry.register(
             "settlement_refusals",
             "Settle calls refused, by gRPC status",
             m.refused.clone(),
         );
+        for code in REFUSAL_CODES {
+            let _ = m.refused.get_or_create(&ReasonLabels {
+                reason: format!("{code:?}"),
+            });
+        }
         registry.register(
             "settlement_batch_fallbacks",
             "Settlement batches that failed as a whole and were settled claim by claim",
@@ -74,26 +86,26 @@ impl SettlementMetrics {
                 treatment_province: treatment_province.into(),
             })
             .inc();
-        let Some(split) = &result.split else { return };
-        for (part, amount) in [
-            ("total", &split.total),
-            ("in_scope", &split.in_scope),
-            ("fund", &split.fund),
-            ("serious_illness", &split.serious_illness),
-            ("assistance", &split.assistance),
-            ("personal_account", &split.personal_account),
-            ("cash", &split.cash),
-        ] {
-            // The split's amounts are decimal strings we formatted ourselves.
-            let value: f64 = amount.parse().unwrap_or(0.0);
-            self.amounts
-                .get_or_create(&PartLabels {
-                    insured_province: insured_province.into(),
-                    treatment_province: treatment_province.into(),
-                    part: part.into(),
-                })
-                .inc_by(value);
+        // What reversals give back, at zero until the first: settled minus reversed is
+        // what the pair owes.
+        for part in PARTS {
+            let _ = self.reversed.get_or_create(&part_labels(
+                insured_province,
+                treatment_province,
+                part,
+            ));
         }
+        add_split(&self.amounts, insured_province, treatment_province, result);
+    }
+
+    /// A reversal: everything its claim settled is given back.
+    pub fn reversed(
+        &self,
+        insured_province: &str,
+        treatment_province: &str,
+        result: &SettlementResult,
+    ) {
+        add_split(&self.reversed, insured_province, treatment_province, result);
     }
 
     pub fn refused(&self, status: &tonic::Status) {
@@ -102,5 +114,60 @@ impl SettlementMetrics {
                 reason: format!("{:?}", status.code()),
             })
             .inc();
+    }
+}
+
+/// The codes a Settle call is refused with on purpose, created at zero.
+const REFUSAL_CODES: [tonic::Code; 8] = [
+    tonic::Code::InvalidArgument,
+    tonic::Code::FailedPrecondition,
+    tonic::Code::AlreadyExists,
+    tonic::Code::PermissionDenied,
+    tonic::Code::NotFound,
+    tonic::Code::ResourceExhausted,
+    tonic::Code::Unavailable,
+    tonic::Code::Internal,
+];
+
+const PARTS: [&str; 7] = [
+    "total",
+    "in_scope",
+    "fund",
+    "serious_illness",
+    "assistance",
+    "personal_account",
+    "cash",
+];
+
+fn part_labels(insured_province: &str, treatment_province: &str, part: &str) -> PartLabels {
+    PartLabels {
+        insured_province: insured_province.into(),
+        treatment_province: treatment_province.into(),
+        part: part.into(),
+    }
+}
+
+/// Adds each part of the result's split to its counter.
+fn add_split(
+    family: &Family<PartLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    insured_province: &str,
+    treatment_province: &str,
+    result: &SettlementResult,
+) {
+    let Some(split) = &result.split else { return };
+    for (part, amount) in [
+        ("total", &split.total),
+        ("in_scope", &split.in_scope),
+        ("fund", &split.fund),
+        ("serious_illness", &split.serious_illness),
+        ("assistance", &split.assistance),
+        ("personal_account", &split.personal_account),
+        ("cash", &split.cash),
+    ] {
+        // The split's amounts are decimal strings we formatted ourselves.
+        let value: f64 = amount.parse().unwrap_or(0.0);
+        family
+            .get_or_create(&part_labels(insured_province, treatment_province, part))
+            .inc_by(value);
     }
 }

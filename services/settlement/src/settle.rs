@@ -813,6 +813,11 @@ impl SettlementService for SettlementApi {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
+        self.metrics.reversed(
+            &insured.province().to_string(),
+            &region.province().to_string(),
+            &result,
+        );
         Ok(with_subject(
             ReverseResponse {
                 result: Some(result),
