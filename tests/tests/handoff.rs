@@ -53,9 +53,14 @@ async fn settle_range(
 }
 
 fn start_relay(pool: &sqlx::PgPool, env: &TestEnv) -> tokio::task::JoinHandle<()> {
-    let producer = kafka::producer(&env.kafka).unwrap();
-    relay::Relay::new(pool.clone(), producer, relay::RelayMetrics::default())
-        .spawn(CancellationToken::new())
+    let topics = vec![env.kafka.topic(clearinghouse_events::topics::SETTLEMENT)];
+    relay::Relay::new(
+        pool.clone(),
+        env.kafka.clone(),
+        topics,
+        relay::RelayMetrics::default(),
+    )
+    .spawn(CancellationToken::new())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,10 +6,7 @@
     reason = "a test fails loudly on the first surprise"
 )]
 
-use clearinghouse_events::{
-    kafka,
-    relay::{Relay, RelayMetrics},
-};
+use clearinghouse_events::relay::{Relay, RelayMetrics};
 use clearinghouse_platform::config::{DatabaseConfig, Secret};
 use clearinghouse_tests::TestEnv;
 
@@ -25,10 +22,11 @@ async fn events_schema(env: &TestEnv, schema: &str) -> sqlx::PgPool {
         .unwrap()
 }
 
-/// The relay deletes exactly the rows the broker acknowledged; a row committed later stays
-/// for the next round.
+/// The relay moves out of the outbox exactly the rows the broker acknowledged, keeping them
+/// as sent; a row committed later stays for the next round; an operator can queue what was
+/// sent since a time to be published again, and sent rows are forgotten after retention.
 #[tokio::test]
-async fn the_relay_deletes_what_the_broker_acknowledged() {
+async fn the_relay_moves_what_the_broker_acknowledged_and_can_send_it_again() {
     let env = TestEnv::new().await.unwrap();
     let pool = events_schema(&env, "relay_test").await;
     let topic = env.kafka.topic("relay-test");
@@ -43,9 +41,11 @@ async fn the_relay_deletes_what_the_broker_acknowledged() {
     for key in ["a", "b", "c"] {
         insert(key).execute(&pool).await.unwrap();
     }
-    let relay = Relay::new(
+    let started = time::OffsetDateTime::now_utc() - time::Duration::seconds(5);
+    let mut relay = Relay::new(
         pool.clone(),
-        kafka::producer(&env.kafka).unwrap(),
+        env.kafka.clone(),
+        vec![topic.clone()],
         RelayMetrics::default(),
     );
     assert_eq!(relay.relay_once().await.unwrap(), 3);
@@ -53,7 +53,12 @@ async fn the_relay_deletes_what_the_broker_acknowledged() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(left, 0, "acknowledged rows are deleted");
+    assert_eq!(left, 0, "acknowledged rows leave the outbox");
+    let sent: Vec<String> = sqlx::query_scalar("SELECT key FROM outbox_sent ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sent, ["a", "b", "c"], "and are kept as sent, in order");
     insert("d").execute(&pool).await.unwrap();
     let left: Vec<String> = sqlx::query_scalar("SELECT key FROM outbox")
         .fetch_all(&pool)
@@ -65,6 +70,45 @@ async fn the_relay_deletes_what_the_broker_acknowledged() {
         relay.relay_once().await.unwrap(),
         0,
         "nothing is sent twice"
+    );
+
+    // After a broker lost data: everything sent since the start is queued once more, in
+    // its first order, and sent again.
+    assert_eq!(
+        clearinghouse_events::relay::republish_since(&pool, started)
+            .await
+            .unwrap(),
+        4
+    );
+    let queued: Vec<String> = sqlx::query_scalar("SELECT key FROM outbox ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, ["a", "b", "c", "d"]);
+    assert_eq!(relay.relay_once().await.unwrap(), 4);
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert_eq!(
+        clearinghouse_events::relay::republish_since(&pool, later)
+            .await
+            .unwrap(),
+        0
+    );
+    // Retention: sent rows older than it are forgotten.
+    assert_eq!(
+        clearinghouse_events::relay::prune_sent(&pool, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    sqlx::query("UPDATE outbox_sent SET sent_at = sent_at - interval '8 days'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        clearinghouse_events::relay::prune_sent(&pool, std::time::Duration::from_secs(7 * 86_400))
+            .await
+            .unwrap(),
+        8
     );
 }
 

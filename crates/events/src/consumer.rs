@@ -1,11 +1,15 @@
 //! The idempotent consumer.
 //!
-//! Positions are kept in this service's Postgres, written in the same transaction as the
-//! effect, and the consumer seeks to them whenever partitions are assigned; the broker's
-//! committed offsets are only informational. Event ids are recorded in the same
-//! transaction too, so an event delivered twice (a relay retry, a replay) changes nothing.
-//! This makes the consumer immune to a broker or group hand-off that redelivers, and a
-//! hand-off test proves nothing is lost or doubled.
+//! Whether an event was applied is decided by its event id alone, recorded in the same
+//! transaction as its effect, so an event delivered twice (a relay retry, a replay, a
+//! partition read again) changes nothing. Positions are kept in this service's Postgres in
+//! that transaction too, and only say where to resume reading: the consumer seeks to them
+//! whenever partitions are assigned; the broker's committed offsets are informational.
+//! A stored position beyond what the partition holds (the topic was recreated or
+//! truncated) is detected when partitions are assigned (the event just before the stored
+//! position must be one this group applied) and on `auto.offset.reset=error`; it is
+//! counted, logged as an alert, and the partition is read again from its start; the event
+//! ids skip what was applied.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -56,6 +60,7 @@ pub struct ConsumerMetrics {
     applied: Counter,
     duplicates: Counter,
     rejected: Counter,
+    position_resets: Counter,
     lag: Gauge,
 }
 
@@ -76,6 +81,11 @@ impl ConsumerMetrics {
             "consumer_events_rejected",
             "Undecodable events set aside in rejected_events",
             m.rejected.clone(),
+        );
+        registry.register(
+            "consumer_position_resets",
+            "Partitions read again from their start because the stored position lay beyond them (topic recreated or truncated)",
+            m.position_resets.clone(),
         );
         registry.register(
             "consumer_lag_messages",
@@ -100,6 +110,9 @@ struct SeekingContext {
     pool: PgPool,
     group: String,
     runtime: Handle,
+    /// Partitions just assigned at a stored position, for the worker to verify that the
+    /// partition still holds the event before that position (see `Worker::verify`).
+    to_verify: std::sync::Mutex<Vec<(String, i32, i64)>>,
 }
 
 impl ClientContext for SeekingContext {}
@@ -129,11 +142,16 @@ impl ConsumerContext for SeekingContext {
                     }
                 };
                 let mut assignment = TopicPartitionList::new();
+                let mut to_verify = Vec::new();
                 for element in tpl.elements() {
                     let key = (element.topic().to_string(), element.partition());
-                    let offset = stored
-                        .get(&key)
-                        .map_or(Offset::Beginning, |&next| Offset::Offset(next));
+                    let offset = match stored.get(&key) {
+                        Some(&next) if next > 0 => {
+                            to_verify.push((key.0.clone(), key.1, next));
+                            Offset::Offset(next)
+                        }
+                        _ => Offset::Beginning,
+                    };
                     if let Err(e) = assignment.add_partition_offset(
                         element.topic(),
                         element.partition(),
@@ -141,6 +159,9 @@ impl ConsumerContext for SeekingContext {
                     ) {
                         tracing::error!(error = %e, "cannot build assignment");
                     }
+                }
+                if let Ok(mut pending) = self.to_verify.lock() {
+                    *pending = to_verify;
                 }
                 tracing::info!(group = %self.group, partitions = assignment.count(), "partitions assigned");
                 if let Err(e) = consumer.assign(&assignment) {
@@ -202,12 +223,15 @@ pub fn spawn<H: Handler>(
         pool: pool.clone(),
         group: settings.group.clone(),
         runtime: runtime.clone(),
+        to_verify: Default::default(),
     };
     let consumer: BaseConsumer<SeekingContext> = client_config(kafka)
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        // A stored position the partition does not hold is reported, not silently moved:
+        // see `reset_invalid_positions`.
+        .set("auto.offset.reset", "error")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
         .set("partition.assignment.strategy", "range,roundrobin")
@@ -216,6 +240,7 @@ pub fn spawn<H: Handler>(
     consumer.subscribe(&topics)?;
     spawn_pruning(pool.clone(), settings.group.clone(), shutdown.clone());
     let handler = Arc::new(handler);
+    let kafka = kafka.clone();
     Ok(tokio::task::spawn_blocking(move || {
         let worker = Worker {
             consumer,
@@ -224,6 +249,7 @@ pub fn spawn<H: Handler>(
             handler,
             metrics,
             runtime,
+            kafka,
         };
         worker.run(&shutdown);
     }))
@@ -287,12 +313,14 @@ struct Worker<H> {
     handler: Arc<H>,
     metrics: ConsumerMetrics,
     runtime: Handle,
+    kafka: KafkaConfig,
 }
 
 impl<H: Handler> Worker<H> {
     fn run(self, shutdown: &CancellationToken) {
         let mut last_lag = Instant::now();
         while !shutdown.is_cancelled() {
+            self.verify_assigned();
             let batch = self.poll_batch();
             if !batch.is_empty() {
                 self.apply_with_retry(&batch, shutdown);
@@ -336,7 +364,13 @@ impl<H: Handler> Worker<H> {
                     });
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset)
+                    {
+                        self.reset_invalid_positions();
+                    } else {
+                        tracing::warn!(error = %e, "consumer error");
+                    }
                     break;
                 }
                 None if batch.is_empty() => return batch,
@@ -387,6 +421,113 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Checks each partition just assigned at a stored position: the partition must still
+    /// hold, just before that position, an event this group applied. When it does not (the
+    /// topic was recreated or truncated: the position lies beyond the partition, or on other
+    /// events), the partition is read again from its start; event ids skip what was applied.
+    /// Watermarks alone cannot tell: a recreated topic may already hold more events than the
+    /// stored position, and some brokers report them off by one.
+    fn verify_assigned(&self) {
+        let pending = match self.consumer.context().to_verify.lock() {
+            Ok(mut pending) if !pending.is_empty() => std::mem::take(&mut *pending),
+            _ => return,
+        };
+        for (topic, partition, next) in pending {
+            match self.holds_applied_event(&topic, partition, next - 1) {
+                Ok(true) => {}
+                Ok(false) => self.read_again_from_start(&topic, partition, next),
+                Err(e) => {
+                    // Cannot tell now: check again at the next assignment; reading on from
+                    // the stored position loses nothing that is there to read.
+                    tracing::warn!(error = %e, %topic, partition, "cannot verify the stored position");
+                }
+            }
+        }
+    }
+
+    /// Whether the message at `offset` exists and carries an event id this group applied.
+    fn holds_applied_event(&self, topic: &str, partition: i32, offset: i64) -> anyhow::Result<bool> {
+        let probe: BaseConsumer = client_config(&self.kafka)
+            .set("group.id", format!("{}-probe", self.settings.group))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .create()?;
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        probe.assign(&at)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let event_id = loop {
+            match probe.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) if message.offset() == offset => break event_id_of(&message),
+                Some(Ok(_)) => return Ok(false),
+                Some(Err(e))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset) =>
+                {
+                    return Ok(false);
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "probe error"),
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                // Nothing at the offset within the wait: the partition ends before it, or
+                // the broker is slow (then we cannot tell).
+                let (_, high) = probe.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
+                anyhow::ensure!(high <= offset, "no message at offset {offset} within 10 s");
+                return Ok(false);
+            }
+        };
+        let Some(event_id) = event_id else {
+            return Ok(false);
+        };
+        let applied: bool = self.runtime.block_on(
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM processed_events WHERE consumer_group = $1 AND event_id = $2)",
+            )
+            .bind(&self.settings.group)
+            .bind(event_id)
+            .fetch_one(&self.pool),
+        )?;
+        Ok(applied)
+    }
+
+    fn read_again_from_start(&self, topic: &str, partition: i32, stored: i64) {
+        self.metrics.position_resets.inc();
+        tracing::error!(
+            alert = "ConsumerPositionReset",
+            group = %self.settings.group,
+            %topic,
+            partition,
+            stored,
+            "the partition no longer holds what was applied before the stored position (topic recreated or truncated): reading it again from its start"
+        );
+        if let Err(e) =
+            self.consumer
+                .seek(topic, partition, Offset::Beginning, Duration::from_secs(5))
+        {
+            tracing::error!(error = %e, %topic, partition, "cannot seek to the start");
+        }
+    }
+
+    /// After a reset error (a position the partition does not hold), reads every partition
+    /// without a valid position again from its start.
+    fn reset_invalid_positions(&self) {
+        let (Ok(assignment), Ok(positions)) = (self.consumer.assignment(), self.consumer.position())
+        else {
+            return;
+        };
+        for element in assignment.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            let valid = matches!(
+                positions.find_partition(topic, partition).map(|p| p.offset()),
+                Some(Offset::Offset(_))
+            );
+            if !valid {
+                self.read_again_from_start(topic, partition, -1);
+            }
+        }
+    }
+
     fn update_lag(&self) {
         let Ok(assignment) = self.consumer.assignment() else {
             return;
@@ -416,6 +557,23 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// The event id a message carries: its `event_id` header, else its payload's.
+fn event_id_of<M: Message>(message: &M) -> Option<Uuid> {
+    let header = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == "event_id")
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| Uuid::parse_str(v).ok())
+    });
+    header.or_else(|| {
+        Event::decode(message.payload()?)
+            .ok()
+            .and_then(|e| Uuid::parse_str(&e.event_id).ok())
+    })
+}
+
 async fn apply_batch<H: Handler>(
     pool: &PgPool,
     group: &str,
@@ -425,46 +583,35 @@ async fn apply_batch<H: Handler>(
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     // Lock this group's positions of the batch's partitions: a second instance that was
-    // handed the same partitions waits here, then sees the advanced positions.
+    // handed the same partitions waits here, then finds the events applied by their ids.
     let mut partitions: Vec<(&str, i32)> = batch
         .iter()
         .map(|r| (r.topic.as_str(), r.partition))
         .collect();
     partitions.sort_unstable();
     partitions.dedup();
-    let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for (topic, partition) in &partitions {
         sqlx::query(
             "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
-             VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, 0)
+             ON CONFLICT (consumer_group, topic, partition)
+             DO UPDATE SET next_offset = consumer_offsets.next_offset",
         )
         .bind(group)
         .bind(topic)
         .bind(partition)
         .execute(&mut *tx)
         .await?;
-        let next: i64 = sqlx::query_scalar(
-            "SELECT next_offset FROM consumer_offsets
-             WHERE consumer_group = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
-        )
-        .bind(group)
-        .bind(topic)
-        .bind(partition)
-        .fetch_one(&mut *tx)
-        .await?;
-        next_offsets.insert((topic.to_string(), *partition), next);
     }
 
     let mut fresh = Vec::new();
     let mut seen = HashSet::new();
-    let mut advanced = next_offsets.clone();
+    // Where to resume: after the last message read, whatever was stored (a partition read
+    // again from its start resumes from where it is now). Which events apply is decided by
+    // their ids below, never by offsets.
+    let mut advanced = BTreeMap::new();
     for raw in batch {
         let key = (raw.topic.clone(), raw.partition);
-        let stored = next_offsets.get(&key).copied().unwrap_or(0);
-        if raw.offset < stored {
-            metrics.duplicates.inc();
-            continue;
-        }
         let position = advanced.entry(key).or_insert(0);
         *position = (*position).max(raw.offset + 1);
         let decoded = Event::decode(raw.payload.as_slice())

@@ -50,7 +50,8 @@ pub async fn lay(
     if relay {
         let relay = relay::Relay::new(
             pool.clone(),
-            kafka::producer(kafka_config)?,
+            kafka_config.clone(),
+            topics.to_vec(),
             relay::RelayMetrics::register(&mut registry),
         );
         background.tasks.push(relay.spawn(background.token.clone()));

@@ -36,12 +36,18 @@ pub fn producer(config: &KafkaConfig) -> anyhow::Result<FutureProducer> {
     Ok(client.create()?)
 }
 
-/// Creates the topics that do not exist yet, with the configured partition count.
+/// Creates the topics that do not exist yet, with the configured partition count and
+/// retention. Called before anything is produced, and again whenever a producer is built
+/// anew (a broker that came back may have lost them).
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let retention_ms = (u64::from(config.topic_retention_days.max(1)) * 86_400_000).to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, config.partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(t, config.partitions, TopicReplication::Fixed(1))
+                .set("retention.ms", &retention_ms)
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new_topics, &options).await? {

@@ -1,12 +1,17 @@
-//! The outbox relay: publishes outbox rows in order and deletes them only after the broker
-//! acknowledged them. From then on the topic is the record of what was sent (and where an
-//! operator replays from); the outbox holds only what is still to send. Deleting costs a
-//! fraction of marking a row sent, which rewrote the row and its indexes with the payload.
+//! The outbox relay: publishes outbox rows in order and moves them to `outbox_sent` only
+//! after the broker acknowledged them. The outbox holds only what is still to send;
+//! `outbox_sent` keeps what was sent for `kafka.outbox_retention_days`, for an operator to
+//! publish again after a broker lost data ([`republish_since`]).
 //!
 //! One relay instance per schema is active at a time (a transaction-scoped advisory lock),
 //! and the rows it sends stay locked until its transaction commits, so two instances never
 //! send the same row at the same time and a key's events keep their order. A crash before
 //! the commit leaves the rows unsent: they are sent again (a harmless duplicate).
+//!
+//! A producer that fails (a fatal error such as an unknown producer id after a broker
+//! restart, fencing, or retries exhausted) is dropped: the next round builds a new one,
+//! ensures the topics again (a producer never decides a topic's shape) and sends the unsent
+//! rows again, with backoff.
 
 use std::time::Duration;
 
@@ -25,12 +30,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::SCHEMA_VERSION;
+use clearinghouse_platform::config::KafkaConfig;
+
+use crate::{SCHEMA_VERSION, kafka};
 
 /// Relay metrics: what was published and what is waiting.
 #[derive(Clone, Default)]
 pub struct RelayMetrics {
     published: Counter,
+    producer_rebuilds: Counter,
     backlog: Gauge,
     oldest_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -42,6 +50,11 @@ impl RelayMetrics {
             "outbox_published",
             "Outbox events acknowledged by the broker",
             metrics.published.clone(),
+        );
+        registry.register(
+            "outbox_producer_rebuilds",
+            "Kafka producers dropped after a failure and built again",
+            metrics.producer_rebuilds.clone(),
         );
         registry.register(
             "outbox_backlog",
@@ -57,19 +70,41 @@ impl RelayMetrics {
     }
 }
 
+/// Why a round failed: the broker (the producer is built again) or the database.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topics: {0}")]
+    Topics(anyhow::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
 pub struct Relay {
     pool: PgPool,
-    producer: FutureProducer,
+    kafka: KafkaConfig,
+    /// The topics this service publishes to, created before anything is produced.
+    topics: Vec<String>,
+    /// `None` until built, and again after a failure.
+    producer: Option<FutureProducer>,
     batch_size: i64,
     idle_wait: Duration,
     metrics: RelayMetrics,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, producer: FutureProducer, metrics: RelayMetrics) -> Self {
+    pub fn new(
+        pool: PgPool,
+        kafka: KafkaConfig,
+        topics: Vec<String>,
+        metrics: RelayMetrics,
+    ) -> Self {
         Self {
             pool,
-            producer,
+            kafka,
+            topics,
+            producer: None,
             batch_size: 500,
             idle_wait: Duration::from_millis(20),
             metrics,
@@ -77,20 +112,19 @@ impl Relay {
     }
 
     /// Runs until `shutdown`; a failed round is retried after a pause, never skipped.
-    pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
+    pub fn spawn(mut self, shutdown: CancellationToken) -> JoinHandle<()> {
+        spawn_gauges(self.pool.clone(), self.metrics.clone(), shutdown.clone());
+        spawn_pruning(
+            self.pool.clone(),
+            Duration::from_secs(u64::from(self.kafka.outbox_retention_days) * 86_400),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             let mut failures = 0u32;
             // Empty rounds in a row: an idle outbox is polled less and less often (up to
             // eight times the idle wait), a busy one at once.
             let mut empty = 0u32;
-            let mut last_gauge = std::time::Instant::now() - Duration::from_secs(10);
             while !shutdown.is_cancelled() {
-                if last_gauge.elapsed() >= Duration::from_secs(1) {
-                    last_gauge = std::time::Instant::now();
-                    if let Err(e) = self.update_gauges().await {
-                        tracing::warn!(error = %e, "cannot read outbox backlog");
-                    }
-                }
                 let wait = match self.relay_once().await {
                     Ok(sent) => {
                         failures = 0;
@@ -102,8 +136,13 @@ impl Relay {
                     }
                     Err(e) => {
                         failures += 1;
-                        tracing::warn!(error = %e, failures, "outbox relay round failed");
-                        Duration::from_millis(200 * u64::from(failures.min(10)))
+                        if !matches!(e, RelayError::Database(_)) && self.producer.take().is_some() {
+                            self.metrics.producer_rebuilds.inc();
+                            tracing::warn!(error = %e, failures, "kafka producer failed; building a new one and sending the unsent events again");
+                        } else {
+                            tracing::warn!(error = %e, failures, "outbox relay round failed");
+                        }
+                        Duration::from_millis(200 * u64::from(failures.min(25)))
                     }
                 };
                 tokio::select! {
@@ -115,8 +154,21 @@ impl Relay {
         })
     }
 
+    /// The producer, built (with the topics ensured first) when there is none.
+    async fn producer(&mut self) -> Result<FutureProducer, RelayError> {
+        if let Some(producer) = &self.producer {
+            return Ok(producer.clone());
+        }
+        kafka::ensure_topics(&self.kafka, &self.topics)
+            .await
+            .map_err(RelayError::Topics)?;
+        let producer = kafka::producer(&self.kafka).map_err(RelayError::Topics)?;
+        self.producer = Some(producer.clone());
+        Ok(producer)
+    }
+
     /// Sends one batch; returns how many rows were sent.
-    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+    pub async fn relay_once(&mut self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
         let leader: bool = sqlx::query_scalar(
             "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox_relay'))",
@@ -137,6 +189,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        let producer = self.producer().await?;
         let mut ids = Vec::with_capacity(rows.len());
         let mut sends = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -153,7 +206,7 @@ impl Relay {
             let traceparent =
                 clearinghouse_platform::trace_context::traceparent_of(&span).or(stored);
             ids.push(id);
-            let producer = self.producer.clone();
+            let producer = producer.clone();
             sends.push(tracing::Instrument::instrument(
                 async move {
                     let event_id = event_id.to_string();
@@ -193,25 +246,105 @@ impl Relay {
         for result in join_all(sends).await {
             result?;
         }
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "WITH sent AS (DELETE FROM outbox WHERE id = ANY($1)
+                           RETURNING id, event_id, topic, key, event_type, payload, traceparent, created_at)
+             INSERT INTO outbox_sent (event_id, topic, key, event_type, payload, traceparent, created_at)
+             SELECT event_id, topic, key, event_type, payload, traceparent, created_at FROM sent ORDER BY id",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.metrics.published.inc_by(ids.len() as u64);
         Ok(ids.len())
     }
+}
 
-    async fn update_gauges(&self) -> sqlx::Result<()> {
-        let row = sqlx::query(
-            "SELECT count(*) AS backlog,
-                    COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) AS age
-             FROM outbox WHERE sent_at IS NULL",
+/// Refreshes the backlog gauges every second, whatever the relay is doing (a round can wait
+/// long on a broker that is down).
+fn spawn_gauges(pool: PgPool, metrics: RelayMetrics, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let row = sqlx::query(
+                "SELECT count(*) AS backlog,
+                        COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) AS age
+                 FROM outbox",
+            )
+            .fetch_one(&pool)
+            .await;
+            match row.and_then(|r| Ok((r.try_get("backlog")?, r.try_get("age")?))) {
+                Ok((backlog, age)) => {
+                    metrics.backlog.set(backlog);
+                    metrics.oldest_age_seconds.set(age);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read outbox backlog"),
+            }
+        }
+    });
+}
+
+/// Forgets sent events older than `retention`, a bounded chunk at a time, every ten minutes.
+fn spawn_pruning(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match prune_sent(&pool, retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "forgot sent outbox events past retention"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune sent outbox events"),
+            }
+        }
+    });
+}
+
+/// Deletes sent events older than `retention` in chunks; returns how many.
+pub async fn prune_sent(pool: &PgPool, retention: Duration) -> sqlx::Result<u64> {
+    const CHUNK: i64 = 5000;
+    let mut forgotten = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM outbox_sent WHERE id IN (
+                 SELECT id FROM outbox_sent WHERE sent_at < now() - make_interval(secs => $1)
+                 ORDER BY id LIMIT $2)",
         )
-        .fetch_one(&self.pool)
-        .await?;
-        self.metrics.backlog.set(row.try_get("backlog")?);
-        self.metrics.oldest_age_seconds.set(row.try_get("age")?);
-        Ok(())
+        .bind(retention.as_secs_f64())
+        .bind(CHUNK)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        forgotten += n;
+        if n < CHUNK as u64 {
+            return Ok(forgotten);
+        }
     }
+}
+
+/// Queues every event sent since `since` to be published again, in their first order, and
+/// returns how many: the procedure after a broker lost data. Consumers apply each event at
+/// most once (by its id), so what they already had changes nothing. An event still waiting
+/// in the outbox is not queued twice.
+pub async fn republish_since(pool: &PgPool, since: time::OffsetDateTime) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at)
+         SELECT event_id, topic, key, event_type, payload, traceparent, created_at
+         FROM outbox_sent
+         WHERE id IN (SELECT min(id) FROM outbox_sent WHERE sent_at >= $1 GROUP BY event_id)
+         ORDER BY id
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(since)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }

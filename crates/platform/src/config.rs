@@ -132,6 +132,12 @@ pub struct KafkaConfig {
     /// `sasl.password`, `ssl.ca.location`. From the environment, write `_` for `.`
     /// (`CLEARINGHOUSE_KAFKA__PROPERTIES__SASL_PASSWORD`). Values never reach a log.
     pub properties: std::collections::BTreeMap<String, Secret>,
+    /// How long topics this service creates keep events (`retention.ms`); applied event
+    /// ids are remembered longer (30 days), so a replay from the topic changes nothing.
+    pub topic_retention_days: u32,
+    /// How long sent outbox events are kept for an operator to publish again after a
+    /// broker lost data (`clearinghouse republish`); at most the dedupe memory (30 days).
+    pub outbox_retention_days: u32,
 }
 
 impl KafkaConfig {
@@ -148,6 +154,8 @@ impl Default for KafkaConfig {
             name_suffix: String::new(),
             partitions: 3,
             properties: Default::default(),
+            topic_retention_days: 7,
+            outbox_retention_days: 7,
         }
     }
 }

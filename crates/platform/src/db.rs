@@ -81,7 +81,9 @@ fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> 
 fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        // Short, so that a database that is down is answered UNAVAILABLE within a
+        // caller's usual deadline rather than after it.
+        .acquire_timeout(Duration::from_secs(3))
         // sqlx pings every connection it hands out by default: a round trip before every
         // statement run on the pool. Only a connection idle for a while is checked.
         .test_before_acquire(false)

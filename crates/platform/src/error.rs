@@ -127,6 +127,9 @@ pub enum StorageError {
     /// Text the store cannot keep (a NUL character, invalid encoding): the caller's.
     #[error("a text field holds a character that cannot be stored (e.g. NUL)")]
     UnstorableText,
+    /// The database cannot be reached or is shutting down: a retry may succeed.
+    #[error("the database is unavailable, retry")]
+    Unavailable,
     #[error(transparent)]
     Other(#[from] sqlx::Error),
 }
@@ -141,8 +144,29 @@ impl StorageError {
                 }
                 Some("40001") | Some("40P01") => return Self::SerializationFailure,
                 Some("22021") | Some("22P05") => return Self::UnstorableText,
+                // Connection exceptions, shutdowns, too many connections, read-only
+                // standby: the server's state, not the request's.
+                Some(code)
+                    if code.starts_with("08")
+                        || code.starts_with("57P")
+                        || code == "53300"
+                        || code == "25006" =>
+                {
+                    return Self::Unavailable;
+                }
                 _ => {}
             }
+        }
+        if matches!(
+            error,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_)
+        ) {
+            return Self::Unavailable;
         }
         Self::Other(error)
     }
@@ -156,6 +180,10 @@ impl From<StorageError> for Status {
             }
             StorageError::SerializationFailure => Status::aborted(e.to_string()),
             StorageError::UnstorableText => invalid_field("request", e.to_string()),
+            StorageError::Unavailable => {
+                tracing::warn!("database unavailable");
+                Status::unavailable(e.to_string())
+            }
             StorageError::Other(inner) => {
                 tracing::error!(error = %inner, "storage error");
                 Status::internal("storage error")

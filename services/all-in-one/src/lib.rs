@@ -48,6 +48,17 @@ impl Config {
         config
     }
 
+    /// Each service's database, as the services would use it.
+    pub fn databases(&self) -> Vec<(&'static str, clearinghouse_platform::config::DatabaseConfig)> {
+        let c = self.clone().resolved();
+        vec![
+            ("filing", c.filing.database),
+            ("referral", c.referral.database),
+            ("settlement", c.settlement.database),
+            ("fund-ledger", c.fund_ledger.database),
+        ]
+    }
+
     fn resolved(mut self) -> Self {
         if let Some(url) = &self.database_url {
             self.filing.database.url = url.clone();

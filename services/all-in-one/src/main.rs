@@ -2,7 +2,9 @@
 //! [pki-dir]` does so on a fresh demo database and walks through the worked examples as
 //! provincial platforms would, each with its own certificate; `clearinghouse dev-certs
 //! <dir>` creates a development CA and certificates for our services, the national
-//! platform, an operator and every province.
+//! platform, an operator and every province; `clearinghouse republish --since <RFC 3339>
+//! [service …]` queues every event the services sent since then to be published again (the
+//! procedure after a broker lost data; consumers apply each event at most once).
 
 mod demo;
 
@@ -42,6 +44,23 @@ fn dev_certs(dir: PathBuf) -> std::process::ExitCode {
     }
 }
 
+/// Queues the events sent since `since` by the named services (all four by default).
+async fn republish(config: Config, since: &str, only: &[String]) -> anyhow::Result<()> {
+    let since = time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            anyhow::anyhow!("--since must be an RFC 3339 time (2026-12-01T00:00:00+08:00): {e}")
+        })?;
+    for (service, database) in config.databases() {
+        if !only.is_empty() && !only.iter().any(|s| s == service) {
+            continue;
+        }
+        let pool = clearinghouse_platform::db::connect_and_migrate(&database, &[]).await?;
+        let queued = clearinghouse_events::relay::republish_since(&pool, since).await?;
+        println!("{service}: {queued} events queued to be published again");
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let positional = |i: usize, default: &str| {
@@ -51,6 +70,24 @@ fn main() -> std::process::ExitCode {
     };
     match args.first().map(String::as_str) {
         Some("dev-certs") => dev_certs(positional(1, ".dev-pki")),
+        Some("republish") => {
+            let since = args
+                .iter()
+                .position(|a| a == "--since")
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+                .unwrap_or_default();
+            let only: Vec<String> = args
+                .iter()
+                .skip(1)
+                .filter(|a| !a.starts_with("--") && **a != since)
+                .cloned()
+                .collect();
+            clearinghouse_platform::host::main(
+                "clearinghouse",
+                move |config: Config, _shutdown| async move { republish(config, &since, &only).await },
+            )
+        }
         Some("demo") => {
             let pki = positional(1, ".dev-pki");
             clearinghouse_platform::host::main(

@@ -133,8 +133,10 @@ impl SettlementApi {
             })
             .await
             .map_err(|e| {
-                tracing::error!(error = %e, "projection lookup failed");
-                Status::internal("storage error")
+                // The lookup reads: whatever failed it (the database, most likely), a
+                // retry may succeed.
+                tracing::warn!(error = %e, "projection lookup failed");
+                Status::unavailable("the projection could not be read, retry")
             })?;
         let (person, covering) = match known {
             projection::Known {
