@@ -205,6 +205,12 @@ async fn a_broker_killed_and_restarted_loses_and_doubles_nothing() {
     let mut broker = Broker::start(binary).await.unwrap();
     let mut env = TestEnv::new().await.unwrap();
     env.kafka.bootstrap_servers = broker.bootstrap.clone();
+    // Sends give up after 2 s, so that the broker's longer absence below fails the
+    // relay's producer, which must then be built anew.
+    env.kafka.properties.insert(
+        "message.timeout.ms".into(),
+        clearinghouse_platform::config::Secret::new("2000"),
+    );
     let shutdown = CancellationToken::new();
     let _stop_on_drop = shutdown.clone().drop_guard();
     let filing = env.start_filing(shutdown.clone()).await.unwrap();
@@ -243,7 +249,8 @@ async fn a_broker_killed_and_restarted_loses_and_doubles_nothing() {
                 assert_eq!(code, Code::Ok, "Settle never waits on the broker");
                 settled += 1;
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // The first absence is short, the second outlasts the producer's timeout.
+            tokio::time::sleep(Duration::from_secs(if round == 0 { 1 } else { 5 })).await;
             broker.restart().await.unwrap();
         }
     }
@@ -265,6 +272,7 @@ async fn a_broker_killed_and_restarted_loses_and_doubles_nothing() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     println!("{settled} claims, producer rebuilt {rebuilds} times");
+    assert!(rebuilds >= 1.0, "the failed producer was built anew");
     shutdown.cancel();
     for host in [filing, settlement, ledger_host] {
         host.wait().await.unwrap();

@@ -446,7 +446,12 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Whether the message at `offset` exists and carries an event id this group applied.
-    fn holds_applied_event(&self, topic: &str, partition: i32, offset: i64) -> anyhow::Result<bool> {
+    fn holds_applied_event(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> anyhow::Result<bool> {
         let probe: BaseConsumer = client_config(&self.kafka)
             .set("group.id", format!("{}-probe", self.settings.group))
             .set("enable.auto.commit", "false")
@@ -512,14 +517,17 @@ impl<H: Handler> Worker<H> {
     /// After a reset error (a position the partition does not hold), reads every partition
     /// without a valid position again from its start.
     fn reset_invalid_positions(&self) {
-        let (Ok(assignment), Ok(positions)) = (self.consumer.assignment(), self.consumer.position())
+        let (Ok(assignment), Ok(positions)) =
+            (self.consumer.assignment(), self.consumer.position())
         else {
             return;
         };
         for element in assignment.elements() {
             let (topic, partition) = (element.topic(), element.partition());
             let valid = matches!(
-                positions.find_partition(topic, partition).map(|p| p.offset()),
+                positions
+                    .find_partition(topic, partition)
+                    .map(|p| p.offset()),
                 Some(Offset::Offset(_))
             );
             if !valid {

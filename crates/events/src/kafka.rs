@@ -25,14 +25,18 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
 
 /// An idempotent producer: `acks=all`, at most 5 requests in flight, so no record is
 /// lost, doubled or reordered by the producer's own retries.
+/// The deployment's properties override the defaults (e.g. `message.timeout.ms`).
 pub fn producer(config: &KafkaConfig) -> anyhow::Result<FutureProducer> {
-    let mut client = client_config(config);
+    let mut client = ClientConfig::new();
     client
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000");
+    for (key, value) in client_config(config).config_map() {
+        client.set(key, value);
+    }
     Ok(client.create()?)
 }
 
