@@ -13,6 +13,7 @@ use clearinghouse_platform::{
     config::{KafkaConfig, Secret, ServerConfig},
     host::Host,
 };
+pub mod faultrun;
 pub mod faults;
 mod world;
 
