@@ -396,7 +396,7 @@ where
 const CAP_PERSON: &str = "P-CAP";
 
 fn claim_of(i: usize, persons: usize) -> Claim {
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         // The cap person's large claims, sent alternately to both instances at once.
         fixtures::example1(&format!("FR-{i:06}"), CAP_PERSON)
     } else {
@@ -755,7 +755,7 @@ pub async fn fault_run(options: Options) -> anyhow::Result<Report> {
         .filter(|(id, _)| {
             id.trim_start_matches("FR-")
                 .parse::<usize>()
-                .is_ok_and(|i| i % 5 == 0)
+                .is_ok_and(|i| i.is_multiple_of(5))
         })
         .map(|(_, s)| dec(&s.fund))
         .sum();
