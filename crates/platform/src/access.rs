@@ -195,6 +195,16 @@ pub fn with_subject<T>(message: T, subject: impl Into<String>) -> tonic::Respons
     response
 }
 
+/// A response whose audit entry was written in the write's transaction
+/// ([`crate::audit::record_in`]).
+pub fn recorded<T>(message: T, subject: impl Into<String>) -> tonic::Response<T> {
+    let mut response = with_subject(message, subject);
+    response
+        .extensions_mut()
+        .insert(crate::audit::RecordedInTransaction);
+    response
+}
+
 /// How the access layer learns the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Authentication {
@@ -380,6 +390,12 @@ where
         };
         request.extensions_mut().insert(caller.clone());
         let audited_write = self.layer.writes.contains(&path);
+        if audited_write {
+            request.extensions_mut().insert(crate::audit::AuditContext {
+                caller: caller.to_string(),
+                method: path.clone(),
+            });
+        }
         // The service that was polled ready serves this call; a clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -402,7 +418,11 @@ where
             if refused {
                 tracing::warn!(caller = %caller, method = %path, "call refused: permission denied");
             }
-            if refused || audited_write {
+            let recorded = response
+                .extensions()
+                .get::<crate::audit::RecordedInTransaction>()
+                .is_some();
+            if refused || (audited_write && !recorded) {
                 let subject = response
                     .extensions()
                     .get::<AuditSubject>()

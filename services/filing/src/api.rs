@@ -12,7 +12,8 @@ use clearinghouse_events::{
     outbox::{self, Outgoing},
 };
 use clearinghouse_platform::{
-    access::{Action, Caller, authorize_request, with_subject},
+    access::{Action, Caller, authorize_request, recorded, with_subject},
+    audit::{self, AuditContext},
     error::check_request_id,
 };
 use clearinghouse_platform::{
@@ -250,12 +251,14 @@ impl FilingApi {
     }
 
     /// Writes the event in the transaction of the change it announces, then commits both.
+    /// The audit entry (`subject`) goes into the same transaction.
     async fn commit_with_event(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
         insured_region: Region,
         person_id: &str,
         body: Body,
+        audit: (Option<&AuditContext>, &str),
     ) -> Result<(), Status> {
         outbox::enqueue(
             &mut tx,
@@ -263,6 +266,7 @@ impl FilingApi {
         )
         .await
         .map_err(db)?;
+        audit::record_in(&mut tx, [audit]).await.map_err(db)?;
         tx.commit().await.map_err(db)
     }
 
@@ -375,6 +379,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<RegisterPersonRequest>,
     ) -> Result<Response<RegisterPersonResponse>, Status> {
+        let audit = audit::context(&request);
         check_request_id(&request.get_ref().request_id)?;
         let person = parse_person(request.get_ref().person.as_ref())?;
         authorize_request(
@@ -407,10 +412,16 @@ impl FilingService for FilingApi {
         let body = Body::PersonRegistered(ev::PersonRegistered {
             person: Some(person.to_proto(false)),
         });
-        self.commit_with_event(tx, person.insured_region, &person.person_id, body)
-            .await?;
+        self.commit_with_event(
+            tx,
+            person.insured_region,
+            &person.person_id,
+            body,
+            (audit.as_ref(), &subject),
+        )
+        .await?;
         tracing::info!(person_id = %person.person_id, id_number = %mask(&person.id_number), "person registered");
-        Ok(with_subject(
+        Ok(recorded(
             RegisterPersonResponse {
                 person: Some(person.to_proto(true)),
             },
@@ -422,6 +433,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<UpdatePersonRequest>,
     ) -> Result<Response<UpdatePersonResponse>, Status> {
+        let audit = audit::context(&request);
         check_request_id(&request.get_ref().request_id)?;
         let person = parse_person(request.get_ref().person.as_ref())?;
         authorize_request(
@@ -459,13 +471,20 @@ impl FilingService for FilingApi {
         let body = Body::PersonUpdated(ev::PersonUpdated {
             person: Some(person.to_proto(false)),
         });
-        self.commit_with_event(tx, person.insured_region, &person.person_id, body)
-            .await?;
-        Ok(with_subject(
+        let subject = format!("person {}/{}", person.insured_region, person.person_id);
+        self.commit_with_event(
+            tx,
+            person.insured_region,
+            &person.person_id,
+            body,
+            (audit.as_ref(), &subject),
+        )
+        .await?;
+        Ok(recorded(
             UpdatePersonResponse {
                 person: Some(person.to_proto(true)),
             },
-            format!("person {}/{}", person.insured_region, person.person_id),
+            subject,
         ))
     }
 
@@ -490,6 +509,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<RegisterFilingRequest>,
     ) -> Result<Response<RegisterFilingResponse>, Status> {
+        let audit = audit::context(&request);
         let r = request.get_ref();
         let Some(f) = r.filing.as_ref() else {
             return Err(invalid_field("filing", "is required"));
@@ -545,13 +565,20 @@ impl FilingService for FilingApi {
         let body = Body::FilingRegistered(ev::FilingRegistered {
             filing: Some(filing.to_proto()),
         });
-        self.commit_with_event(tx, insured_region, &filing.person_id, body)
-            .await?;
-        Ok(with_subject(
+        let subject = format!("filing {}", filing.filing_id);
+        self.commit_with_event(
+            tx,
+            insured_region,
+            &filing.person_id,
+            body,
+            (audit.as_ref(), &subject),
+        )
+        .await?;
+        Ok(recorded(
             RegisterFilingResponse {
                 filing: Some(filing.to_proto()),
             },
-            format!("filing {}", filing.filing_id),
+            subject,
         ))
     }
 
@@ -559,6 +586,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<ChangeFilingRequest>,
     ) -> Result<Response<ChangeFilingResponse>, Status> {
+        let audit = audit::context(&request);
         let r = request.get_ref();
         check_request_id(&r.request_id)?;
         let Some(f) = r.filing.as_ref() else {
@@ -626,13 +654,20 @@ impl FilingService for FilingApi {
         let body = Body::FilingChanged(ev::FilingChanged {
             filing: Some(changed.to_proto()),
         });
-        self.commit_with_event(tx, insured_region, &changed.person_id, body)
-            .await?;
-        Ok(with_subject(
+        let subject = filing_subject(filing_id, lock_override.as_ref());
+        self.commit_with_event(
+            tx,
+            insured_region,
+            &changed.person_id,
+            body,
+            (audit.as_ref(), &subject),
+        )
+        .await?;
+        Ok(recorded(
             ChangeFilingResponse {
                 filing: Some(changed.to_proto()),
             },
-            filing_subject(filing_id, lock_override.as_ref()),
+            subject,
         ))
     }
 
@@ -640,6 +675,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<RevokeFilingRequest>,
     ) -> Result<Response<RevokeFilingResponse>, Status> {
+        let audit = audit::context(&request);
         let r = request.get_ref();
         check_request_id(&r.request_id)?;
         let mut v = FieldViolations::new();
@@ -696,13 +732,20 @@ impl FilingService for FilingApi {
         let body = Body::FilingRevoked(ev::FilingRevoked {
             filing: Some(filing.to_proto()),
         });
-        self.commit_with_event(tx, filing.insured_region, &filing.person_id, body)
-            .await?;
-        Ok(with_subject(
+        let subject = filing_subject(filing_id, lock_override.as_ref());
+        self.commit_with_event(
+            tx,
+            filing.insured_region,
+            &filing.person_id,
+            body,
+            (audit.as_ref(), &subject),
+        )
+        .await?;
+        Ok(recorded(
             RevokeFilingResponse {
                 filing: Some(filing.to_proto()),
             },
-            filing_subject(filing_id, lock_override.as_ref()),
+            subject,
         ))
     }
 

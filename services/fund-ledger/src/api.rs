@@ -9,7 +9,8 @@ use clearinghouse_domain::{
 };
 use clearinghouse_events::{Body, outbox};
 use clearinghouse_platform::{
-    access::{Action, Caller, authorize, authorize_request, caller, with_subject},
+    access::{Action, Caller, authorize, authorize_request, caller, recorded, with_subject},
+    audit::{self, AuditContext},
     error::{FieldViolations, check_request_id, db_status as db, invalid_field, page_size},
 };
 use clearinghouse_proto::events::v1 as ev;
@@ -59,7 +60,8 @@ fn reserve_response<T>(reserve: Reserve, wrap: impl FnOnce(Option<Reserve>) -> T
         "reserve {} at {}",
         reserve.insured_province, reserve.treatment_province
     );
-    with_subject(wrap(Some(reserve)), subject)
+    // The call's audit entry was written in its transaction (`reserve_request`).
+    recorded(wrap(Some(reserve)), subject)
 }
 
 /// `INVALID_ARGUMENT` unless `period` is a month `YYYY-MM`.
@@ -193,9 +195,11 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<SizeReserveResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.get_ref();
+        let audit = audit::context(&request);
         let reserve = self
             .reserve_request(
                 &caller,
+                audit.as_ref(),
                 "SIZE",
                 &r.request_id,
                 &r.insured_province,
@@ -214,9 +218,11 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<TopUpReserveResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.get_ref();
+        let audit = audit::context(&request);
         let reserve = self
             .reserve_request(
                 &caller,
+                audit.as_ref(),
                 "TOP_UP",
                 &r.request_id,
                 &r.insured_province,
@@ -251,6 +257,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<CloseClearingPeriodRequest>,
     ) -> Result<Response<CloseClearingPeriodResponse>, Status> {
+        let audit = audit::context(&request);
         check_request_id(&request.get_ref().request_id)?;
         let period = request.get_ref().period.clone();
         let next = clearing::next_period(&period, self.clearing.period_months)
@@ -291,12 +298,16 @@ impl LedgerService for LedgerApi {
         outbox::enqueue(&mut tx, vec![self.event(&period, body)])
             .await
             .map_err(db)?;
+        let subject = format!("period {period}");
+        audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(with_subject(
+        Ok(recorded(
             CloseClearingPeriodResponse {
                 period: period.clone(),
             },
-            format!("period {period}"),
+            subject,
         ))
     }
 
@@ -340,22 +351,35 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<ConfirmStatementRequest>,
     ) -> Result<Response<ConfirmStatementResponse>, Status> {
+        let audit = audit::context(&request);
         let caller = caller(&request)?;
         let r = request.get_ref();
         check_request_id(&r.request_id)?;
-        let state = self
-            .respond(&caller, &r.period, &r.province, "CONFIRMED", "")
+        let subject = format!("statement {} of {}", r.period, r.province);
+        let (state, written) = self
+            .respond(
+                &caller,
+                audit.as_ref(),
+                &subject,
+                &r.period,
+                &r.province,
+                "CONFIRMED",
+                "",
+            )
             .await?;
-        Ok(with_subject(
-            ConfirmStatementResponse { state },
-            format!("statement {} of {}", r.period, r.province),
-        ))
+        let response = ConfirmStatementResponse { state };
+        Ok(if written {
+            recorded(response, subject)
+        } else {
+            with_subject(response, subject)
+        })
     }
 
     async fn dispute_statement(
         &self,
         request: Request<DisputeStatementRequest>,
     ) -> Result<Response<DisputeStatementResponse>, Status> {
+        let audit = audit::context(&request);
         let caller = caller(&request)?;
         let r = request.get_ref();
         check_request_id(&r.request_id)?;
@@ -367,38 +391,55 @@ impl LedgerService for LedgerApi {
                 "a dispute needs a reason of 1 to 500 bytes",
             ));
         }
-        let state = self
-            .respond(&caller, &r.period, &r.province, "DISPUTED", &r.reason)
+        let subject = format!("statement {} of {}", r.period, r.province);
+        let (state, written) = self
+            .respond(
+                &caller,
+                audit.as_ref(),
+                &subject,
+                &r.period,
+                &r.province,
+                "DISPUTED",
+                &r.reason,
+            )
             .await?;
-        Ok(with_subject(
-            DisputeStatementResponse { state },
-            format!("statement {} of {}", r.period, r.province),
-        ))
+        let response = DisputeStatementResponse { state };
+        Ok(if written {
+            recorded(response, subject)
+        } else {
+            with_subject(response, subject)
+        })
     }
 
     async fn settle_clearing_period(
         &self,
         request: Request<SettleClearingPeriodRequest>,
     ) -> Result<Response<SettleClearingPeriodResponse>, Status> {
+        let audit = audit::context(&request);
         check_request_id(&request.get_ref().request_id)?;
         check_period(&request.get_ref().period)?;
         authorize_request(&request, Action::OperateClearing)?;
         let period = request.get_ref().period.clone();
-        let nets = self.settle_period(&period).await?;
-        Ok(with_subject(
-            SettleClearingPeriodResponse {
-                period: period.clone(),
-                state: PeriodState::Settled.name().to_string(),
-                nets: nets
-                    .into_iter()
-                    .map(|(p, n)| settle_clearing_period_response::Net {
-                        province: p.to_string(),
-                        net: format2(n),
-                    })
-                    .collect(),
-            },
-            format!("period {period}"),
-        ))
+        let subject = format!("period {period}");
+        let (nets, written) = self
+            .settle_period(&period, (audit.as_ref(), &subject))
+            .await?;
+        let response = SettleClearingPeriodResponse {
+            period: period.clone(),
+            state: PeriodState::Settled.name().to_string(),
+            nets: nets
+                .into_iter()
+                .map(|(p, n)| settle_clearing_period_response::Net {
+                    province: p.to_string(),
+                    net: format2(n),
+                })
+                .collect(),
+        };
+        Ok(if written {
+            recorded(response, subject)
+        } else {
+            with_subject(response, subject)
+        })
     }
 
     async fn reconcile(
@@ -472,9 +513,14 @@ impl LedgerApi {
 
     /// Sizes a reserve (sets its amount) or tops it up (refills what was drawn, posting a
     /// balanced entry), idempotent by request id; re-arms the warnings when usage falls.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the request's fields, each parsed here, and who asks"
+    )]
     async fn reserve_request(
         &self,
         caller: &Caller,
+        audit: Option<&AuditContext>,
         kind: &str,
         request_id: &str,
         insured: &str,
@@ -595,6 +641,10 @@ impl LedgerApi {
         .map_err(db)?
         .ok_or_else(|| Status::failed_precondition("the reserve was never sized"))?;
         let reserve = reserve_proto(&row)?;
+        let subject = format!("reserve {insured} at {treatment}");
+        audit::record_in(&mut tx, [(audit, subject.as_str())])
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(reserve)
     }
@@ -651,14 +701,22 @@ impl LedgerApi {
 
     /// Records a province's answer to a closed period's statement; when every province of
     /// the period has confirmed and none disputes, the period is confirmed and settled.
+    /// Returns the period's state and whether the answer was written (with its audit
+    /// entry, `subject`) rather than a repeat.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the answer's parts, each from the request"
+    )]
     async fn respond(
         &self,
         caller: &Caller,
+        audit: Option<&AuditContext>,
+        subject: &str,
         period: &str,
         province: &str,
         answer: &str,
         reason: &str,
-    ) -> Result<String, Status> {
+    ) -> Result<(String, bool), Status> {
         let province =
             province_filter(province)?.ok_or_else(|| invalid_field("province", "is required"))?;
         check_period(period)?;
@@ -668,7 +726,7 @@ impl LedgerApi {
         let state = lock_period(&mut tx, period).await?;
         match state.respond(false) {
             Ok(_) => {}
-            Err(TransitionError::Already(state)) => return Ok(state.name().to_string()),
+            Err(TransitionError::Already(state)) => return Ok((state.name().to_string(), false)),
             Err(TransitionError::NotYet(..)) => {
                 return Err(Status::failed_precondition(format!(
                     "period {period} is still open"
@@ -727,13 +785,22 @@ impl LedgerApi {
             ));
         }
         outbox::enqueue(&mut tx, events).await.map_err(db)?;
+        audit::record_in(&mut tx, [(audit, subject)])
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(next.name().to_string())
+        Ok((next.name().to_string(), true))
     }
 
     /// Settles a confirmed period by the multilateral nets: the payment instructions, the
     /// `SETTLED` state and `ClearingSettled`, in one transaction.
-    async fn settle_period(&self, period: &str) -> Result<Vec<(Region, Decimal)>, Status> {
+    /// Returns the nets and whether the settlement was written (with its audit entry)
+    /// rather than a repeat.
+    async fn settle_period(
+        &self,
+        period: &str,
+        audit: (Option<&AuditContext>, &str),
+    ) -> Result<(Vec<(Region, Decimal)>, bool), Status> {
         check_period(period)?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         let state = lock_period(&mut tx, period).await?;
@@ -743,7 +810,7 @@ impl LedgerApi {
             Ok(_) => {}
             // A repeat answers as the first settlement did.
             Err(TransitionError::Already(PeriodState::Settled)) => {
-                return Ok(nets.into_iter().collect());
+                return Ok((nets.into_iter().collect(), false));
             }
             Err(e) => {
                 return Err(Status::failed_precondition(format!(
@@ -775,8 +842,9 @@ impl LedgerApi {
         outbox::enqueue(&mut tx, vec![self.event(period, body)])
             .await
             .map_err(db)?;
+        audit::record_in(&mut tx, [audit]).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(nets.into_iter().collect())
+        Ok((nets.into_iter().collect(), true))
     }
 }
 

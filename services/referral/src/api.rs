@@ -10,7 +10,8 @@ use clearinghouse_events::{
     outbox::{self, Outgoing},
 };
 use clearinghouse_platform::{
-    access::{Action, authorize_request, with_subject},
+    access::{Action, authorize_request, recorded},
+    audit,
     error::{FieldViolations, check_request_id, db_status as db, invalid_field},
 };
 use clearinghouse_proto::{
@@ -85,6 +86,7 @@ impl ReferralService for ReferralApi {
         &self,
         request: Request<IssueReferralRequest>,
     ) -> Result<Response<IssueReferralResponse>, Status> {
+        let audit = audit::context(&request);
         let r = request.get_ref();
         let Some(referral) = r.referral.as_ref() else {
             return Err(invalid_field("referral", "is required"));
@@ -204,9 +206,12 @@ impl ReferralService for ReferralApi {
         outbox::enqueue(&mut tx, vec![self.outgoing(&issued_referral, body)])
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
         let subject = format!("referral {}", issued_referral.referral_id);
-        Ok(with_subject(
+        audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(recorded(
             IssueReferralResponse {
                 referral: Some(issued_referral),
             },
@@ -218,6 +223,7 @@ impl ReferralService for ReferralApi {
         &self,
         request: Request<CancelReferralRequest>,
     ) -> Result<Response<CancelReferralResponse>, Status> {
+        let audit = audit::context(&request);
         check_request_id(&request.get_ref().request_id)?;
         let id = Uuid::parse_str(&request.get_ref().referral_id)
             .map_err(|_| invalid_field("referral_id", "must be a referral id (UUID)"))?;
@@ -257,12 +263,16 @@ impl ReferralService for ReferralApi {
         outbox::enqueue(&mut tx, vec![self.outgoing(&referral, body)])
             .await
             .map_err(db)?;
+        let subject = format!("referral {id}");
+        audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(with_subject(
+        Ok(recorded(
             CancelReferralResponse {
                 referral: Some(referral),
             },
-            format!("referral {id}"),
+            subject,
         ))
     }
 

@@ -27,7 +27,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tonic::Status;
 
-use crate::settle::{Pending, compute, disease_of, replay, result_proto, settle_one};
+use crate::settle::{Pending, Settled, compute, disease_of, replay, result_proto, settle_one};
 
 /// Claims written by one transaction at most.
 const MAX_BATCH: usize = 128;
@@ -119,7 +119,7 @@ pub(crate) const WRITE: &str = "WITH claims_written AS (
          ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = EXCLUDED.balance)
      SELECT 1";
 
-type Reply = oneshot::Sender<Result<SettlementResult, Status>>;
+type Reply = oneshot::Sender<Result<Settled, Status>>;
 
 #[derive(Clone)]
 pub struct Batcher {
@@ -163,7 +163,7 @@ impl Batcher {
     }
 
     /// Settles the claim with whatever else is waiting, and returns its result.
-    pub async fn submit(&self, pending: Pending) -> Result<SettlementResult, Status> {
+    pub async fn submit(&self, pending: Pending) -> Result<Settled, Status> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((pending, reply))
@@ -258,7 +258,7 @@ async fn settle_in(
     tx: &mut PgConnection,
     topic: &str,
     batch: &[(Pending, Reply)],
-) -> Result<Vec<Result<SettlementResult, Status>>, sqlx::Error> {
+) -> Result<Vec<Result<Settled, Status>>, sqlx::Error> {
     // One statement takes the locks, reads what they guard and finds the taken ids.
     let persons = in_key_order(batch.iter().map(|(p, _)| person_of(p)));
     let years = in_key_order(batch.iter().map(|(p, _)| year_of(p)));
@@ -331,11 +331,13 @@ async fn settle_in(
             p.parsed.claim_id.clone(),
         );
         if taken.contains(&claim_key) {
-            answers.push(
-                replay(tx, &p.parsed, &p.request)
-                    .await
-                    .and_then(|r| r.ok_or_else(|| Status::aborted("claim vanished, retry"))),
-            );
+            answers.push(replay(tx, &p.parsed, &p.request).await.and_then(|r| {
+                r.map(|result| Settled {
+                    result,
+                    fresh: false,
+                })
+                .ok_or_else(|| Status::aborted("claim vanished, retry"))
+            }));
             continue;
         }
         let person = person_of(p);
@@ -388,7 +390,10 @@ async fn settle_in(
             ..event
         };
         writes.add(p, &year, d, balance_after, &result, event);
-        answers.push(Ok(result));
+        answers.push(Ok(Settled {
+            result,
+            fresh: true,
+        }));
     }
     writes.execute(tx).await?;
     Ok(answers)
@@ -398,6 +403,8 @@ async fn settle_in(
 #[derive(Default)]
 struct Writes {
     claims: Vec<ClaimRow>,
+    /// Each written claim's audit entry: who settled, and the claim.
+    audit: Vec<(Option<clearinghouse_platform::audit::AuditContext>, String)>,
     outbox: Vec<clearinghouse_events::outbox::OutboxRow>,
     /// Each person-year's changes, summed over the batch.
     years: BTreeMap<YearKey, YearToDate>,
@@ -439,6 +446,7 @@ impl Writes {
             self.accounts
                 .insert((year.0.clone(), year.1.clone()), balance_after);
         }
+        self.audit.push((p.audit.clone(), p.subject()));
         self.claims.push(ClaimRow {
             treatment_region: p.parsed.treatment_region.to_string(),
             claim_id: p.parsed.claim_id.clone(),
@@ -571,6 +579,10 @@ impl Writes {
             .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-        Ok(())
+        clearinghouse_platform::audit::record_in(
+            tx,
+            self.audit.iter().map(|(c, s)| (c.as_ref(), s.as_str())),
+        )
+        .await
     }
 }

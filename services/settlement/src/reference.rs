@@ -14,7 +14,7 @@ use clearinghouse_domain::{
     settlement::{CatalogueClass, CatalogueItem, Policy, Scheme, VisitType},
 };
 use clearinghouse_platform::{
-    access::{Action, authorize, authorize_request, caller, with_subject},
+    access::{Action, authorize, authorize_request, caller, recorded, with_subject},
     error::{FieldViolations, check_request_id, invalid_field},
 };
 use clearinghouse_proto::{
@@ -396,6 +396,7 @@ impl ReferenceDataService for ReferenceApi {
         request: Request<PutPolicyRequest>,
     ) -> Result<Response<PutPolicyResponse>, Status> {
         let caller = caller(&request)?;
+        let audit = clearinghouse_platform::audit::context(&request);
         let r = request.into_inner();
         let (key, _) = parse::policy(r.policy.as_ref())?;
         if r.request_id.len() > 64 {
@@ -410,6 +411,7 @@ impl ReferenceDataService for ReferenceApi {
         let mut policy = r.policy.unwrap_or_default();
         policy.version = 0;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
+        let mut tx = self.pool.begin().await.map_err(db)?;
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO policies (insured_region, scheme, visit_type, effective_from, body, request_id)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (insured_region, request_id) DO NOTHING
@@ -421,14 +423,11 @@ impl ReferenceDataService for ReferenceApi {
         .bind(key.effective_from)
         .bind(policy.encode_to_vec())
         .bind(request_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
         let version = match inserted {
-            Some(v) => {
-                self.cache.versions_changed();
-                v
-            }
+            Some(v) => v,
             // The same request again: the version it created, if it carried this policy.
             None => {
                 let (version, body): (i64, Vec<u8>) = sqlx::query_as(
@@ -436,7 +435,7 @@ impl ReferenceDataService for ReferenceApi {
                 )
                 .bind(key.insured_region.to_string())
                 .bind(request_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?;
                 if decode_policy(&body)? != policy {
@@ -449,12 +448,23 @@ impl ReferenceDataService for ReferenceApi {
             }
         };
         policy.version = version;
-        Ok(with_subject(
-            PutPolicyResponse {
-                policy: Some(policy),
-            },
-            format!("policy {} version {version}", key.insured_region),
-        ))
+        let subject = format!("policy {} version {version}", key.insured_region);
+        let written = inserted.is_some();
+        if written {
+            clearinghouse_platform::audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        let response = PutPolicyResponse {
+            policy: Some(policy),
+        };
+        Ok(if written {
+            self.cache.versions_changed();
+            recorded(response, subject)
+        } else {
+            with_subject(response, subject)
+        })
     }
 
     async fn get_policy(
@@ -536,6 +546,7 @@ impl ReferenceDataService for ReferenceApi {
         request: Request<Streaming<PutCatalogueRequest>>,
     ) -> Result<Response<PutCatalogueResponse>, Status> {
         let caller = caller(&request)?;
+        let audit = clearinghouse_platform::audit::context(&request);
         let mut stream = request.into_inner();
         let first = stream.next().await.ok_or_else(|| {
             invalid_field(
@@ -620,16 +631,20 @@ impl ReferenceDataService for ReferenceApi {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        let subject = format!("catalogue {region} version {version}");
+        clearinghouse_platform::audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         self.cache.versions_changed();
-        Ok(with_subject(
+        Ok(recorded(
             PutCatalogueResponse {
                 treatment_region: region.to_string(),
                 effective_from: format_date(effective_from),
                 version,
                 item_count: count,
             },
-            format!("catalogue {region} version {version}"),
+            subject,
         ))
     }
 

@@ -14,7 +14,8 @@ use clearinghouse_events::{
     outbox::{self, Outgoing},
 };
 use clearinghouse_platform::{
-    access::{Action, Caller, authorize, authorize_request, caller, with_subject},
+    access::{Action, Caller, authorize, authorize_request, caller, recorded, with_subject},
+    audit::AuditContext,
     error::{FieldViolations, StorageError, invalid_field, page_size},
 };
 use clearinghouse_proto::{
@@ -251,8 +252,9 @@ impl SettlementApi {
     async fn settle_claim(
         &self,
         caller: &Caller,
+        audit: Option<AuditContext>,
         claim: Claim,
-    ) -> Result<SettlementResult, Status> {
+    ) -> Result<Settled, Status> {
         let parsed = parse_as_treatment(caller, Some(&claim), self.clock.today())?;
         let request = request_digest(&claim.encode_to_vec());
         // A repeated claim id is found when the claim is written, so a new claim pays no lookup.
@@ -265,10 +267,14 @@ impl SettlementApi {
             request,
             prepared,
             traceparent: clearinghouse_platform::trace_context::current_traceparent(),
+            audit,
         };
-        let result = self.batcher.submit(pending).await?;
-        self.metrics.settled(&insured, &treatment, &result);
-        Ok(result)
+        let settled = self.batcher.submit(pending).await?;
+        // A repeat answers the stored result: counted once, when it was written.
+        if settled.fresh {
+            self.metrics.settled(&insured, &treatment, &settled.result);
+        }
+        Ok(settled)
     }
 }
 
@@ -281,20 +287,37 @@ pub(crate) struct Pending {
     pub prepared: Prepared,
     /// The trace of the `Settle` call, which the claim's event continues.
     pub traceparent: Option<String>,
+    /// Who settles: the audit entry is written with the claim.
+    pub audit: Option<AuditContext>,
+}
+
+impl Pending {
+    /// What the audit trail names the claim.
+    pub fn subject(&self) -> String {
+        format!(
+            "claim {}/{}",
+            self.parsed.treatment_region, self.parsed.claim_id
+        )
+    }
+}
+
+/// A settled claim's result, and whether this call wrote it (else it answered the stored
+/// result of an earlier call with the same claim id and payload).
+pub(crate) struct Settled {
+    pub result: SettlementResult,
+    pub fresh: bool,
 }
 
 /// Settles one claim in a transaction of its own (the path a batch falls back to).
-pub(crate) async fn settle_one(
-    pool: &PgPool,
-    topic: &str,
-    p: Pending,
-) -> Result<SettlementResult, Status> {
+pub(crate) async fn settle_one(pool: &PgPool, topic: &str, p: Pending) -> Result<Settled, Status> {
+    let subject = p.subject();
     let Pending {
         claim,
         parsed,
         request,
         prepared,
         traceparent,
+        audit,
     } = p;
     let year = parsed.claim.visit.service_date().year();
     let key = YearKey {
@@ -384,10 +407,20 @@ pub(crate) async fn settle_one(
         let mut conn = pool.acquire().await.map_err(db)?;
         return replay(&mut conn, &parsed, &request)
             .await?
+            .map(|result| Settled {
+                result,
+                fresh: false,
+            })
             .ok_or_else(|| Status::aborted("claim vanished, retry"));
     }
+    clearinghouse_platform::audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+        .await
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
-    Ok(result)
+    Ok(Settled {
+        result,
+        fresh: true,
+    })
 }
 
 /// A claim validated at the edge, from a caller that is its treatment place.
@@ -703,22 +736,27 @@ impl SettlementService for SettlementApi {
         request: Request<SettleRequest>,
     ) -> Result<Response<SettleResponse>, Status> {
         let caller = caller(&request)?;
+        let audit = clearinghouse_platform::audit::context(&request);
         let Some(claim) = request.into_inner().claim else {
             return Err(invalid_field("claim", "is required"));
         };
-        match self.settle_claim(&caller, claim).await {
-            Ok(result) => {
+        match self.settle_claim(&caller, audit, claim).await {
+            Ok(Settled { result, fresh }) => {
                 let subject = result
                     .claim
                     .as_ref()
                     .map(|c| format!("claim {}/{}", c.treatment_region, c.claim_id))
                     .unwrap_or_default();
-                Ok(with_subject(
-                    SettleResponse {
-                        result: Some(result),
-                    },
-                    subject,
-                ))
+                let response = SettleResponse {
+                    result: Some(result),
+                };
+                // A claim written by this call has its audit entry in the claim's
+                // transaction; a repeat is recorded by the access layer.
+                Ok(if fresh {
+                    recorded(response, subject)
+                } else {
+                    with_subject(response, subject)
+                })
             }
             Err(status) => {
                 self.metrics.refused(&status);
@@ -731,6 +769,7 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<ReverseRequest>,
     ) -> Result<Response<ReverseResponse>, Status> {
+        let audit = clearinghouse_platform::audit::context(&request);
         let r = request.get_ref();
         let region = claim_key(&r.treatment_region, &r.claim_id)?;
         if !clearinghouse_platform::error::is_plain_text(&r.reason, 200) {
@@ -814,13 +853,16 @@ impl SettlementService for SettlementApi {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        clearinghouse_platform::audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         self.metrics.reversed(
             &insured.province().to_string(),
             &region.province().to_string(),
             &result,
         );
-        Ok(with_subject(
+        Ok(recorded(
             ReverseResponse {
                 result: Some(result),
             },
@@ -910,6 +952,7 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<CreditPersonalAccountRequest>,
     ) -> Result<Response<CreditPersonalAccountResponse>, Status> {
+        let audit = clearinghouse_platform::audit::context(&request);
         let r = request.get_ref();
         let mut v = FieldViolations::new();
         let region = v.check("insured_region", Region::parse(&r.insured_region));
@@ -969,7 +1012,7 @@ impl SettlementService for SettlementApi {
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
-        let recorded = sqlx::query(
+        let credited = sqlx::query(
             "INSERT INTO personal_account_credits (insured_region, request_id, person_id, amount, balance_after)
              VALUES ($1, $2, $3, $4, $5)",
         )
@@ -980,7 +1023,7 @@ impl SettlementService for SettlementApi {
         .bind(balance)
         .execute(&mut *tx)
         .await;
-        if let Err(e) = recorded {
+        if let Err(e) = credited {
             return Err(match StorageError::from_sqlx(e) {
                 // A concurrent call with the same request id won: retrying answers as a repeat.
                 StorageError::UniqueViolation(_) => {
@@ -989,8 +1032,11 @@ impl SettlementService for SettlementApi {
                 other => other.into(),
             });
         }
+        clearinghouse_platform::audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(with_subject(
+        Ok(recorded(
             CreditPersonalAccountResponse {
                 balance: format2(balance),
             },

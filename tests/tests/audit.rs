@@ -1,0 +1,110 @@
+//! The audit record of a write is committed in the write's own transaction (issue 14):
+//! the moment a write answers OK its record is in the trail, with the caller, the method
+//! and what it touched; a repeat of an idempotent write is recorded by the access layer.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+
+use clearinghouse_proto::{
+    filing::v1::FilingCategory,
+    ledger::v1::TopUpReserveRequest,
+    settlement::v1::{CreditPersonalAccountRequest, ReverseRequest},
+};
+use clearinghouse_testkit::fixtures;
+use clearinghouse_tests::*;
+
+/// The trail's rows for `subject`, read at once (no waiting for a batch).
+async fn records(env: &TestEnv, schema: &str, subject: &str) -> Vec<(String, String, String)> {
+    let pool = env.schema_pool(schema).await.unwrap();
+    sqlx::query_as("SELECT caller, method, outcome FROM audit_log WHERE subject = $1 ORDER BY id")
+        .bind(subject)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_and_its_audit_record_commit_together() {
+    let world = World::start(
+        false,
+        &[("P-AUD", false, "", FilingCategory::LongTermResident)],
+    )
+    .await;
+    // The filing written by the set-up (registered through `register`) is in the trail.
+    let filing_rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE method LIKE '%/RegisterFiling' AND outcome = 'OK'",
+    )
+    .fetch_one(&world.env.schema_pool("filing").await.unwrap())
+    .await
+    .unwrap();
+    assert_eq!(filing_rows, 1);
+
+    let result = world
+        .settle(fixtures::small_claim("AUD-1", "P-AUD"))
+        .await
+        .unwrap();
+    assert_eq!(result.claim.unwrap().claim_id, "AUD-1");
+    assert_eq!(
+        records(&world.env, "settlement", "claim 110000/AUD-1").await,
+        [(
+            BEIJING.to_string(),
+            "/clearinghouse.settlement.v1.SettlementService/Settle".to_string(),
+            "OK".to_string()
+        )]
+    );
+    world
+        .settlement
+        .clone()
+        .reverse(ReverseRequest {
+            treatment_region: fixtures::TREATMENT_REGION.into(),
+            claim_id: "AUD-1".into(),
+            reason: "refund".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        records(&world.env, "settlement", "claim 110000/AUD-1")
+            .await
+            .len(),
+        2
+    );
+    world
+        .insured_settlement
+        .clone()
+        .credit_personal_account(CreditPersonalAccountRequest {
+            request_id: "aud-credit".into(),
+            insured_region: fixtures::INSURED_REGION.into(),
+            person_id: "P-AUD".into(),
+            amount: "5.00".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        records(&world.env, "settlement", "personal account 370100/P-AUD")
+            .await
+            .len(),
+        1
+    );
+    world
+        .ledger_as("370000")
+        .await
+        .top_up_reserve(TopUpReserveRequest {
+            request_id: "aud-top".into(),
+            insured_province: "370000".into(),
+            treatment_province: "110000".into(),
+            amount: "10.00".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        records(&world.env, "ledger", "reserve 370000 at 110000").await,
+        [(
+            SHANDONG.to_string(),
+            "/clearinghouse.ledger.v1.LedgerService/TopUpReserve".to_string(),
+            "OK".to_string()
+        )]
+    );
+    world.stop().await;
+}
