@@ -47,7 +47,22 @@ pub struct Options {
     pub fault_every: Duration,
     /// Persons the claims are spread over (plus one whose claims reach the fund cap).
     pub persons: usize,
+    /// The fault kinds applied in turn (all of [`FAULT_KINDS`] by default).
+    pub kinds: Vec<String>,
+    /// Faults to apply at least, however soon the load is done.
+    pub min_faults: usize,
 }
+
+/// Every kind of fault the run knows.
+pub const FAULT_KINDS: [&str; 7] = [
+    "kill settlement-a",
+    "kill ledger-b",
+    "kill broker",
+    "kill filing",
+    "kill settlement-b",
+    "stop postgres",
+    "kill ledger-a",
+];
 
 impl Default for Options {
     fn default() -> Self {
@@ -56,6 +71,8 @@ impl Default for Options {
             clients: 8,
             fault_every: Duration::from_secs(4),
             persons: 40,
+            kinds: FAULT_KINDS.iter().map(|k| k.to_string()).collect(),
+            min_faults: FAULT_KINDS.len(),
         }
     }
 }
@@ -582,22 +599,15 @@ pub async fn fault_run(options: Options) -> anyhow::Result<Report> {
     }
 
     // The faults, in turn, while the load runs.
-    let kinds = [
-        "kill settlement-a",
-        "kill ledger-b",
-        "kill broker",
-        "kill filing",
-        "kill settlement-b",
-        "stop postgres",
-        "kill ledger-a",
-    ];
+    let kinds = &options.kinds;
+    anyhow::ensure!(!kinds.is_empty(), "no fault kinds");
     let mut report = Report::default();
     let mut turn = 0;
-    // Until the load is done and every kind of fault was applied at least once.
-    while turn < kinds.len() || !clients.iter().all(|c| c.is_finished()) {
+    // Until the load is done and at least `min_faults` faults were applied.
+    while turn < options.min_faults || !clients.iter().all(|c| c.is_finished()) {
         tokio::time::sleep(options.fault_every).await;
         services.reap(&mut report.crashes);
-        let kind = kinds[turn % kinds.len()];
+        let kind = kinds[turn % kinds.len()].as_str();
         turn += 1;
         *report.faults.entry(kind.to_string()).or_default() += 1;
         match kind {

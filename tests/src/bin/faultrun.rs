@@ -1,7 +1,8 @@
 //! The fault-injection run from the command line, for long runs:
 //! `cargo run -p clearinghouse-tests --bin clearinghouse-faultrun -- --claims 100000`
-//! (`--clients 8`, `--fault-every 4` seconds, `--persons 40`). Exits non-zero when a check
-//! fails. Needs `scripts/setup.sh` first (PostgreSQL, the nisshi broker).
+//! (`--clients 8`, `--fault-every 4` seconds, `--persons 40`, `--faults "kill broker,stop
+//! postgres"` to apply only these kinds, `--min-faults 50` to apply at least so many).
+//! Exits non-zero when a check fails. Needs `scripts/setup.sh` first (PostgreSQL, the nisshi broker).
 
 use std::time::Duration;
 
@@ -21,6 +22,14 @@ fn main() -> std::process::ExitCode {
         clients: value("--clients").map_or(defaults.clients, |v| v as usize),
         fault_every: value("--fault-every").map_or(defaults.fault_every, Duration::from_secs),
         persons: value("--persons").map_or(defaults.persons, |v| v as usize),
+        min_faults: value("--min-faults").map_or(defaults.min_faults, |v| v as usize),
+        kinds: args
+            .iter()
+            .position(|a| a == "--faults")
+            .and_then(|i| args.get(i + 1))
+            .map_or(defaults.kinds, |k| {
+                k.split(',').map(|k| k.trim().to_string()).collect()
+            }),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
