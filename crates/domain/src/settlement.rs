@@ -19,6 +19,7 @@ pub enum Scheme {
 pub enum VisitType {
     Inpatient,
     ChronicOutpatient,
+    GeneralOutpatient,
 }
 
 /// Filing categories; the first three are long-term, the others temporary.
@@ -164,8 +165,11 @@ pub struct Policy {
     pub deltas: CategoryDeltas,
     /// `Some(Δ)` when unfiled claims may be settled, with their reduction.
     pub unfiled_delta: Option<Decimal>,
-    /// The inpatient annual cap of the basic fund.
+    /// The annual cap of the basic fund: inpatient claims share it; a general-outpatient
+    /// policy's is the general-outpatient cap.
     pub annual_cap: Decimal,
+    /// General outpatient: the one annual deductible (only the part not yet met applies).
+    pub annual_deductible: Decimal,
     /// Chronic outpatient: deductible and cap per disease code.
     pub diseases: BTreeMap<String, DiseaseRule>,
     pub serious_illness: Option<SeriousIllness>,
@@ -235,6 +239,7 @@ pub struct Person {
 pub enum Visit {
     Inpatient { admission: Date, discharge: Date },
     ChronicOutpatient { disease: String, service_date: Date },
+    GeneralOutpatient { service_date: Date },
 }
 
 impl Visit {
@@ -243,12 +248,14 @@ impl Visit {
         match self {
             Visit::Inpatient { discharge, .. } => *discharge,
             Visit::ChronicOutpatient { service_date, .. } => *service_date,
+            Visit::GeneralOutpatient { service_date } => *service_date,
         }
     }
     pub fn visit_type(&self) -> VisitType {
         match self {
             Visit::Inpatient { .. } => VisitType::Inpatient,
             Visit::ChronicOutpatient { .. } => VisitType::ChronicOutpatient,
+            Visit::GeneralOutpatient { .. } => VisitType::GeneralOutpatient,
         }
     }
 }
@@ -385,6 +392,9 @@ pub struct YearToDate {
     pub inpatient_fund_paid: Decimal,
     pub disease_deductible_met: Decimal,
     pub disease_fund_paid: Decimal,
+    /// General outpatient: the annual deductible met and the fund paid against its cap.
+    pub general_deductible_met: Decimal,
+    pub general_fund_paid: Decimal,
     pub serious_illness_base: Decimal,
     pub serious_illness_paid: Decimal,
     pub assistance_paid: Decimal,
@@ -395,6 +405,8 @@ impl YearToDate {
     pub fn add_year(&mut self, d: &AccumulatorDelta) {
         self.inpatient_admissions += d.inpatient_admissions;
         self.inpatient_fund_paid += d.inpatient_fund_paid;
+        self.general_deductible_met += d.general_deductible_met;
+        self.general_fund_paid += d.general_fund_paid;
         self.serious_illness_base += d.serious_illness_base;
         self.serious_illness_paid += d.serious_illness_paid;
         self.assistance_paid += d.assistance_paid;
@@ -411,6 +423,8 @@ pub struct AccumulatorDelta {
     pub disease: Option<String>,
     pub disease_deductible_met: Decimal,
     pub disease_fund_paid: Decimal,
+    pub general_deductible_met: Decimal,
+    pub general_fund_paid: Decimal,
     pub serious_illness_base: Decimal,
     pub serious_illness_paid: Decimal,
     pub assistance_paid: Decimal,
@@ -546,6 +560,10 @@ pub fn compute(
                 non_negative(rule.annual_cap - ytd.disease_fund_paid),
             )
         }
+        Visit::GeneralOutpatient { .. } => (
+            non_negative(policy.annual_deductible - ytd.general_deductible_met),
+            non_negative(policy.annual_cap - ytd.general_fund_paid),
+        ),
     };
     let deductible = p.min(remaining_deductible);
     let bonus = if ctx.person.retired {
@@ -562,12 +580,18 @@ pub fn compute(
             acc.disease_deductible_met = deductible;
             acc.disease_fund_paid = fund;
         }
+        Visit::GeneralOutpatient { .. } => {
+            acc.general_deductible_met = deductible;
+            acc.general_fund_paid = fund;
+        }
     }
 
-    // Step 4: serious-illness insurance on the in-scope burden left to the patient.
-    let burden = p - fund;
+    // Step 4: serious-illness insurance on the in-scope burden left to the patient;
+    // general-outpatient claims neither add to its base nor receive it.
+    let general = matches!(claim.visit, Visit::GeneralOutpatient { .. });
+    let burden = if general { Decimal::ZERO } else { p - fund };
     let serious_illness = match &policy.serious_illness {
-        Some(si) => {
+        Some(si) if !general => {
             let before = ytd.serious_illness_base;
             let after = before + burden;
             let raw: Decimal = si
@@ -581,7 +605,7 @@ pub fn compute(
                 .sum();
             round2(raw).min(non_negative(si.annual_cap - ytd.serious_illness_paid))
         }
-        None => Decimal::ZERO,
+        _ => Decimal::ZERO,
     };
     acc.serious_illness_base = burden;
     acc.serious_illness_paid = serious_illness;

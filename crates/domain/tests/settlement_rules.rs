@@ -29,6 +29,7 @@ fn catalogue() -> HashMap<String, CatalogueItem> {
         ("D001", item(A, dec!(0), None)),
         ("D002", item(B, dec!(0.10), Some(dec!(50.00)))),
         ("S001", item(A, dec!(0), Some(dec!(40000.00)))),
+        ("S002", item(A, dec!(0), Some(dec!(800.00)))),
         ("S003", item(A, dec!(0), None)),
         ("C001", item(C, dec!(0), None)),
         ("D003", item(B, dec!(0.20), None)),
@@ -89,6 +90,7 @@ fn inpatient_policy() -> Policy {
         deltas: deltas(),
         unfiled_delta: None,
         annual_cap: dec!(450000),
+        annual_deductible: dec!(0),
         diseases: BTreeMap::new(),
         serious_illness: None,
         assistance: BTreeMap::new(),
@@ -113,6 +115,7 @@ fn chronic_policy() -> Policy {
         deltas: deltas(),
         unfiled_delta: None,
         annual_cap: dec!(0),
+        annual_deductible: dec!(0),
         diseases: BTreeMap::from([(
             "HYPERTENSION".to_string(),
             DiseaseRule {
@@ -940,6 +943,7 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                 },
                 unfiled_delta: None,
                 annual_cap: cap,
+                annual_deductible: Decimal::ZERO,
                 diseases: BTreeMap::new(),
                 serious_illness: bands.map(|(widths, cap)| {
                     // Consecutive bands from a threshold, the last one open.
@@ -1036,6 +1040,8 @@ proptest! {
 fn give_back(ytd: &mut YearToDate, d: &AccumulatorDelta) {
     ytd.inpatient_admissions -= d.inpatient_admissions;
     ytd.inpatient_fund_paid -= d.inpatient_fund_paid;
+    ytd.general_deductible_met -= d.general_deductible_met;
+    ytd.general_fund_paid -= d.general_fund_paid;
     ytd.disease_deductible_met -= d.disease_deductible_met;
     ytd.disease_fund_paid -= d.disease_fund_paid;
     ytd.serious_illness_base -= d.serious_illness_base;
@@ -1115,6 +1121,426 @@ proptest! {
         }
         let (prefix_ytd, prefix_balance, _) = settle_all(&claims[..keep], &policy, &someone, opening);
         prop_assert_eq!(suffix_ytd, prefix_ytd);
+        prop_assert_eq!(suffix_balance, prefix_balance);
+    }
+}
+
+/// The `EMPLOYEE` `GENERAL_OUTPATIENT` policy of the general-outpatient issue (the Qiannan
+/// plan): annual deductible 150, ratios 70/60/50 %, retirees +5 points, annual cap 2,000.
+fn general_policy() -> Policy {
+    Policy {
+        deductible_by_level: ByLevel([dec!(0); 3]),
+        later_admission_deductible_by_level: None,
+        ratio_by_level: ByLevel([dec!(0.70), dec!(0.60), dec!(0.50)]),
+        retiree_bonus: dec!(0.05),
+        deltas: deltas(),
+        unfiled_delta: None,
+        annual_cap: dec!(2000),
+        annual_deductible: dec!(150),
+        diseases: BTreeMap::new(),
+        // A serious-illness rule in the policy pays nothing on general outpatient.
+        serious_illness: Some(serious_illness()),
+        assistance: assistance(),
+    }
+}
+
+fn general(level: i64, lines: Vec<Line>) -> Claim {
+    Claim {
+        visit: Visit::GeneralOutpatient {
+            service_date: date!(2026 - 10 - 12),
+        },
+        level: HospitalLevel::new(level).unwrap(),
+        emergency: false,
+        use_personal_account: false,
+        lines,
+    }
+}
+
+#[test]
+fn worked_example_4_general_outpatient_retiree_with_part_of_the_deductible_met() {
+    let ytd = YearToDate {
+        general_deductible_met: dec!(100.00),
+        ..YearToDate::default()
+    };
+    let claim = general(
+        2,
+        vec![
+            line("D001", dec!(6), dec!(12.50)),
+            line("D002", dec!(2), dec!(55.00)),
+            line("C001", dec!(1), dec!(30.00)),
+        ],
+    );
+    let out = run(
+        &claim,
+        &general_policy(),
+        &person(true, None),
+        Category::LongTermResident,
+        &ytd,
+    );
+    let s = &out.split;
+    assert_eq!(
+        (s.total, s.full_self_pay, s.prior_self_pay, s.in_scope),
+        (dec!(215.00), dec!(40.00), dec!(10.00), dec!(165.00))
+    );
+    assert_eq!((s.deductible, s.ratio), (dec!(50.00), dec!(0.65)));
+    assert_eq!(
+        (s.fund, s.serious_illness, s.cash),
+        (dec!(74.75), dec!(0), dec!(140.25))
+    );
+    assert_eq!(out.delta.general_deductible_met, dec!(50.00));
+    assert_eq!(out.delta.general_fund_paid, dec!(74.75));
+    // Nothing of it touches the inpatient cap or the serious-illness base.
+    assert_eq!(out.delta.inpatient_fund_paid, dec!(0));
+    assert_eq!(out.delta.inpatient_admissions, 0);
+    assert_eq!(out.delta.serious_illness_base, dec!(0));
+}
+
+#[test]
+fn worked_example_5_a_child_paid_from_a_parents_account() {
+    let child = Person {
+        scheme: Scheme::Resident,
+        retired: false,
+        assistance_category: None,
+    };
+    let mut claim = general(
+        1,
+        vec![
+            line("D001", dec!(20), dec!(12.50)),
+            line("D003", dec!(3), dec!(41.6667)),
+            line("S002", dec!(1), dec!(900.00)),
+        ],
+    );
+    claim.use_personal_account = true;
+    let policy = general_policy();
+    let ctx = Context {
+        policy: &policy,
+        person: &child,
+        coverage: Coverage::Filed(Category::OtherTemporary),
+        year_to_date: &YearToDate::default(),
+        // The parent's balance: the holder's account pays.
+        personal_account_balance: dec!(80.00),
+    };
+    let out = compute(&claim, &catalogue(), &ctx).unwrap();
+    let s = &out.split;
+    assert_eq!(
+        (s.total, s.full_self_pay, s.prior_self_pay, s.in_scope),
+        (dec!(1275.00), dec!(100.00), dec!(25.00), dec!(1150.00))
+    );
+    assert_eq!(
+        (s.deductible, s.ratio, s.fund),
+        (dec!(150.00), dec!(0.55), dec!(550.00))
+    );
+    assert_eq!((s.personal_account, s.cash), (dec!(80.00), dec!(645.00)));
+    assert_eq!(out.delta.personal_account_debit, dec!(80.00));
+}
+
+#[test]
+fn general_outpatient_table() {
+    let claim = |level, amount: Decimal| general(level, vec![line("D001", dec!(1), amount)]);
+    // (case, level, amount, retired, category, deductible met, fund paid, assistance,
+    //  expected deductible, ratio, fund, assistance)
+    let cases = [
+        (
+            "first visit, deductible in full",
+            1,
+            dec!(1000),
+            false,
+            Category::LongTermResident,
+            dec!(0),
+            dec!(0),
+            None,
+            dec!(150),
+            dec!(0.70),
+            dec!(595.00),
+            dec!(0),
+        ),
+        (
+            "deductible partly met",
+            1,
+            dec!(1000),
+            false,
+            Category::LongTermResident,
+            dec!(120),
+            dec!(0),
+            None,
+            dec!(30),
+            dec!(0.70),
+            dec!(679.00),
+            dec!(0),
+        ),
+        (
+            "deductible met",
+            2,
+            dec!(100),
+            false,
+            Category::LongTermResident,
+            dec!(150),
+            dec!(0),
+            None,
+            dec!(0),
+            dec!(0.60),
+            dec!(60.00),
+            dec!(0),
+        ),
+        (
+            "bill under the deductible",
+            3,
+            dec!(80),
+            false,
+            Category::LongTermResident,
+            dec!(0),
+            dec!(0),
+            None,
+            dec!(80),
+            dec!(0.50),
+            dec!(0),
+            dec!(0),
+        ),
+        (
+            "retiree bonus",
+            3,
+            dec!(300),
+            true,
+            Category::PostedWorker,
+            dec!(150),
+            dec!(0),
+            None,
+            dec!(0),
+            dec!(0.55),
+            dec!(165.00),
+            dec!(0),
+        ),
+        (
+            "referral",
+            1,
+            dec!(300),
+            false,
+            Category::Referral,
+            dec!(150),
+            dec!(0),
+            None,
+            dec!(0),
+            dec!(0.65),
+            dec!(195.00),
+            dec!(0),
+        ),
+        (
+            "emergency",
+            1,
+            dec!(300),
+            false,
+            Category::Emergency,
+            dec!(150),
+            dec!(0),
+            None,
+            dec!(0),
+            dec!(0.65),
+            dec!(195.00),
+            dec!(0),
+        ),
+        (
+            "other temporary",
+            1,
+            dec!(300),
+            false,
+            Category::OtherTemporary,
+            dec!(150),
+            dec!(0),
+            None,
+            dec!(0),
+            dec!(0.55),
+            dec!(165.00),
+            dec!(0),
+        ),
+        (
+            "cap reached mid-claim",
+            1,
+            dec!(1000),
+            false,
+            Category::LongTermResident,
+            dec!(150),
+            dec!(1800),
+            None,
+            dec!(0),
+            dec!(0.70),
+            dec!(200.00),
+            dec!(0),
+        ),
+        (
+            "cap already reached",
+            1,
+            dec!(1000),
+            false,
+            Category::LongTermResident,
+            dec!(150),
+            dec!(2000),
+            None,
+            dec!(0),
+            dec!(0.70),
+            dec!(0),
+            dec!(0),
+        ),
+        (
+            "assistance on what is left",
+            1,
+            dec!(1000),
+            false,
+            Category::LongTermResident,
+            dec!(150),
+            dec!(0),
+            Some("LOW_INCOME"),
+            dec!(0),
+            dec!(0.70),
+            dec!(700.00),
+            dec!(210.00),
+        ),
+    ];
+    for (
+        name,
+        level,
+        amount,
+        retired,
+        category,
+        met,
+        paid,
+        assisted,
+        deductible,
+        ratio,
+        fund,
+        assistance,
+    ) in cases
+    {
+        let ytd = YearToDate {
+            general_deductible_met: met,
+            general_fund_paid: paid,
+            // The inpatient cap is exhausted: general outpatient has its own.
+            inpatient_fund_paid: dec!(450000),
+            serious_illness_base: dec!(90000),
+            ..YearToDate::default()
+        };
+        let out = run(
+            &claim(level, amount),
+            &general_policy(),
+            &person(retired, assisted),
+            category,
+            &ytd,
+        );
+        let s = &out.split;
+        assert_eq!(
+            (
+                s.deductible,
+                s.ratio,
+                s.fund,
+                s.serious_illness,
+                s.assistance
+            ),
+            (deductible, ratio, fund, dec!(0), assistance),
+            "{name}"
+        );
+        assert_eq!(out.delta.general_fund_paid, fund, "{name}");
+        assert_eq!(out.delta.assistance_paid, assistance, "{name}");
+        assert_eq!(out.delta.serious_illness_base, dec!(0), "{name}");
+    }
+}
+
+#[test]
+fn a_holders_balance_shorter_than_the_share_pays_what_it_holds() {
+    let mut claim = general(1, vec![line("D001", dec!(1), dec!(500))]);
+    claim.use_personal_account = true;
+    let policy = general_policy();
+    for (balance, paid) in [
+        (dec!(30.00), dec!(30.00)),
+        (dec!(0), dec!(0)),
+        (dec!(1000), dec!(255.00)),
+    ] {
+        let ctx = Context {
+            policy: &policy,
+            person: &person(false, None),
+            coverage: Coverage::Filed(Category::LongTermResident),
+            year_to_date: &YearToDate::default(),
+            personal_account_balance: balance,
+        };
+        let out = compute(&claim, &catalogue(), &ctx).unwrap();
+        // 500 in scope, deductible 150, fund 245; the patient's share is 255.
+        assert_eq!(out.split.fund, dec!(245.00));
+        assert_eq!(out.split.personal_account, paid, "balance {balance}");
+        assert_eq!(out.split.cash, dec!(255.00) - paid);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A household of four drawing on one holder's account (家庭共济) with general-outpatient
+    /// claims: the balance never goes below zero; no one passes the general-outpatient cap;
+    /// after reversing any subset each person's year and the holder's balance are exactly
+    /// what the remaining claims took; reversing the last claims is never having settled them.
+    #[test]
+    fn a_household_on_one_account_reverses_to_exactly_the_rest(
+        claims in prop::collection::vec(
+            (0usize..4, prop::collection::vec(arb_line(), 1..5), 1i64..=3, any::<bool>()),
+            1..16,
+        ),
+        reversed in prop::collection::vec(any::<bool>(), 16),
+        keep in 0usize..16,
+        opening in 0i64..200_000,
+    ) {
+        let policy = general_policy();
+        let opening = Decimal::new(opening, 2);
+        let claims: Vec<(usize, Claim)> = claims
+            .into_iter()
+            .map(|(who, lines, level, account)| {
+                (who, Claim { use_personal_account: account, ..general(level, lines) })
+            })
+            .collect();
+        let settle = |claims: &[(usize, Claim)]| {
+            let mut years = vec![YearToDate::default(); 4];
+            let mut balance = opening;
+            let mut outcomes = Vec::new();
+            for (who, claim) in claims {
+                let ctx = Context {
+                    policy: &policy,
+                    person: &person(*who == 0, None),
+                    coverage: Coverage::Filed(Category::OtherTemporary),
+                    year_to_date: &years[*who],
+                    personal_account_balance: balance,
+                };
+                let out = compute(claim, &catalogue(), &ctx).unwrap();
+                accumulate(&mut years[*who], &out.delta);
+                balance -= out.delta.personal_account_debit;
+                assert!(balance >= Decimal::ZERO, "the account went below zero");
+                assert!(years[*who].general_fund_paid <= policy.annual_cap);
+                assert_eq!(out.split.serious_illness, Decimal::ZERO);
+                outcomes.push((*who, out));
+            }
+            (years, balance, outcomes)
+        };
+        let (mut years, mut balance, outcomes) = settle(&claims);
+        for ((who, out), reverse) in outcomes.iter().zip(&reversed) {
+            if *reverse {
+                give_back(&mut years[*who], &out.delta);
+                balance += out.delta.personal_account_debit;
+            }
+        }
+        let mut expected = vec![YearToDate::default(); 4];
+        let mut debits = Decimal::ZERO;
+        for ((who, out), reverse) in outcomes.iter().zip(&reversed) {
+            if !*reverse {
+                accumulate(&mut expected[*who], &out.delta);
+                debits += out.delta.personal_account_debit;
+            }
+        }
+        prop_assert_eq!(&years, &expected);
+        prop_assert_eq!(balance, opening - debits);
+
+        let keep = keep.min(claims.len());
+        let (mut suffix_years, mut suffix_balance, full) = settle(&claims);
+        for (who, out) in &full[keep..] {
+            give_back(&mut suffix_years[*who], &out.delta);
+            suffix_balance += out.delta.personal_account_debit;
+        }
+        let (prefix_years, prefix_balance, _) = settle(&claims[..keep]);
+        prop_assert_eq!(suffix_years, prefix_years);
         prop_assert_eq!(suffix_balance, prefix_balance);
     }
 }

@@ -48,6 +48,7 @@ pub fn visit_type_from_proto(value: i32) -> Option<VisitType> {
     match settlement::VisitType::try_from(value).ok()? {
         settlement::VisitType::Inpatient => Some(VisitType::Inpatient),
         settlement::VisitType::ChronicOutpatient => Some(VisitType::ChronicOutpatient),
+        settlement::VisitType::GeneralOutpatient => Some(VisitType::GeneralOutpatient),
         settlement::VisitType::Unspecified => None,
     }
 }
@@ -56,6 +57,7 @@ pub fn visit_type_to_proto(visit: VisitType) -> settlement::VisitType {
     match visit {
         VisitType::Inpatient => settlement::VisitType::Inpatient,
         VisitType::ChronicOutpatient => settlement::VisitType::ChronicOutpatient,
+        VisitType::GeneralOutpatient => settlement::VisitType::GeneralOutpatient,
     }
 }
 

@@ -75,6 +75,7 @@ pub fn inpatient_policy(insured_region: &str, full: bool) -> Policy {
         unfiled_allowed: false,
         unfiled_delta: String::new(),
         annual_cap: "450000".into(),
+        annual_deductible: String::new(),
         diseases: vec![],
         serious_illness: full.then(serious_illness),
         assistance: if full { assistance() } else { vec![] },
@@ -103,6 +104,75 @@ fn assistance() -> Vec<AssistanceRule> {
         ratio: "0.70".into(),
         annual_cap: "50000".into(),
     }]
+}
+
+/// The general-outpatient policy of the general-outpatient issue (the Qiannan plan), for
+/// `scheme`: annual deductible 150, ratios 70/60/50 %, retirees +5 points, Δ as inpatient,
+/// annual cap 2,000, assistance `LOW_INCOME` 0.70 up to 50,000; no serious illness.
+pub fn general_outpatient_policy(insured_region: &str, scheme: Scheme) -> Policy {
+    Policy {
+        scheme: scheme as i32,
+        visit_type: VisitType::GeneralOutpatient as i32,
+        deductible_by_level: None,
+        later_admission_deductible_by_level: None,
+        ratio_by_level: levels("0.70", "0.60", "0.50"),
+        annual_cap: "2000".into(),
+        annual_deductible: "150".into(),
+        serious_illness: None,
+        assistance: assistance(),
+        ..inpatient_policy(insured_region, false)
+    }
+}
+
+/// A general-outpatient visit at a hospital of `level`, ten days ago.
+pub fn general_claim(claim_id: &str, person_id: &str, level: i32, lines: Vec<ClaimLine>) -> Claim {
+    let visit = clearinghouse_proto::settlement::v1::GeneralOutpatient {
+        service_date: date(anchor()),
+    };
+    claim(
+        claim_id,
+        person_id,
+        level,
+        claim::Visit::GeneralOutpatient(visit),
+        lines,
+    )
+}
+
+/// Example 4's earlier visit: 100.00 in scope at a level-2 hospital, all of it deductible.
+pub fn example4_earlier(claim_id: &str, person_id: &str) -> Claim {
+    general_claim(claim_id, person_id, 2, vec![line("D001", "8", "12.50")])
+}
+
+/// Example 4: a retired employee at a level-2 hospital, 100.00 of the deductible met.
+pub fn example4(claim_id: &str, person_id: &str) -> Claim {
+    general_claim(
+        claim_id,
+        person_id,
+        2,
+        vec![
+            line("D001", "6", "12.50"),
+            line("D002", "2", "55.00"),
+            line("C001", "1", "30.00"),
+        ],
+    )
+}
+
+/// Example 5: a child at a level-1 hospital, paid from `holder`'s linked account.
+pub fn example5(claim_id: &str, child: &str, holder: &str) -> Claim {
+    Claim {
+        use_personal_account: true,
+        personal_account_holder: holder.into(),
+        ..general_claim(
+            claim_id,
+            child,
+            1,
+            vec![
+                line("D001", "20", "12.50"),
+                line("D003", "3", "41.6667"),
+                line("S002", "1", "900.00"),
+            ],
+        )
+    }
 }
 
 /// The chronic-outpatient policy of the settlement issue (hypertension).
@@ -148,6 +218,7 @@ pub fn catalogue_items() -> Vec<CatalogueItem> {
         item("D001", CatalogueClass::A, "", ""),
         item("D002", CatalogueClass::B, "0.10", "50.00"),
         item("S001", CatalogueClass::A, "", "40000.00"),
+        item("S002", CatalogueClass::A, "", "800.00"),
         item("S003", CatalogueClass::A, "", ""),
         item("C001", CatalogueClass::C, "", ""),
         item("D003", CatalogueClass::B, "0.20", ""),
@@ -236,6 +307,7 @@ fn claim(
         emergency: false,
         use_personal_account: false,
         lines,
+        personal_account_holder: String::new(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! accumulators and personal accounts (DESIGN.md section 5).
 
 mod batch;
+mod family;
 mod metrics;
 mod parse;
 mod projection;
@@ -167,7 +168,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         writes: [
             clearinghouse_platform::grpc::methods(
                 "clearinghouse.settlement.v1.SettlementService",
-                &["Settle", "Reverse", "CreditPersonalAccount"],
+                &[
+                    "Settle",
+                    "Reverse",
+                    "CreditPersonalAccount",
+                    "LinkFamilyAccount",
+                    "UnlinkFamilyAccount",
+                ],
             ),
             clearinghouse_platform::grpc::methods(
                 "clearinghouse.settlement.v1.ReferenceDataService",

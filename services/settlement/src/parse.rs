@@ -90,7 +90,7 @@ pub fn policy(p: Option<&pb::Policy>) -> Result<(PolicyKey, Policy), Status> {
     if visit_type.is_none() {
         v.add(
             "policy.visit_type",
-            "must be INPATIENT or CHRONIC_OUTPATIENT",
+            "must be INPATIENT, CHRONIC_OUTPATIENT or GENERAL_OUTPATIENT",
         );
     }
     let effective_from = v.check("policy.effective_from", parse_date(&p.effective_from));
@@ -144,6 +144,11 @@ pub fn policy(p: Option<&pb::Policy>) -> Result<(PolicyKey, Policy), Status> {
         .unfiled_allowed
         .then(|| ratio(&mut v, "policy.unfiled_delta", or_zero(&p.unfiled_delta)));
     let annual_cap = amount(&mut v, "policy.annual_cap", or_zero(&p.annual_cap));
+    let annual_deductible = amount(
+        &mut v,
+        "policy.annual_deductible",
+        or_zero(&p.annual_deductible),
+    );
     let mut diseases = BTreeMap::new();
     for (i, d) in p.diseases.iter().enumerate() {
         let field = format!("policy.diseases[{i}]");
@@ -233,6 +238,7 @@ pub fn policy(p: Option<&pb::Policy>) -> Result<(PolicyKey, Policy), Status> {
         deltas,
         unfiled_delta,
         annual_cap,
+        annual_deductible,
         diseases,
         serious_illness,
         assistance,
@@ -328,6 +334,9 @@ pub struct ParsedClaim {
     pub insured_region: Region,
     pub treatment_region: Region,
     pub claim: Claim,
+    /// Family mutual aid: the employee (same insured region) whose account pays, when not
+    /// the patient.
+    pub account_holder: Option<String>,
 }
 
 pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> {
@@ -382,9 +391,17 @@ pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> 
         None => {
             v.add(
                 "claim.visit",
-                "is required: inpatient or chronic_outpatient",
+                "is required: inpatient, chronic_outpatient or general_outpatient",
             );
             None
+        }
+        Some(pb::claim::Visit::GeneralOutpatient(o)) => {
+            let date = v.check(
+                "claim.general_outpatient.service_date",
+                parse_date(&o.service_date),
+            );
+            not_future(&mut v, "claim.general_outpatient.service_date", date)
+                .map(|service_date| Visit::GeneralOutpatient { service_date })
         }
         Some(pb::claim::Visit::Inpatient(i)) => {
             let admission = v.check(
@@ -432,6 +449,23 @@ pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> 
     };
     if c.lines.is_empty() || c.lines.len() > MAX_LINES {
         v.add("claim.lines", "must hold 1 to 1000 lines");
+    }
+    let account_holder = (!c.personal_account_holder.is_empty()
+        && c.personal_account_holder != c.person_id)
+        .then(|| c.personal_account_holder.clone());
+    if account_holder.is_some() {
+        if !person_id_is_valid(&c.personal_account_holder) {
+            v.add(
+                "claim.personal_account_holder",
+                "must be 1 to 30 printable characters",
+            );
+        }
+        if !c.use_personal_account {
+            v.add(
+                "claim.personal_account_holder",
+                "names whose account pays: set use_personal_account too",
+            );
+        }
     }
     let mut lines = Vec::with_capacity(c.lines.len().min(MAX_LINES));
     for (i, l) in c.lines.iter().take(MAX_LINES).enumerate() {
@@ -491,6 +525,7 @@ pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> 
             use_personal_account: c.use_personal_account,
             lines,
         },
+        account_holder,
     })
 }
 
@@ -568,6 +603,7 @@ mod robustness {
                     emergency,
                     use_personal_account: emergency,
                     lines,
+                    personal_account_holder: String::new(),
                 },
             )
     }
@@ -590,6 +626,7 @@ mod robustness {
                         deltas: CategoryDeltas { referral: Decimal::ZERO, emergency: Decimal::ZERO, other_temporary: Decimal::ZERO },
                         unfiled_delta: None,
                         annual_cap: Decimal::from(10_000_000_000_000i64),
+                        annual_deductible: Decimal::ZERO,
                         diseases: Default::default(),
                         serious_illness: None,
                         assistance: Default::default(),

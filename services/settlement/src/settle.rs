@@ -177,6 +177,18 @@ impl SettlementApi {
                         format_date(date)
                     ))
                 })?;
+        if let Some(holder) = &c.account_holder {
+            let mut conn = pool.acquire().await.map_err(db)?;
+            if !crate::family::linked_on(&mut conn, c.insured_region, &c.person_id, holder, date)
+                .await?
+            {
+                return Err(Status::failed_precondition(format!(
+                    "the personal account of {holder} is not linked to {} on {}",
+                    c.person_id,
+                    format_date(date)
+                )));
+            }
+        }
         let codes: Vec<String> = c.claim.lines.iter().map(|l| l.item_code.clone()).collect();
         let items =
             reference::catalogue_items(pool, &self.policies, catalogue_version, &codes).await?;
@@ -269,7 +281,13 @@ impl SettlementApi {
             traceparent: clearinghouse_platform::trace_context::current_traceparent(),
             audit,
         };
-        let settled = self.batcher.submit(pending).await?;
+        // A claim drawing on a holder's account is written alone, holding that account's
+        // lock as well as the patient's; every other claim goes through the shared batch.
+        let settled = if pending.parsed.account_holder.is_some() {
+            settle_one(&self.pool, &self.topic, pending).await?
+        } else {
+            self.batcher.submit(pending).await?
+        };
         // A repeat answers the stored result: counted once, when it was written.
         if settled.fresh {
             self.metrics.settled(&insured, &treatment, &settled.result);
@@ -326,7 +344,12 @@ pub(crate) async fn settle_one(pool: &PgPool, topic: &str, p: Pending) -> Result
         year,
     };
     let mut tx = pool.begin().await.map_err(db)?;
-    let (balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
+    let (own_balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
+    // Family mutual aid: the holder's account, locked after the patient's.
+    let balance = match &parsed.account_holder {
+        Some(holder) => lock_account(&mut tx, &key.insured_region, holder).await?,
+        None => own_balance,
+    };
     let outcome = compute(&parsed, &prepared, &ytd, balance)?;
     let balance_after = balance - outcome.delta.personal_account_debit;
     let result = result_proto(
@@ -355,8 +378,9 @@ pub(crate) async fn settle_one(pool: &PgPool, topic: &str, p: Pending) -> Result
              INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
                                  status, settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
                                  disease_deductible_met, disease_fund_paid, serious_illness_base,
-                                 serious_illness_paid, assistance_paid, personal_account_debit)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'SETTLED', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                                 serious_illness_paid, assistance_paid, personal_account_debit,
+                                 personal_account_holder)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'SETTLED', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $23)
              ON CONFLICT DO NOTHING RETURNING 1),
          o AS (
              INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
@@ -373,7 +397,8 @@ pub(crate) async fn settle_one(pool: &PgPool, topic: &str, p: Pending) -> Result
                AND EXISTS (SELECT 1 FROM c)),
          p AS (
              UPDATE personal_accounts SET balance = balance - $17
-             WHERE insured_region = $3 AND person_id = $4 AND $17 <> 0 AND EXISTS (SELECT 1 FROM c))
+             WHERE insured_region = $3 AND person_id = COALESCE($23, $4) AND $17 <> 0
+               AND EXISTS (SELECT 1 FROM c))
          SELECT count(*) FROM c",
     )
     .bind(parsed.treatment_region.to_string())
@@ -398,6 +423,7 @@ pub(crate) async fn settle_one(pool: &PgPool, topic: &str, p: Pending) -> Result
     .bind(event.event_type)
     .bind(&event.payload)
     .bind(traceparent.as_deref())
+    .bind(parsed.account_holder.as_deref())
     .fetch_one(&mut *tx)
     .await
     .map_err(db)?;
@@ -479,27 +505,57 @@ pub(crate) async fn replay(
     Ok(Some(decode_result(&result)?))
 }
 
+/// The per-kind accumulator row a claim draws on besides the person-year's: its chronic
+/// disease's, or general outpatient's. General outpatient keeps its annual deductible met
+/// and fund paid in the same table as a disease does (`disease_accumulators`, `claims.
+/// disease_*`), under this reserved code, so reversal and locking treat them alike.
 pub(crate) fn disease_of(c: &ParsedClaim) -> Option<&str> {
     match &c.claim.visit {
         rules::Visit::ChronicOutpatient { disease, .. } => Some(disease),
+        rules::Visit::GeneralOutpatient { .. } => Some(GENERAL_OUTPATIENT),
         rules::Visit::Inpatient { .. } => None,
     }
 }
 
+/// The reserved accumulator code of general outpatient (no disease code has a space).
+pub(crate) const GENERAL_OUTPATIENT: &str = "GENERAL OUTPATIENT";
+
+/// Steps 1 to 6 for a claim, with the year so far as stored (a general-outpatient claim's
+/// deductible met and fund paid read from, and its changes written to, the per-kind
+/// accumulator fields; see [`disease_of`]).
 pub(crate) fn compute(
     c: &ParsedClaim,
     p: &Prepared,
     ytd: &YearToDate,
     balance: Decimal,
 ) -> Result<Outcome, Status> {
+    let general = matches!(c.claim.visit, rules::Visit::GeneralOutpatient { .. });
+    let year_to_date = if general {
+        YearToDate {
+            general_deductible_met: ytd.disease_deductible_met,
+            general_fund_paid: ytd.disease_fund_paid,
+            disease_deductible_met: Decimal::ZERO,
+            disease_fund_paid: Decimal::ZERO,
+            ..ytd.clone()
+        }
+    } else {
+        ytd.clone()
+    };
     let ctx = rules::Context {
         policy: &p.policy,
         person: &p.person,
         coverage: p.coverage,
-        year_to_date: ytd,
+        year_to_date: &year_to_date,
         personal_account_balance: balance,
     };
-    rules::compute(&c.claim, &p.items, &ctx).map_err(rule_error)
+    let mut outcome = rules::compute(&c.claim, &p.items, &ctx).map_err(rule_error)?;
+    if general {
+        let d = &mut outcome.delta;
+        d.disease = Some(GENERAL_OUTPATIENT.to_string());
+        d.disease_deductible_met = std::mem::take(&mut d.general_deductible_met);
+        d.disease_fund_paid = std::mem::take(&mut d.general_fund_paid);
+    }
+    Ok(outcome)
 }
 
 /// Takes the person's lock (the personal-account row, always first) and the year's
@@ -549,16 +605,39 @@ pub(crate) async fn lock_person_year(
             .try_get::<Option<Decimal>, _>("fund_paid")
             .map_err(db)?
             .unwrap_or_default(),
+        ..YearToDate::default()
     };
     Ok((row.try_get("balance").map_err(db)?, ytd))
 }
 
+/// Locks a personal account (created empty when new) and returns its balance: a holder's
+/// account, drawn on by a family member's claim.
+async fn lock_account(
+    tx: &mut PgConnection,
+    insured_region: &str,
+    person_id: &str,
+) -> Result<Decimal, Status> {
+    sqlx::query_scalar(
+        "INSERT INTO personal_accounts (insured_region, person_id) VALUES ($1, $2)
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
+         RETURNING balance",
+    )
+    .bind(insured_region)
+    .bind(person_id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)
+}
+
 /// Adds (`sign` = 1) or gives back (`sign` = -1) what a claim took.
+/// The personal-account part goes to (or comes from) `account_holder`'s account when the
+/// claim drew on a family member's, else the person's own.
 async fn apply_delta(
     tx: &mut PgConnection,
     key: &YearKey<'_>,
     d: &rules::AccumulatorDelta,
     sign: Decimal,
+    account_holder: Option<&str>,
 ) -> Result<(), Status> {
     let admissions = if sign.is_sign_negative() {
         -d.inpatient_admissions
@@ -600,7 +679,7 @@ async fn apply_delta(
     if !d.personal_account_debit.is_zero() {
         sqlx::query("UPDATE personal_accounts SET balance = balance - $3 WHERE insured_region = $1 AND person_id = $2")
             .bind(&key.insured_region)
-            .bind(key.person_id)
+            .bind(account_holder.unwrap_or(key.person_id))
             .bind(sign * d.personal_account_debit)
             .execute(&mut *tx)
             .await
@@ -661,6 +740,13 @@ pub(crate) fn result_proto(
             String::new()
         },
         settled_at: rfc3339(OffsetDateTime::now_utc()),
+        personal_account_holder: if c.claim.use_personal_account {
+            c.account_holder
+                .clone()
+                .unwrap_or_else(|| c.person_id.clone())
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -698,6 +784,20 @@ fn person_key(insured_region: &str, person_id: &str, year: i32) -> Result<Region
 
 #[tonic::async_trait]
 impl SettlementService for SettlementApi {
+    async fn link_family_account(
+        &self,
+        request: Request<LinkFamilyAccountRequest>,
+    ) -> Result<Response<LinkFamilyAccountResponse>, Status> {
+        crate::family::link(&self.pool, self.clock, request).await
+    }
+
+    async fn unlink_family_account(
+        &self,
+        request: Request<UnlinkFamilyAccountRequest>,
+    ) -> Result<Response<UnlinkFamilyAccountResponse>, Status> {
+        crate::family::unlink(&self.pool, self.clock, request).await
+    }
+
     async fn pre_settle(
         &self,
         request: Request<PreSettleRequest>,
@@ -714,7 +814,11 @@ impl SettlementService for SettlementApi {
             person_id: &parsed.person_id,
             year,
         };
-        let (balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
+        let (own_balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
+        let balance = match &parsed.account_holder {
+            Some(holder) => lock_account(&mut tx, &key.insured_region, holder).await?,
+            None => own_balance,
+        };
         tx.rollback().await.map_err(db)?;
         let outcome = compute(&parsed, &prepared, &ytd, balance)?;
         let balance_after = balance - outcome.delta.personal_account_debit;
@@ -820,10 +924,23 @@ impl SettlementService for SettlementApi {
             serious_illness_paid: row.try_get("serious_illness_paid").map_err(db)?,
             assistance_paid: row.try_get("assistance_paid").map_err(db)?,
             personal_account_debit: row.try_get("personal_account_debit").map_err(db)?,
+            ..rules::AccumulatorDelta::default()
         };
         let disease = delta.disease.clone();
         lock_person_year(&mut tx, &key, disease.as_deref()).await?;
-        apply_delta(&mut tx, &key, &delta, Decimal::NEGATIVE_ONE).await?;
+        let account_holder: Option<String> = row.try_get("personal_account_holder").map_err(db)?;
+        if let Some(holder) = &account_holder {
+            // The holder's account is locked too, after the person's (as when settled).
+            lock_account(&mut tx, &key.insured_region, holder).await?;
+        }
+        apply_delta(
+            &mut tx,
+            &key,
+            &delta,
+            Decimal::NEGATIVE_ONE,
+            account_holder.as_deref(),
+        )
+        .await?;
         let insured = Region::parse(&insured_region)
             .map_err(|_| Status::internal("stored region is invalid"))?;
         let settled_event_id: Uuid = row.try_get("settled_event_id").map_err(db)?;
@@ -1086,6 +1203,15 @@ impl SettlementService for SettlementApi {
             })
         })
         .collect::<Result<Vec<_>, Status>>()?;
+        // General outpatient's row is kept with the diseases' (see `disease_of`).
+        let (general, diseases): (Vec<_>, Vec<_>) = diseases
+            .into_iter()
+            .partition(|d| d.disease_code == GENERAL_OUTPATIENT);
+        let (general_deductible_met, general_fund_paid) = general
+            .into_iter()
+            .next()
+            .map(|g| (g.deductible_met, g.fund_paid))
+            .unwrap_or_else(|| ("0.00".into(), "0.00".into()));
         let balance: Option<Decimal> = sqlx::query_scalar(
             "SELECT balance FROM personal_accounts WHERE insured_region = $1 AND person_id = $2",
         )
@@ -1105,6 +1231,8 @@ impl SettlementService for SettlementApi {
             serious_illness_paid: amount("serious_illness_paid")?,
             assistance_paid: amount("assistance_paid")?,
             personal_account_balance: format2(balance.unwrap_or_default()),
+            general_deductible_met,
+            general_fund_paid,
         }))
     }
 }

@@ -151,6 +151,7 @@ fn random_claim(rng: &mut StdRng, n: u64, person: &Person) -> Claim {
         // Half of the employees' claims draw on their personal account.
         use_personal_account: person.employee && rng.random_bool(0.5),
         lines,
+        personal_account_holder: String::new(),
     }
 }
 
