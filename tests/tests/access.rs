@@ -29,10 +29,11 @@ use clearinghouse_proto::{
         Referral, referral_service_client::ReferralServiceClient,
     },
     settlement::v1::{
-        CreditPersonalAccountRequest, GetAccumulatorsRequest, GetCatalogueItemRequest,
-        GetClaimRequest, GetPolicyRequest, ListCatalogueVersionsRequest, ListClaimsRequest,
-        ListPolicyVersionsRequest, PreSettleRequest, PutCatalogueRequest, PutPolicyRequest,
-        ReverseRequest, SettleRequest, VisitType,
+        CreditPersonalAccountRequest, FamilyLink, FamilyRelation, GetAccumulatorsRequest,
+        GetCatalogueItemRequest, GetClaimRequest, GetPolicyRequest, LinkFamilyAccountRequest,
+        ListCatalogueVersionsRequest, ListClaimsRequest, ListPolicyVersionsRequest,
+        PreSettleRequest, PutCatalogueRequest, PutPolicyRequest, ReverseRequest, SettleRequest,
+        UnlinkFamilyAccountRequest, VisitType,
         reference_data_service_client::ReferenceDataServiceClient,
         settlement_service_client::SettlementServiceClient,
     },
@@ -500,6 +501,43 @@ fn cases() -> Vec<Case> {
                     insured_region: fixtures::INSURED_REGION.into(),
                     person_id: PERSON.into(),
                     amount: "10.00".into(),
+                })
+            }
+        ),
+        case!(
+            Settlement,
+            "LinkFamilyAccount",
+            sd,
+            bj,
+            // The insured place passes authorization and meets the rules: the member is not
+            // registered.
+            [Code::FailedPrecondition, PD, PD, PD, PD],
+            |c: SettlementServiceClient, tag, ctx| {
+                c.link_family_account(LinkFamilyAccountRequest {
+                    request_id: format!("link-{tag}"),
+                    link: Some(FamilyLink {
+                        insured_region: fixtures::INSURED_REGION.into(),
+                        holder_person_id: PERSON.into(),
+                        member_person_id: "P-NOBODY".into(),
+                        relation: FamilyRelation::Child as i32,
+                        ..Default::default()
+                    }),
+                })
+            }
+        ),
+        case!(
+            Settlement,
+            "UnlinkFamilyAccount",
+            sd,
+            bj,
+            [Code::NotFound, PD, PD, PD, PD],
+            |c: SettlementServiceClient, _tag, ctx| {
+                c.unlink_family_account(UnlinkFamilyAccountRequest {
+                    request_id: String::new(),
+                    insured_region: fixtures::INSURED_REGION.into(),
+                    holder_person_id: PERSON.into(),
+                    member_person_id: "P-NOBODY".into(),
+                    effective_date: String::new(),
                 })
             }
         ),

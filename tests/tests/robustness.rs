@@ -434,6 +434,36 @@ fn targets() -> Vec<Target> {
         target(
             Settlement,
             s,
+            "LinkFamilyAccount",
+            sd,
+            clearinghouse_proto::settlement::v1::LinkFamilyAccountRequest {
+                request_id: "fz".into(),
+                link: Some(clearinghouse_proto::settlement::v1::FamilyLink {
+                    insured_region: "370100".into(),
+                    holder_person_id: "P-FUZZ".into(),
+                    member_person_id: "P-FUZZ2".into(),
+                    relation: 3,
+                    linked_from: fixtures::days_ago(1),
+                    unlinked_from: String::new(),
+                }),
+            },
+        ),
+        target(
+            Settlement,
+            s,
+            "UnlinkFamilyAccount",
+            sd,
+            clearinghouse_proto::settlement::v1::UnlinkFamilyAccountRequest {
+                request_id: "fz".into(),
+                insured_region: "370100".into(),
+                holder_person_id: "P-FUZZ".into(),
+                member_person_id: "P-FUZZ2".into(),
+                effective_date: String::new(),
+            },
+        ),
+        target(
+            Settlement,
+            s,
             "GetAccumulators",
             sd,
             GetAccumulatorsRequest {
