@@ -24,6 +24,12 @@ pub struct PartLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VisitLabels {
+    /// INPATIENT, CHRONIC_OUTPATIENT or GENERAL_OUTPATIENT.
+    pub visit_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
 }
@@ -33,6 +39,8 @@ pub struct SettlementMetrics {
     settled: Family<PairLabels, Counter>,
     amounts: Family<PartLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     reversed: Family<PartLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    by_visit: Family<VisitLabels, Counter>,
+    amount_by_visit: Family<VisitLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     refused: Family<ReasonLabels, Counter>,
     /// Batches that failed as a whole and were settled claim by claim.
     pub batch_fallbacks: Counter,
@@ -51,6 +59,23 @@ impl SettlementMetrics {
             "Amounts settled in yuan, per province pair and part of the split",
             m.amounts.clone(),
         );
+        registry.register(
+            "settlements_by_visit_type",
+            "Claims settled, per visit type",
+            m.by_visit.clone(),
+        );
+        registry.register(
+            "settled_total_by_visit_type_yuan",
+            "Total amounts of the claims settled in yuan, per visit type",
+            m.amount_by_visit.clone(),
+        );
+        for visit in VISIT_TYPES {
+            let labels = VisitLabels {
+                visit_type: visit.to_string(),
+            };
+            let _ = m.by_visit.get_or_create(&labels);
+            let _ = m.amount_by_visit.get_or_create(&labels);
+        }
         registry.register(
             "reversed_amount_yuan",
             "Amounts given back by reversals in yuan, per province pair and part of the split",
@@ -96,6 +121,26 @@ impl SettlementMetrics {
             ));
         }
         add_split(&self.amounts, insured_province, treatment_province, result);
+        let visit_type = match result.claim.as_ref().and_then(|c| c.visit.as_ref()) {
+            Some(clearinghouse_proto::settlement::v1::claim::Visit::Inpatient(_)) => VISIT_TYPES[0],
+            Some(clearinghouse_proto::settlement::v1::claim::Visit::ChronicOutpatient(_)) => {
+                VISIT_TYPES[1]
+            }
+            Some(clearinghouse_proto::settlement::v1::claim::Visit::GeneralOutpatient(_)) => {
+                VISIT_TYPES[2]
+            }
+            None => return,
+        };
+        let labels = VisitLabels {
+            visit_type: visit_type.to_string(),
+        };
+        self.by_visit.get_or_create(&labels).inc();
+        let total: f64 = result
+            .split
+            .as_ref()
+            .and_then(|s| s.total.parse().ok())
+            .unwrap_or(0.0);
+        self.amount_by_visit.get_or_create(&labels).inc_by(total);
     }
 
     /// A reversal: everything its claim settled is given back.
@@ -128,6 +173,8 @@ const REFUSAL_CODES: [tonic::Code; 8] = [
     tonic::Code::Unavailable,
     tonic::Code::Internal,
 ];
+
+const VISIT_TYPES: [&str; 3] = ["INPATIENT", "CHRONIC_OUTPATIENT", "GENERAL_OUTPATIENT"];
 
 const PARTS: [&str; 7] = [
     "total",
