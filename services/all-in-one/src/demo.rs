@@ -10,7 +10,7 @@ use clearinghouse_proto::{
     audit::v1::{ListAuditRecordsRequest, audit_service_client::AuditServiceClient},
     filing::v1::{
         CheckEligibilityRequest, FilingCategory, RegisterFilingRequest, RegisterPersonRequest,
-        filing_service_client::FilingServiceClient,
+        Scheme, filing_service_client::FilingServiceClient,
     },
     ledger::v1::{
         CloseClearingPeriodRequest, GetBalancesRequest, GetStatementRequest,
@@ -20,8 +20,9 @@ use clearinghouse_proto::{
         IssueReferralRequest, Referral, referral_service_client::ReferralServiceClient,
     },
     settlement::v1::{
-        GetClaimRequest, PutCatalogueRequest, PutPolicyRequest, SettleRequest, SettlementResult,
-        reference_data_service_client::ReferenceDataServiceClient,
+        CreditPersonalAccountRequest, FamilyLink, FamilyRelation, GetClaimRequest,
+        LinkFamilyAccountRequest, PutCatalogueRequest, PutPolicyRequest, SettleRequest,
+        SettlementResult, reference_data_service_client::ReferenceDataServiceClient,
         settlement_service_client::SettlementServiceClient,
     },
 };
@@ -232,6 +233,96 @@ Referral {} issued for P-DEMO-3, valid until {}",
     print_split(
         "The referred patient settled under the REFERRAL filing (example 1's bill)",
         &three,
+    );
+
+    // General outpatient (the Qiannan plan) and family mutual aid (家庭共济).
+    for scheme in [Scheme::Employee, Scheme::Resident] {
+        policies
+            .put_policy(PutPolicyRequest {
+                request_id: format!("demo-go-{scheme:?}"),
+                policy: Some(fixtures::general_outpatient_policy(
+                    fixtures::INSURED_REGION,
+                    scheme,
+                )),
+            })
+            .await?;
+    }
+    settle(fixtures::example4_earlier("DEMO-EX4A", "P-DEMO-2")).await?;
+    let four = settle(fixtures::example4("DEMO-EX4", "P-DEMO-2")).await?;
+    print_split(
+        "Worked example 4 — general outpatient, retired, 100.00 of the annual deductible met",
+        &four,
+    );
+    for (person_id, scheme, body, category) in [
+        (
+            "P-DEMO-4",
+            Scheme::Employee,
+            "37010219780808123",
+            FilingCategory::LongTermResident,
+        ),
+        (
+            "P-DEMO-5",
+            Scheme::Resident,
+            "37010220150606123",
+            FilingCategory::OtherTemporary,
+        ),
+    ] {
+        let mut person = fixtures::person(person_id, &fixtures::id_number(body), false, "");
+        person.scheme = scheme as i32;
+        filing
+            .register_person(RegisterPersonRequest {
+                request_id: String::new(),
+                person: Some(person),
+            })
+            .await?;
+        filing
+            .register_filing(RegisterFilingRequest {
+                request_id: format!("demo-filing-{person_id}"),
+                filing: Some(fixtures::filing(person_id, category)),
+            })
+            .await?;
+    }
+    let mut insured = SettlementServiceClient::new(as_caller(&stack.settlement, shandong).await?);
+    insured
+        .credit_personal_account(CreditPersonalAccountRequest {
+            request_id: "demo-credit-4".into(),
+            insured_region: fixtures::INSURED_REGION.into(),
+            person_id: "P-DEMO-4".into(),
+            amount: "80.00".into(),
+        })
+        .await?;
+    let link = LinkFamilyAccountRequest {
+        request_id: "demo-link".into(),
+        link: Some(FamilyLink {
+            insured_region: fixtures::INSURED_REGION.into(),
+            holder_person_id: "P-DEMO-4".into(),
+            member_person_id: "P-DEMO-5".into(),
+            relation: FamilyRelation::Child as i32,
+            linked_from: fixtures::days_ago(30),
+            unlinked_from: String::new(),
+        }),
+    };
+    // The settlement service learns of new persons from the filing service's events.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = insured.link_family_account(link.clone()).await {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the family link was refused: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "
+Shandong links P-DEMO-4's personal account to P-DEMO-5 (a child)"
+    );
+    let five = settle(fixtures::example5("DEMO-EX5", "P-DEMO-5", "P-DEMO-4")).await?;
+    print_split(
+        "Worked example 5 — a child's general-outpatient visit, paid in part from the parent's account",
+        &five,
+    );
+    println!(
+        "  personal account of {} after it: {}",
+        five.personal_account_holder, five.personal_account_balance
     );
 
     // The ledger posts from the settlement topic; wait until all four are in.
