@@ -52,7 +52,17 @@ impl World {
     /// reference data (`full`: see [`seed_reference`]) and these persons filed for Beijing:
     /// (person id, retired, assistance category, filing category).
     pub async fn start(full: bool, persons: &[(&str, bool, &str, FilingCategory)]) -> Self {
-        let env = TestEnv::new().await.unwrap();
+        Self::start_at(clearinghouse_domain::dates::Clock::system(), full, persons).await
+    }
+
+    /// [`World::start`] with the services' clock at another hour.
+    pub async fn start_at(
+        clock: clearinghouse_domain::dates::Clock,
+        full: bool,
+        persons: &[(&str, bool, &str, FilingCategory)],
+    ) -> Self {
+        let mut env = TestEnv::new().await.unwrap();
+        env.clock = clock;
         let shutdown = CancellationToken::new();
         let filing = env.start_filing(shutdown.clone()).await.unwrap();
         let settlement = env

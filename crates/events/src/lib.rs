@@ -45,5 +45,6 @@ pub fn event_type(body: &Body) -> &'static str {
         Body::StatementConfirmed(_) => "StatementConfirmed",
         Body::ClearingSettled(_) => "ClearingSettled",
         Body::ClearingPeriodConfirmed(_) => "ClearingPeriodConfirmed",
+        Body::DiscrepancyFound(_) => "DiscrepancyFound",
     }
 }

@@ -442,6 +442,44 @@ impl LedgerService for LedgerApi {
         })
     }
 
+    async fn reconcile_totals(
+        &self,
+        request: Request<ReconcileTotalsRequest>,
+    ) -> Result<Response<ReconcileTotalsResponse>, Status> {
+        crate::reconcile::totals(&self.pool, request).await
+    }
+
+    type ReconcileDetailStream =
+        tokio_stream::wrappers::ReceiverStream<Result<ReconcileDetailResponse, Status>>;
+
+    async fn reconcile_detail(
+        &self,
+        request: Request<tonic::Streaming<ReconcileDetailRequest>>,
+    ) -> Result<Response<Self::ReconcileDetailStream>, Status> {
+        crate::reconcile::detail(&self.pool, &self.clearing.topic, request).await
+    }
+
+    async fn list_discrepancies(
+        &self,
+        request: Request<ListDiscrepanciesRequest>,
+    ) -> Result<Response<ListDiscrepanciesResponse>, Status> {
+        crate::reconcile::list(&self.pool, request).await
+    }
+
+    async fn resolve_discrepancy(
+        &self,
+        request: Request<ResolveDiscrepancyRequest>,
+    ) -> Result<Response<ResolveDiscrepancyResponse>, Status> {
+        crate::reconcile::accept(&self.pool, request).await
+    }
+
+    async fn list_clearing_detail(
+        &self,
+        request: Request<ListClearingDetailRequest>,
+    ) -> Result<Response<ListClearingDetailResponse>, Status> {
+        crate::reconcile::clearing_detail(&self.pool, request).await
+    }
+
     async fn reconcile(
         &self,
         request: Request<ReconcileRequest>,
@@ -741,6 +779,13 @@ impl LedgerApi {
         if !provinces.contains(&province) {
             return Err(Status::failed_precondition(format!(
                 "province {province} has no statement in period {period}"
+            )));
+        }
+        if answer == "CONFIRMED"
+            && crate::reconcile::open_in_period(&mut tx, &province, period).await?
+        {
+            return Err(Status::failed_precondition(format!(
+                "province {province} has open discrepancies in period {period}: dispute the statement, or resolve them first"
             )));
         }
         sqlx::query(

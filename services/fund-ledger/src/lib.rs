@@ -4,6 +4,7 @@
 mod api;
 mod clearing;
 mod posting;
+mod reconcile;
 
 use std::time::Duration;
 
@@ -139,6 +140,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 "ConfirmStatement",
                 "DisputeStatement",
                 "SettleClearingPeriod",
+                "ReconcileDetail",
+                "ResolveDiscrepancy",
             ],
         ),
         pool,

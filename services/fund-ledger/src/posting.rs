@@ -24,6 +24,7 @@ pub struct LedgerPosting {
 
 struct Entry {
     event_id: Uuid,
+    detail: Detail,
     kind: &'static str,
     treatment_region: String,
     claim_id: String,
@@ -32,6 +33,44 @@ struct Entry {
     /// The posting's parts as journaled: a reversal's are negative.
     share: InsuredShare,
     legs: Vec<Leg>,
+}
+
+/// What reconciliation needs beyond the entry: the visit type, the China day, the total
+/// and the cash.
+struct Detail {
+    visit_type: &'static str,
+    day: time::Date,
+    total: Decimal,
+    cash: Decimal,
+}
+
+fn detail_of(received: &Received, result: Option<&SettlementResult>) -> anyhow::Result<Detail> {
+    use clearinghouse_proto::settlement::v1::claim::Visit;
+    let result = result.ok_or_else(|| anyhow::anyhow!("claim event without a result"))?;
+    let visit_type = match result.claim.as_ref().and_then(|c| c.visit.as_ref()) {
+        Some(Visit::Inpatient(_)) => "VISIT_TYPE_INPATIENT",
+        Some(Visit::ChronicOutpatient(_)) => "VISIT_TYPE_CHRONIC_OUTPATIENT",
+        Some(Visit::GeneralOutpatient(_)) => "VISIT_TYPE_GENERAL_OUTPATIENT",
+        None => "VISIT_TYPE_UNSPECIFIED",
+    };
+    // A claim's day is when it was settled (the settlement service's clock, China time); a
+    // reversal's, when it was reversed.
+    let reversal = matches!(received.event.body, Some(Body::ClaimReversed(_)));
+    let when = if reversal || result.settled_at.is_empty() {
+        &received.event.occurred_at
+    } else {
+        &result.settled_at
+    };
+    let at = time::OffsetDateTime::parse(when, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let split = result.split.clone().unwrap_or_default();
+    let amount = |s: &str| parse_decimal(s, 2).unwrap_or_default();
+    Ok(Detail {
+        visit_type,
+        day: clearinghouse_domain::dates::china_date(at),
+        total: amount(&split.total),
+        cash: amount(&split.cash),
+    })
 }
 
 fn share_of(result: Option<&SettlementResult>) -> anyhow::Result<(InsuredShare, String, String)> {
@@ -91,6 +130,7 @@ fn entry_of(received: &Received) -> anyhow::Result<Option<Entry>> {
     };
     Ok(Some(Entry {
         event_id: received.event_id,
+        detail: detail_of(received, result)?,
         kind,
         treatment_region,
         claim_id,
@@ -160,6 +200,45 @@ impl Handler for LedgerPosting {
             .into_iter()
             .map(|(id, event)| (event, id))
             .collect();
+
+        // The clearing detail of what was posted, in the same transaction.
+        let detailed: Vec<(&Entry, i64)> = entries
+            .iter()
+            .filter_map(|e| ids.get(&e.event_id).map(|id| (e, *id)))
+            .collect();
+        let abs = |d: Decimal| d.abs();
+        sqlx::query(
+            "INSERT INTO clearing_detail (entry_id, kind, insured_province, treatment_province, treatment_region,
+                                          claim_id, visit_type, day, period, total, fund, serious_illness,
+                                          assistance, personal_account, cash)
+             SELECT e, k, i, t, tr, c, v, d, $15, tot, f, s, a, p, cash
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::date[], $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],
+                         $14::numeric[])
+                  AS u(e, k, i, t, tr, c, v, d, tot, f, s, a, p, cash)",
+        )
+        .bind(detailed.iter().map(|(_, id)| *id).collect::<Vec<_>>())
+        .bind(
+            detailed
+                .iter()
+                .map(|(e, _)| if e.posting.reversal { "REVERSAL" } else { "CLAIM" })
+                .collect::<Vec<_>>(),
+        )
+        .bind(detailed.iter().map(|(e, _)| e.posting.insured.to_string()).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| e.posting.treatment.to_string()).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| e.treatment_region.clone()).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| e.claim_id.clone()).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| e.detail.visit_type).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| e.detail.day).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| e.detail.total).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| abs(e.share.fund)).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| abs(e.share.serious_illness)).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| abs(e.share.assistance)).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| abs(e.share.personal_account)).collect::<Vec<_>>())
+        .bind(detailed.iter().map(|(e, _)| e.detail.cash).collect::<Vec<_>>())
+        .bind(&period)
+        .execute(&mut *tx)
+        .await?;
 
         let mut leg_entries = Vec::new();
         let mut leg_accounts = Vec::new();

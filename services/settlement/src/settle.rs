@@ -57,6 +57,8 @@ pub(crate) struct Prepared {
     policy: Arc<rules::Policy>,
     catalogue_version: i64,
     items: std::collections::HashMap<String, rules::CatalogueItem>,
+    /// When the claim is settled, by the service's clock: the China day it is reconciled on.
+    at: OffsetDateTime,
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -199,6 +201,7 @@ impl SettlementApi {
             policy,
             catalogue_version,
             items,
+            at: self.clock.now(),
         })
     }
 
@@ -739,7 +742,7 @@ pub(crate) fn result_proto(
         } else {
             String::new()
         },
-        settled_at: rfc3339(OffsetDateTime::now_utc()),
+        settled_at: rfc3339(p.at),
         personal_account_holder: if c.claim.use_personal_account {
             c.account_holder
                 .clone()
