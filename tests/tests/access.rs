@@ -20,9 +20,10 @@ use clearinghouse_proto::{
     },
     ledger::v1::{
         CloseClearingPeriodRequest, ConfirmStatementRequest, DisputeStatementRequest,
-        GetBalancesRequest, GetReservesRequest, GetStatementRequest, ListEntriesRequest,
-        ReconcileRequest, SettleClearingPeriodRequest, SizeReserveRequest, TopUpReserveRequest,
-        ledger_service_client::LedgerServiceClient,
+        GetBalancesRequest, GetReservesRequest, GetStatementRequest, ListClearingDetailRequest,
+        ListDiscrepanciesRequest, ListEntriesRequest, ReconcileRequest, ReconcileRole,
+        ReconcileTotalsRequest, ResolveDiscrepancyRequest, SettleClearingPeriodRequest,
+        SizeReserveRequest, TopUpReserveRequest, ledger_service_client::LedgerServiceClient,
     },
     referral::v1::{
         CancelReferralRequest, GetReferralRequest, IssueReferralRequest, ListReferralsRequest,
@@ -691,6 +692,63 @@ fn cases() -> Vec<Case> {
                 c.settle_clearing_period(SettleClearingPeriodRequest {
                     request_id: String::new(),
                     period: ctx.period.clone(),
+                })
+            }
+        ),
+        case!(
+            Ledger,
+            "ReconcileTotals",
+            sd,
+            bj,
+            [OK, PD, PD, PD, PD],
+            |c: LedgerServiceClient, _tag, ctx| {
+                c.reconcile_totals(ReconcileTotalsRequest {
+                    province: "370000".into(),
+                    role: ReconcileRole::Insured as i32,
+                    period: ctx.period.clone(),
+                    ..Default::default()
+                })
+            }
+        ),
+        case!(
+            Ledger,
+            "ListDiscrepancies",
+            sd,
+            bj,
+            [OK, PD, PD, OK, OK],
+            |c: LedgerServiceClient, _tag, ctx| {
+                c.list_discrepancies(ListDiscrepanciesRequest {
+                    province: "370000".into(),
+                    ..Default::default()
+                })
+            }
+        ),
+        case!(
+            Ledger,
+            "ResolveDiscrepancy",
+            sd,
+            bj,
+            [PD, PD, PD, Code::NotFound, PD],
+            |c: LedgerServiceClient, _tag, ctx| {
+                c.resolve_discrepancy(ResolveDiscrepancyRequest {
+                    request_id: String::new(),
+                    id: 999_999,
+                    reason: "accepted".into(),
+                })
+            }
+        ),
+        case!(
+            Ledger,
+            "ListClearingDetail",
+            sd,
+            bj,
+            [OK, OK, PD, OK, PD],
+            |c: LedgerServiceClient, _tag, ctx| {
+                c.list_clearing_detail(ListClearingDetailRequest {
+                    period: ctx.period.clone(),
+                    insured_province: "370000".into(),
+                    treatment_province: "110000".into(),
+                    ..Default::default()
                 })
             }
         ),

@@ -581,6 +581,64 @@ fn targets() -> Vec<Target> {
         target(
             Ledger,
             l,
+            "ReconcileTotals",
+            sd,
+            clearinghouse_proto::ledger::v1::ReconcileTotalsRequest {
+                province: "370000".into(),
+                role: 2,
+                day: fixtures::days_ago(1),
+                period: String::new(),
+                cells: vec![clearinghouse_proto::ledger::v1::ReconcileCell {
+                    counterparty_province: "110000".into(),
+                    visit_type: 1,
+                    claims: Some(clearinghouse_proto::ledger::v1::Totals {
+                        count: 2,
+                        total: "10.00".into(),
+                        ..Default::default()
+                    }),
+                    reversals: None,
+                }],
+            },
+        ),
+        target(
+            Ledger,
+            l,
+            "ListDiscrepancies",
+            NATIONAL,
+            clearinghouse_proto::ledger::v1::ListDiscrepanciesRequest {
+                province: "370000".into(),
+                status: 1,
+                page_size: 10,
+                page_token: String::new(),
+            },
+        ),
+        target(
+            Ledger,
+            l,
+            "ResolveDiscrepancy",
+            NATIONAL,
+            clearinghouse_proto::ledger::v1::ResolveDiscrepancyRequest {
+                request_id: "fz".into(),
+                id: 1,
+                reason: "accepted".into(),
+            },
+        ),
+        target(
+            Ledger,
+            l,
+            "ListClearingDetail",
+            sd,
+            clearinghouse_proto::ledger::v1::ListClearingDetailRequest {
+                period: "2020-01".into(),
+                insured_province: "370000".into(),
+                treatment_province: "110000".into(),
+                page_size: 10,
+                page_token: String::new(),
+            },
+        ),
+        target(
+            Ledger,
+            l,
             "Reconcile",
             NATIONAL,
             ReconcileRequest {
