@@ -244,6 +244,23 @@ async fn a_provinces_books_are_reconciled_claim_by_claim_and_discrepancies_track
         .into_inner()
         .discrepancies;
     assert_eq!(open.len(), 4);
+    // The open discrepancies are a metric, by the province that found them and the other.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = http_get(world.metrics_targets()[2].1, "/metrics")
+            .await
+            .unwrap();
+        if metrics.contains(
+            "clearinghouse_discrepancies_open{province=\"110000\",counterparty=\"370000\"} 4",
+        ) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no discrepancy metric"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // A province with open discrepancies in the period cannot confirm it (it may dispute).
     let period = format!("{:04}-{:02}", today.year(), u8::from(today.month()));

@@ -284,6 +284,7 @@ pub fn pair_proto((insured, treatment): &(Region, Region), t: &PairTotals) -> Pa
 /// multilateral net in the open period so far, every few seconds until `stop`.
 pub fn watch_periods(
     pool: sqlx::PgPool,
+    discrepancy_alert_days: u32,
     registry: &mut Registry,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -299,8 +300,50 @@ pub fn watch_periods(
         "Each province's multilateral net in the open period (receives minus owes)",
         nets.clone(),
     );
+    let open_discrepancies = Family::<Vec<(String, String)>, Gauge>::default();
+    registry.register(
+        "discrepancies_open",
+        "Open reconciliation discrepancies, by the province that found them and the other party",
+        open_discrepancies.clone(),
+    );
+    let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    registry.register(
+        "discrepancy_oldest_open_age_seconds",
+        "Age of the oldest open discrepancy (0 when none)",
+        oldest.clone(),
+    );
+    let alert_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    registry.register(
+        "discrepancy_alert_age_seconds",
+        "The configured age past which an open discrepancy raises DiscrepancyOpenTooLong",
+        alert_age.clone(),
+    );
+    alert_age.set(f64::from(discrepancy_alert_days) * 86_400.0);
     tokio::spawn(async move {
+        let mut known_pairs: std::collections::BTreeSet<Vec<(String, String)>> = Default::default();
         while !stop.is_cancelled() {
+            let open: Result<Vec<(String, String, i64, f64)>, _> = sqlx::query_as(
+                "SELECT province, counterparty, count(*),
+                        COALESCE(EXTRACT(EPOCH FROM now() - min(found_at))::float8, 0)
+                 FROM discrepancies WHERE status = 'OPEN' GROUP BY 1, 2",
+            )
+            .fetch_all(&pool)
+            .await;
+            if let Ok(open) = open {
+                // Every pair seen before stays, at zero once its discrepancies are closed.
+                for labels in &known_pairs {
+                    open_discrepancies.get_or_create(labels).set(0);
+                }
+                for (province, counterparty, n, _) in &open {
+                    let labels = vec![
+                        ("province".to_string(), province.clone()),
+                        ("counterparty".to_string(), counterparty.clone()),
+                    ];
+                    open_discrepancies.get_or_create(&labels).set(*n);
+                    known_pairs.insert(labels);
+                }
+                oldest.set(open.iter().map(|o| o.3).fold(0.0, f64::max));
+            }
             let counts: Result<Vec<(String, i64)>, _> =
                 sqlx::query_as("SELECT state, count(*) FROM clearing_periods GROUP BY state")
                     .fetch_all(&pool)
@@ -326,6 +369,17 @@ pub fn watch_periods(
                 if let Some(open) = open
                     && let Ok(pairs) = period_pairs(&mut conn, &open).await
                 {
+                    // Each party of each pair of the open period has a series, at zero
+                    // until a reconciliation finds a discrepancy.
+                    for (insured, treatment) in pairs.keys() {
+                        for (province, counterparty) in [(insured, treatment), (treatment, insured)]
+                        {
+                            let _ = open_discrepancies.get_or_create(&vec![
+                                ("province".to_string(), province.to_string()),
+                                ("counterparty".to_string(), counterparty.to_string()),
+                            ]);
+                        }
+                    }
                     for (province, net) in ledger::nets(&pairs) {
                         let value = net.to_string().parse::<f64>().unwrap_or(0.0);
                         nets.get_or_create(&vec![("province".to_string(), province.to_string())])

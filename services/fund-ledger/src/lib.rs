@@ -41,6 +41,9 @@ pub struct Config {
     pub yellow_threshold: rust_decimal::Decimal,
     /// Reserve usage that raises a red warning.
     pub red_threshold: rust_decimal::Decimal,
+    /// An open discrepancy older than this many days raises the alert
+    /// `DiscrepancyOpenTooLong` (exported as `clearinghouse_discrepancy_alert_age_seconds`).
+    pub discrepancy_alert_days: u32,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             clearing_period_months: 1,
             yellow_threshold: rust_decimal::Decimal::new(70, 2),
             red_threshold: rust_decimal::Decimal::new(90, 2),
+            discrepancy_alert_days: 7,
         }
     }
 }
@@ -106,6 +110,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     }
     background.tasks.push(clearing::watch_periods(
         pool.clone(),
+        config.discrepancy_alert_days,
         &mut registry,
         background.token.clone(),
     ));
