@@ -401,5 +401,35 @@ async fn a_provinces_books_are_reconciled_claim_by_claim_and_discrepancies_track
     assert_eq!(fund, dec(&pair.fund));
     assert_eq!(pair.claim_count, 6);
     assert_eq!(pair.reversal_count, 1);
+    // The CSV export (`clearinghouse export clearing-detail`) sums to the statement too.
+    let pool = world.env.schema_pool("ledger").await.unwrap();
+    let mut csv = Vec::new();
+    let written = clearinghouse_fund_ledger::export_clearing_detail(
+        &pool,
+        &period,
+        clearinghouse_domain::Region::parse("370000").unwrap(),
+        clearinghouse_domain::Region::parse("110000").unwrap(),
+        &mut csv,
+    )
+    .await
+    .unwrap();
+    assert_eq!(written, 7);
+    let csv = String::from_utf8(csv).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (fund_at, total_at) = (column("fund"), column("total"));
+    let mut csv_fund = Decimal::ZERO;
+    let mut csv_total = Decimal::ZERO;
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        csv_fund += dec(fields[fund_at]);
+        csv_total += dec(fields[total_at]);
+    }
+    assert_eq!(csv_fund, dec(&pair.fund));
+    assert_eq!(
+        csv_total,
+        rows.iter().map(|r| signed(r, &r.total)).sum::<Decimal>()
+    );
     world.stop().await;
 }

@@ -4,7 +4,9 @@
 //! <dir>` creates a development CA and certificates for our services, the national
 //! platform, an operator and every province; `clearinghouse republish --since <RFC 3339>
 //! [service …]` queues every event the services sent since then to be published again (the
-//! procedure after a broker lost data; consumers apply each event at most once).
+//! procedure after a broker lost data; consumers apply each event at most once);
+//! `clearinghouse export clearing-detail --period 2026-11 --pair 370000:110000` writes a
+//! period's clearing detail for a pair as CSV.
 
 mod demo;
 
@@ -44,6 +46,30 @@ fn dev_certs(dir: PathBuf) -> std::process::ExitCode {
     }
 }
 
+/// `clearinghouse export clearing-detail --period 2026-11 --pair 370000:110000`: the
+/// period's clearing detail of the pair (insured:treatment) as CSV on standard output.
+async fn export(config: Config, period: &str, pair: &str) -> anyhow::Result<()> {
+    let (insured, treatment) = pair
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--pair must be insured:treatment, e.g. 370000:110000"))?;
+    let insured = clearinghouse_domain::Region::parse(insured)?;
+    let treatment = clearinghouse_domain::Region::parse(treatment)?;
+    let (_, database) = config
+        .databases()
+        .into_iter()
+        .find(|(s, _)| *s == "fund-ledger")
+        .ok_or_else(|| anyhow::anyhow!("no fund-ledger database configured"))?;
+    let pool = clearinghouse_platform::db::connect_and_migrate(&database, &[]).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let rows = clearinghouse_fund_ledger::export_clearing_detail(
+        &pool, period, insured, treatment, &mut out,
+    )
+    .await?;
+    std::io::Write::flush(&mut out)?;
+    eprintln!("{rows} rows of {pair} in {period}");
+    Ok(())
+}
+
 /// Queues the events sent since `since` by the named services (all four by default).
 async fn republish(config: Config, since: &str, only: &[String]) -> anyhow::Result<()> {
     let since = time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
@@ -70,6 +96,20 @@ fn main() -> std::process::ExitCode {
     };
     match args.first().map(String::as_str) {
         Some("dev-certs") => dev_certs(positional(1, ".dev-pki")),
+        Some("export") if args.get(1).map(String::as_str) == Some("clearing-detail") => {
+            let value = |name: &str| {
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (period, pair) = (value("--period"), value("--pair"));
+            clearinghouse_platform::host::main(
+                "clearinghouse",
+                move |config: Config, _shutdown| async move { export(config, &period, &pair).await },
+            )
+        }
         Some("republish") => {
             let since = args
                 .iter()

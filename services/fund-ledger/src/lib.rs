@@ -6,6 +6,67 @@ mod clearing;
 mod posting;
 mod reconcile;
 
+/// Writes a period's clearing detail for one pair as CSV (a header, then one line per claim
+/// and reversal in posting order, reversals' parts negative so the columns sum to the
+/// statement's amounts); returns the rows written. For `clearinghouse export clearing-detail`.
+pub async fn export_clearing_detail(
+    pool: &sqlx::PgPool,
+    period: &str,
+    insured: clearinghouse_domain::Region,
+    treatment: clearinghouse_domain::Region,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<u64> {
+    use clearinghouse_proto::ledger::v1::DetailKind;
+    writeln!(
+        out,
+        "treatment_region,claim_id,kind,visit_type,day,total,fund,serious_illness,assistance,personal_account,cash"
+    )?;
+    let mut after = None;
+    let mut written = 0;
+    loop {
+        let (rows, next) = reconcile::detail_page(pool, period, insured, treatment, after, 10_000)
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        for r in &rows {
+            let reversal = r.kind == DetailKind::Reversal as i32;
+            let sign = |a: &str| {
+                if reversal {
+                    format!("-{a}")
+                } else {
+                    a.to_string()
+                }
+            };
+            let visit = clearinghouse_proto::settlement::v1::VisitType::try_from(r.visit_type)
+                .map(|v| {
+                    v.as_str_name()
+                        .trim_start_matches("VISIT_TYPE_")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{}",
+                r.treatment_region,
+                r.claim_id.replace([',', '\n', '"'], " "),
+                if reversal { "REVERSAL" } else { "CLAIM" },
+                visit,
+                r.day,
+                sign(&r.total),
+                sign(&r.fund),
+                sign(&r.serious_illness),
+                sign(&r.assistance),
+                sign(&r.personal_account),
+                sign(&r.cash)
+            )?;
+            written += 1;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(written),
+        }
+    }
+}
+
 use std::time::Duration;
 
 use clearinghouse_events::{
