@@ -59,7 +59,19 @@ const DISEASES: [&str; 5] = [
     "ORGAN_TRANSPLANT_ANTI_REJECTION",
 ];
 
+/// Which claims the load sends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mix {
+    /// What the country sends (2023: 118 of 129 million cross-province claims were
+    /// outpatient visits): 90 % general outpatient (1 to 8 small lines), 8 % inpatient,
+    /// 2 % chronic outpatient. The default.
+    Realistic,
+    /// The earlier benchmark's: 80 % inpatient, 20 % chronic outpatient (10 to 40 lines).
+    Inpatient,
+}
+
 struct Args {
+    mix: Mix,
     rate: u64,
     seconds: u64,
     warmup: u64,
@@ -69,14 +81,23 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
+        mix: Mix::Realistic,
         rate: 2000,
         seconds: 30,
         warmup: 5,
         persons: 6200,
         concurrency: 64,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
+        if flag == "--mix" {
+            a.mix = match it.next().as_deref() {
+                Some("realistic") => Mix::Realistic,
+                Some("inpatient") => Mix::Inpatient,
+                other => panic!("--mix realistic|inpatient, not {other:?}"),
+            };
+            continue;
+        }
         let mut value = || {
             it.next()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -89,7 +110,7 @@ fn args() -> Args {
             "--persons" => a.persons = value() as usize,
             "--concurrency" => a.concurrency = value() as usize,
             other => panic!(
-                "unknown flag {other}: --rate N (0 = as fast as possible), --seconds N, --warmup N, --persons N, --concurrency N"
+                "unknown flag {other}: --mix realistic|inpatient, --rate N (0 = as fast as possible), --seconds N, --warmup N, --persons N, --concurrency N"
             ),
         }
     }
@@ -109,8 +130,15 @@ fn person_id(i: usize) -> String {
     format!("B{i:07}")
 }
 
-fn random_claim(rng: &mut StdRng, n: u64, person: &Person) -> Claim {
-    let lines = (0..rng.random_range(10..=40))
+fn random_claim(rng: &mut StdRng, n: u64, person: &Person, mix: Mix) -> Claim {
+    let draw: f64 = rng.random();
+    let general = mix == Mix::Realistic && draw < 0.90;
+    let inpatient = match mix {
+        Mix::Realistic => (0.90..0.98).contains(&draw),
+        Mix::Inpatient => draw < 0.8,
+    };
+    let (count, price) = if general { (1..=8, 1..80) } else { (10..=40, 1..400) };
+    let lines = (0..rng.random_range(count))
         .map(|_| {
             let item = rng.random_range(0..ITEMS + 50); // a few items are not in the catalogue
             ClaimLine {
@@ -118,7 +146,7 @@ fn random_claim(rng: &mut StdRng, n: u64, person: &Person) -> Claim {
                 quantity: format!("{}", rng.random_range(1..20)),
                 unit_price: format!(
                     "{}.{:02}",
-                    rng.random_range(1..400),
+                    rng.random_range(price.clone()),
                     rng.random_range(0..100)
                 ),
             }
@@ -126,7 +154,11 @@ fn random_claim(rng: &mut StdRng, n: u64, person: &Person) -> Claim {
         .collect();
     let day = rng.random_range(1..=28);
     let service_date = fixtures::days_ago(i64::from(day));
-    let visit = if rng.random_bool(0.8) {
+    let visit = if general {
+        claim::Visit::GeneralOutpatient(clearinghouse_proto::settlement::v1::GeneralOutpatient {
+            service_date,
+        })
+    } else if inpatient {
         claim::Visit::Inpatient(Inpatient {
             admission_date: fixtures::days_ago(i64::from(day) + 4),
             discharge_date: service_date,
@@ -181,7 +213,8 @@ async fn seed(stack: &Stack, persons: &[Person]) {
             inpatient.scheme = scheme as i32;
             let mut chronic = fixtures::chronic_policy(province);
             chronic.scheme = scheme as i32;
-            for (j, policy) in [inpatient, chronic].into_iter().enumerate() {
+            let general = fixtures::general_outpatient_policy(province, scheme);
+            for (j, policy) in [inpatient, chronic, general].into_iter().enumerate() {
                 reference
                     .put_policy(PutPolicyRequest {
                         request_id: format!("p-{i}-{}-{j}", scheme as i32),
@@ -376,7 +409,7 @@ async fn main() {
     let claims: Vec<Claim> = (0..total)
         .map(|n| {
             let person = &persons[rng.random_range(0..persons.len())];
-            random_claim(&mut rng, n, person)
+            random_claim(&mut rng, n, person, args.mix)
         })
         .collect();
     let claims = Arc::new(claims);
@@ -479,7 +512,8 @@ async fn main() {
     let ok = latencies.len() as u64;
     let errors = errors.lock().await.clone();
     println!(
-        "\nSettle, {} mode, {:.1?} after {}s of warm-up:",
+        "\nSettle, {:?} mix, {} mode, {:.1?} after {}s of warm-up:",
+        args.mix,
         if args.rate == 0 {
             format!("closed-loop x{}", args.concurrency)
         } else {
