@@ -411,3 +411,44 @@ async fn fifty_concurrent_claims_of_a_household_on_one_account_never_overdraw_it
     assert!(debits > Decimal::ZERO);
     world.stop().await;
 }
+
+/// `PreSettle` reads without locking: a settlement holding the person's rows does not make
+/// it wait (issue 15, point 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pre_settle_never_waits_for_a_settlements_locks() {
+    let world = World::start(
+        false,
+        &[("P-PRE", false, "", FilingCategory::LongTermResident)],
+    )
+    .await;
+    world
+        .settle(fixtures::small_claim("PRE-1", "P-PRE"))
+        .await
+        .unwrap();
+    let db = world.env.schema_pool("settlement").await.unwrap();
+    let mut holder = db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM personal_accounts WHERE person_id = 'P-PRE' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM accumulators WHERE person_id = 'P-PRE' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(clearinghouse_proto::settlement::v1::PreSettleRequest {
+        claim: Some(fixtures::small_claim("PRE-2", "P-PRE")),
+    });
+    request.set_timeout(Duration::from_secs(5));
+    let answer = world
+        .settlement
+        .clone()
+        .pre_settle(request)
+        .await
+        .expect("answered while the rows are locked")
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(answer.claim.unwrap().claim_id, "PRE-2");
+    holder.rollback().await.unwrap();
+    world.stop().await;
+}

@@ -613,6 +613,53 @@ pub(crate) async fn lock_person_year(
     Ok((row.try_get("balance").map_err(db)?, ytd))
 }
 
+/// The person's year so far and `account`'s balance (the person's own or a family holder's),
+/// read without taking a lock (for `PreSettle`); a person not seen yet has zeros.
+async fn read_person_year(
+    conn: &mut PgConnection,
+    key: &YearKey<'_>,
+    disease: Option<&str>,
+    account: &str,
+) -> Result<(Decimal, YearToDate), Status> {
+    let row = sqlx::query(
+        "SELECT (SELECT balance FROM personal_accounts WHERE insured_region = $1 AND person_id = $5) AS balance,
+                a.inpatient_admissions, a.inpatient_fund_paid, a.serious_illness_base,
+                a.serious_illness_paid, a.assistance_paid, d.deductible_met, d.fund_paid
+         FROM (SELECT 1) AS one
+         LEFT JOIN accumulators a ON a.insured_region = $1 AND a.person_id = $2 AND a.year = $3
+         LEFT JOIN disease_accumulators d ON d.insured_region = $1 AND d.person_id = $2
+              AND d.year = $3 AND d.disease_code = $4",
+    )
+    .bind(&key.insured_region)
+    .bind(key.person_id)
+    .bind(key.year)
+    .bind(disease)
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    let get = |c: &str| -> Result<Decimal, Status> {
+        Ok(row
+            .try_get::<Option<Decimal>, _>(c)
+            .map_err(db)?
+            .unwrap_or_default())
+    };
+    let ytd = YearToDate {
+        inpatient_admissions: row
+            .try_get::<Option<i32>, _>("inpatient_admissions")
+            .map_err(db)?
+            .unwrap_or_default(),
+        inpatient_fund_paid: get("inpatient_fund_paid")?,
+        serious_illness_base: get("serious_illness_base")?,
+        serious_illness_paid: get("serious_illness_paid")?,
+        assistance_paid: get("assistance_paid")?,
+        disease_deductible_met: get("deductible_met")?,
+        disease_fund_paid: get("fund_paid")?,
+        ..YearToDate::default()
+    };
+    Ok((get("balance")?, ytd))
+}
+
 /// Locks a personal account (created empty when new) and returns its balance: a holder's
 /// account, drawn on by a family member's claim.
 async fn lock_account(
@@ -809,20 +856,22 @@ impl SettlementService for SettlementApi {
         let claim = request.into_inner().claim;
         let parsed = parse_as_treatment(&caller, claim.as_ref(), self.clock.today())?;
         let prepared = self.prepare(&parsed).await?;
-        // Read without locking and without writing: nothing is stored, nothing changes.
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Read without locking and without writing: nothing is stored, nothing changes, and
+        // no settlement waits for it.
+        let mut conn = self.pool.acquire().await.map_err(db)?;
         let year = parsed.claim.visit.service_date().year();
         let key = YearKey {
             insured_region: parsed.insured_region.to_string(),
             person_id: &parsed.person_id,
             year,
         };
-        let (own_balance, ytd) = lock_person_year(&mut tx, &key, disease_of(&parsed)).await?;
-        let balance = match &parsed.account_holder {
-            Some(holder) => lock_account(&mut tx, &key.insured_region, holder).await?,
-            None => own_balance,
-        };
-        tx.rollback().await.map_err(db)?;
+        let account = parsed
+            .account_holder
+            .as_deref()
+            .unwrap_or(&parsed.person_id);
+        let (balance, ytd) =
+            read_person_year(&mut conn, &key, disease_of(&parsed), account).await?;
+        drop(conn);
         let outcome = compute(&parsed, &prepared, &ytd, balance)?;
         let balance_after = balance - outcome.delta.personal_account_debit;
         let result = result_proto(

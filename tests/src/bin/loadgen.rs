@@ -137,7 +137,11 @@ fn random_claim(rng: &mut StdRng, n: u64, person: &Person, mix: Mix) -> Claim {
         Mix::Realistic => (0.90..0.98).contains(&draw),
         Mix::Inpatient => draw < 0.8,
     };
-    let (count, price) = if general { (1..=8, 1..80) } else { (10..=40, 1..400) };
+    let (count, price) = if general {
+        (1..=8, 1..80)
+    } else {
+        (10..=40, 1..400)
+    };
     let lines = (0..rng.random_range(count))
         .map(|_| {
             let item = rng.random_range(0..ITEMS + 50); // a few items are not in the catalogue
