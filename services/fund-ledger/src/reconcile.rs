@@ -138,28 +138,38 @@ const PARTS: [&str; 6] = [
     "cash",
 ];
 
+/// The six parts (in [`PARTS`] order) of `field`, amounts with at most two decimals; an
+/// empty one is zero.
+fn parse_parts(v: &mut FieldViolations, field: &str, texts: [&String; 6]) -> [Decimal; 6] {
+    let mut parts = [Decimal::ZERO; 6];
+    for (i, text) in texts.into_iter().enumerate() {
+        if !text.is_empty() {
+            parts[i] = v
+                .check(&format!("{field}.{}", PARTS[i]), parse_decimal(text, 2))
+                .unwrap_or_default();
+        }
+    }
+    parts
+}
+
 impl Sums {
     fn from_proto(v: &mut FieldViolations, field: &str, t: Option<&Totals>) -> Self {
         let t = t.cloned().unwrap_or_default();
         if t.count < 0 {
             v.add(format!("{field}.count"), "must not be negative");
         }
-        let texts = [
-            &t.total,
-            &t.fund,
-            &t.serious_illness,
-            &t.assistance,
-            &t.personal_account,
-            &t.cash,
-        ];
-        let mut parts = [Decimal::ZERO; 6];
-        for (i, text) in texts.into_iter().enumerate() {
-            if !text.is_empty() {
-                parts[i] = v
-                    .check(&format!("{field}.{}", PARTS[i]), parse_decimal(text, 2))
-                    .unwrap_or_default();
-            }
-        }
+        let parts = parse_parts(
+            v,
+            field,
+            [
+                &t.total,
+                &t.fund,
+                &t.serious_illness,
+                &t.assistance,
+                &t.personal_account,
+                &t.cash,
+            ],
+        );
         Sums {
             count: t.count,
             parts,
@@ -324,20 +334,18 @@ fn their_claims(v: &mut FieldViolations, offset: usize, claims: &[DetailClaim]) 
                 "CLAIM"
             }
         };
-        let texts = [
-            &c.total,
-            &c.fund,
-            &c.serious_illness,
-            &c.assistance,
-            &c.personal_account,
-            &c.cash,
-        ];
-        let mut parts = [Decimal::ZERO; 6];
-        for (j, text) in texts.into_iter().enumerate() {
-            parts[j] = v
-                .check(&format!("{field}.{}", PARTS[j]), parse_decimal(text, 2))
-                .unwrap_or_default();
-        }
+        let parts = parse_parts(
+            v,
+            &field,
+            [
+                &c.total,
+                &c.fund,
+                &c.serious_illness,
+                &c.assistance,
+                &c.personal_account,
+                &c.cash,
+            ],
+        );
         out.push(TheirClaim {
             treatment_region: c.treatment_region.clone(),
             claim_id: c.claim_id.clone(),
