@@ -332,6 +332,34 @@ async fn worked_examples_4_and_5_and_family_accounts_end_to_end() {
         .settle(fixtures::example5("GO-5B", "P-CHILD", "P-PARENT"))
         .await
         .unwrap();
+
+    // The ledger's statement shows general outpatient as a visit type of its own.
+    let mut ledger = world.ledger.clone();
+    wait_for_entries(&mut ledger, 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let today = fixtures::today();
+    let statement = ledger
+        .get_statement(clearinghouse_proto::ledger::v1::GetStatementRequest {
+            period: format!("{:04}-{:02}", today.year(), u8::from(today.month())),
+            province: "370000".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let visit_types = &statement.pairs[0].visit_types;
+    assert_eq!(visit_types.len(), 1, "{visit_types:?}");
+    let general = &visit_types[0];
+    assert_eq!(
+        general.visit_type,
+        clearinghouse_proto::settlement::v1::VisitType::GeneralOutpatient as i32
+    );
+    assert_eq!((general.claim_count, general.reversal_count), (4, 1));
+    assert_eq!(
+        general.fund, "624.75",
+        "74.75 + 550.00 (the reversed 550.00 given back)"
+    );
+    assert_eq!(general.personal_account, "80.00");
     world.stop().await;
 }
 

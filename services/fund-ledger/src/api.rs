@@ -339,6 +339,7 @@ impl LedgerService for LedgerApi {
             })
             .map(|(k, v)| clearing::pair_proto(k, v))
             .collect();
+        let pairs = with_visit_types(&mut conn, &r.period, pairs).await?;
         Ok(Response::new(GetStatementResponse {
             period: r.period.clone(),
             state,
@@ -492,13 +493,34 @@ impl LedgerService for LedgerApi {
         let pairs = clearing::period_pairs(&mut conn, period)
             .await
             .map_err(db)?;
+        let pairs = pairs
+            .iter()
+            .map(|(k, v)| clearing::pair_proto(k, v))
+            .collect();
         Ok(Response::new(ReconcileResponse {
-            pairs: pairs
-                .iter()
-                .map(|(k, v)| clearing::pair_proto(k, v))
-                .collect(),
+            pairs: with_visit_types(&mut conn, period, pairs).await?,
         }))
     }
+}
+
+/// Each pair's statement with its figures per visit type.
+async fn with_visit_types(
+    conn: &mut sqlx::PgConnection,
+    period: &str,
+    mut pairs: Vec<PairStatement>,
+) -> Result<Vec<PairStatement>, Status> {
+    let mut by_visit = clearing::visit_type_statements(conn, period)
+        .await
+        .map_err(db)?;
+    for pair in &mut pairs {
+        pair.visit_types = by_visit
+            .remove(&(
+                pair.insured_province.clone(),
+                pair.treatment_province.clone(),
+            ))
+            .unwrap_or_default();
+    }
+    Ok(pairs)
 }
 
 async fn period_state(conn: &mut sqlx::PgConnection, period: &str) -> Result<String, Status> {

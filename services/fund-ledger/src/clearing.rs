@@ -9,7 +9,10 @@ use clearinghouse_domain::{
     region::Region,
 };
 use clearinghouse_events::{Body, outbox::Outgoing};
-use clearinghouse_proto::{events::v1 as ev, ledger::v1::PairStatement};
+use clearinghouse_proto::{
+    events::v1 as ev,
+    ledger::v1::{PairStatement, VisitTypeStatement},
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{family::Family, gauge::Gauge},
@@ -277,7 +280,57 @@ pub fn pair_proto((insured, treatment): &(Region, Region), t: &PairTotals) -> Pa
         assistance: format2(t.share.assistance),
         personal_account: format2(t.share.personal_account),
         total: format2(t.share.total()),
+        visit_types: Vec::new(),
     }
+}
+
+/// Each pair's statement of `period` per visit type, net of reversals, from the clearing
+/// detail.
+pub async fn visit_type_statements(
+    conn: &mut PgConnection,
+    period: &str,
+) -> sqlx::Result<BTreeMap<(String, String), Vec<VisitTypeStatement>>> {
+    let rows = sqlx::query(
+        "SELECT insured_province, treatment_province, visit_type,
+                count(*) FILTER (WHERE kind = 'CLAIM') AS claims,
+                count(*) FILTER (WHERE kind = 'REVERSAL') AS reversals,
+                sum(CASE WHEN kind = 'CLAIM' THEN fund ELSE -fund END) AS fund,
+                sum(CASE WHEN kind = 'CLAIM' THEN serious_illness ELSE -serious_illness END) AS si,
+                sum(CASE WHEN kind = 'CLAIM' THEN assistance ELSE -assistance END) AS assistance,
+                sum(CASE WHEN kind = 'CLAIM' THEN personal_account ELSE -personal_account END) AS pa
+         FROM clearing_detail WHERE period = $1
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .bind(period)
+    .fetch_all(conn)
+    .await?;
+    let mut out: BTreeMap<(String, String), Vec<VisitTypeStatement>> = BTreeMap::new();
+    for row in rows {
+        let visit: String = row.try_get("visit_type")?;
+        let parts: [Decimal; 4] = [
+            row.try_get("fund")?,
+            row.try_get("si")?,
+            row.try_get("assistance")?,
+            row.try_get("pa")?,
+        ];
+        out.entry((
+            row.try_get("insured_province")?,
+            row.try_get("treatment_province")?,
+        ))
+        .or_default()
+        .push(VisitTypeStatement {
+            visit_type: clearinghouse_proto::settlement::v1::VisitType::from_str_name(&visit)
+                .unwrap_or_default() as i32,
+            claim_count: row.try_get("claims")?,
+            reversal_count: row.try_get("reversals")?,
+            fund: format2(parts[0]),
+            serious_illness: format2(parts[1]),
+            assistance: format2(parts[2]),
+            personal_account: format2(parts[3]),
+            total: format2(parts.iter().copied().sum()),
+        });
+    }
+    Ok(out)
 }
 
 /// Publishes how many clearing periods are in each state, and each province's
