@@ -20,7 +20,7 @@ before=$(tps)
 declare -A out
 for mix in realistic inpatient; do
   out[$mix-closed]=$(target/release/clearinghouse-loadgen --mix "$mix" --rate 0 --seconds "$seconds" 2>/dev/null \
-    | awk '/settled / {gsub(/[()\/s]/, "", $3); rate=$3} /latency ms/ {p99=$6} END {print rate " " p99}')
+    | awk '/^  settled / {gsub(/[()\/s]/, "", $3); rate=$3} /latency ms/ {p99=$6} END {print rate " " p99}')
   out[$mix-open]=$(target/release/clearinghouse-loadgen --mix "$mix" --rate "$rate" --seconds "$seconds" 2>/dev/null \
     | awk '/latency ms/ {print $4 " " $6} /ledger / {for (i = 1; i <= NF; i++) if ($i ~ /s$/ && $i ~ /^\(/) {lag=$i; gsub(/\(/, "", lag)}} END {print lag}' | paste -sd' ')
 done
