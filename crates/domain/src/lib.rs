@@ -13,5 +13,5 @@ pub mod money;
 pub mod region;
 pub mod settlement;
 
-pub use money::{Money, round2};
+pub use money::round2;
 pub use region::Region;

@@ -2,9 +2,6 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-/// An amount in yuan. A plain alias: amounts are checked where they enter (see [`parse_decimal`]).
-pub type Money = Decimal;
-
 /// Rounds half away from zero to 0.01, the only rounding DESIGN.md section 5 allows.
 pub fn round2(value: Decimal) -> Decimal {
     value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)

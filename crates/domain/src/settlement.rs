@@ -78,12 +78,6 @@ impl Catalogue for HashMap<String, CatalogueItem> {
     }
 }
 
-impl Catalogue for BTreeMap<String, CatalogueItem> {
-    fn item(&self, code: &str) -> Option<&CatalogueItem> {
-        self.get(code)
-    }
-}
-
 /// Amounts per hospital level 1, 2 and 3.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ByLevel(pub [Decimal; 3]);

@@ -119,8 +119,9 @@ impl Default for Config {
             clock: clearinghouse_domain::dates::Clock::system(),
             max_batch: 1000,
             clearing_period_months: 1,
-            yellow_threshold: rust_decimal::Decimal::new(70, 2),
-            red_threshold: rust_decimal::Decimal::new(90, 2),
+            // The design's 70 % and 90 %, from the one place they are written.
+            yellow_threshold: clearinghouse_domain::ledger::Thresholds::default().yellow,
+            red_threshold: clearinghouse_domain::ledger::Thresholds::default().red,
             discrepancy_alert_days: 7,
         }
     }
