@@ -443,7 +443,21 @@ pub async fn fault_run(options: Options) -> anyhow::Result<Report> {
             .await?;
     }
     let database = format!("{}/{db_name}", cluster.server_url());
-    let mut broker = Broker::start(nisshi).await?;
+    // FAULTRUN_BROKER=memory: the memory broker of earlier set-ups (it keeps nothing across
+    // a restart: only for reproducing what its restarts did to the services).
+    let mut broker = match std::env::var("FAULTRUN_BROKER").as_deref() {
+        Ok("memory") => {
+            let tansu = nisshi
+                .parent()
+                .and_then(|p| p.parent())
+                .and_then(|p| p.parent())
+                .map(|cache| cache.join("tansu-calfkit-0.1.2"))
+                .filter(|t| t.exists())
+                .ok_or_else(|| anyhow::anyhow!("no cached memory broker"))?;
+            Broker::start_memory(tansu).await?
+        }
+        _ => Broker::start(nisshi).await?,
+    };
     let suffix = format!(".fr-{}", clearinghouse_testkit::unique_suffix());
     let run_dir = std::env::temp_dir().join(format!("ch-faultrun{suffix}"));
     std::fs::create_dir_all(&run_dir)?;

@@ -91,6 +91,7 @@ pub fn nisshi_binary() -> Option<PathBuf> {
 pub struct Broker {
     pub bootstrap: String,
     binary: PathBuf,
+    /// nisshi's `--storage-engine`: a PostgreSQL URL, or `memory://…` for the memory broker.
     storage: String,
     port: u16,
     log: PathBuf,
@@ -101,7 +102,16 @@ impl Broker {
     /// Starts nisshi on an ephemeral port with its storage in a fresh database.
     pub async fn start(binary: PathBuf) -> anyhow::Result<Self> {
         let url = clearinghouse_testkit::fresh_database("ch_broker").await?;
-        let storage = format!("{url}?sslmode=disable");
+        Self::start_with(binary, format!("{url}?sslmode=disable")).await
+    }
+
+    /// Starts a broker that keeps nothing (the memory Tansu of earlier set-ups, cached by
+    /// them), to reproduce what its restarts did to the services.
+    pub async fn start_memory(binary: PathBuf) -> anyhow::Result<Self> {
+        Self::start_with(binary, "memory://tansu/".into()).await
+    }
+
+    async fn start_with(binary: PathBuf, storage: String) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
