@@ -146,7 +146,12 @@ impl Broker {
                 "--advertised-listener-url",
                 &listener,
             ])
-            .args(["--group-initial-rebalance-delay", "0s"])
+            // nisshi's option; the memory Tansu does not know it.
+            .args(if self.storage.starts_with("memory:") {
+                &[][..]
+            } else {
+                &["--group-initial-rebalance-delay", "0s"][..]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
