@@ -43,6 +43,26 @@ async fn settle_within(
     (code, started.elapsed())
 }
 
+/// Reference data and the person P-FAULT filed for Beijing; a client as the treatment place.
+async fn seeded(
+    filing: &clearinghouse_platform::host::Host,
+    settlement: &clearinghouse_platform::host::Host,
+) -> clearinghouse_proto::settlement::v1::settlement_service_client::SettlementServiceClient<
+    tonic::transport::Channel,
+> {
+    seed_reference(settlement, false).await.unwrap();
+    let mut filings = filing_client(filing).await.unwrap();
+    register(
+        &mut filings,
+        "P-FAULT",
+        false,
+        FilingCategory::LongTermResident,
+    )
+    .await
+    .unwrap();
+    settlement_client(settlement).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_outage_is_unavailable_and_a_retry_settles_once() {
     let mut env = TestEnv::new().await.unwrap();
@@ -58,17 +78,7 @@ async fn a_postgres_outage_is_unavailable_and_a_retry_settles_once() {
         .start_settlement(Some(&filing), true, shutdown.clone())
         .await
         .unwrap();
-    seed_reference(&settlement, false).await.unwrap();
-    let mut filings = filing_client(&filing).await.unwrap();
-    register(
-        &mut filings,
-        "P-FAULT",
-        false,
-        FilingCategory::LongTermResident,
-    )
-    .await
-    .unwrap();
-    let mut client = settlement_client(&settlement).await.unwrap();
+    let mut client = seeded(&filing, &settlement).await;
     assert_eq!(
         settle_within(&mut client, claim(0), Duration::from_secs(10))
             .await
@@ -135,17 +145,7 @@ async fn a_position_beyond_the_partition_is_read_again_from_the_start() {
         .start_settlement(Some(&filing), true, shutdown.clone())
         .await
         .unwrap();
-    seed_reference(&settlement, false).await.unwrap();
-    let mut filings = filing_client(&filing).await.unwrap();
-    register(
-        &mut filings,
-        "P-FAULT",
-        false,
-        FilingCategory::LongTermResident,
-    )
-    .await
-    .unwrap();
-    let mut client = settlement_client(&settlement).await.unwrap();
+    let mut client = seeded(&filing, &settlement).await;
     let first_stop = CancellationToken::new();
     let first = env.start_ledger(first_stop.clone()).await.unwrap();
     let mut ledger = ledger_client(&first).await.unwrap();
@@ -219,17 +219,7 @@ async fn a_broker_killed_and_restarted_loses_and_doubles_nothing() {
         .await
         .unwrap();
     let ledger_host = env.start_ledger(shutdown.clone()).await.unwrap();
-    seed_reference(&settlement, false).await.unwrap();
-    let mut filings = filing_client(&filing).await.unwrap();
-    register(
-        &mut filings,
-        "P-FAULT",
-        false,
-        FilingCategory::LongTermResident,
-    )
-    .await
-    .unwrap();
-    let mut client = settlement_client(&settlement).await.unwrap();
+    let mut client = seeded(&filing, &settlement).await;
     let mut ledger = ledger_client(&ledger_host).await.unwrap();
 
     // Claims keep coming while the broker is killed twice and started again.
