@@ -61,6 +61,17 @@ pub fn visit_type_to_proto(visit: VisitType) -> settlement::VisitType {
     }
 }
 
+/// The visit type of a claim as sent (`UNSPECIFIED` when it names no visit).
+pub fn visit_type_of(claim: &settlement::Claim) -> settlement::VisitType {
+    use settlement::claim::Visit;
+    match &claim.visit {
+        Some(Visit::Inpatient(_)) => settlement::VisitType::Inpatient,
+        Some(Visit::ChronicOutpatient(_)) => settlement::VisitType::ChronicOutpatient,
+        Some(Visit::GeneralOutpatient(_)) => settlement::VisitType::GeneralOutpatient,
+        None => settlement::VisitType::Unspecified,
+    }
+}
+
 pub fn class_from_proto(value: i32) -> Option<CatalogueClass> {
     match settlement::CatalogueClass::try_from(value).ok()? {
         settlement::CatalogueClass::A => Some(CatalogueClass::A),

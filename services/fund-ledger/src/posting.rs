@@ -45,14 +45,13 @@ struct Detail {
 }
 
 fn detail_of(received: &Received, result: Option<&SettlementResult>) -> anyhow::Result<Detail> {
-    use clearinghouse_proto::settlement::v1::claim::Visit;
     let result = result.ok_or_else(|| anyhow::anyhow!("claim event without a result"))?;
-    let visit_type = match result.claim.as_ref().and_then(|c| c.visit.as_ref()) {
-        Some(Visit::Inpatient(_)) => "VISIT_TYPE_INPATIENT",
-        Some(Visit::ChronicOutpatient(_)) => "VISIT_TYPE_CHRONIC_OUTPATIENT",
-        Some(Visit::GeneralOutpatient(_)) => "VISIT_TYPE_GENERAL_OUTPATIENT",
-        None => "VISIT_TYPE_UNSPECIFIED",
-    };
+    let visit_type = result
+        .claim
+        .as_ref()
+        .map(clearinghouse_proto::convert::visit_type_of)
+        .unwrap_or_default()
+        .as_str_name();
     // A claim's day is when it was settled (the settlement service's clock, China time); a
     // reversal's, when it was reversed.
     let reversal = matches!(received.event.body, Some(Body::ClaimReversed(_)));

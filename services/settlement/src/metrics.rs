@@ -2,7 +2,10 @@
 //! back by reversals, per province pair; refusals by reason. Series an operator's `rate`
 //! or subtraction needs before their first event are created at zero.
 
-use clearinghouse_proto::settlement::v1::SettlementResult;
+use clearinghouse_proto::{
+    convert::visit_type_of,
+    settlement::v1::{SettlementResult, VisitType},
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
@@ -121,18 +124,15 @@ impl SettlementMetrics {
             ));
         }
         add_split(&self.amounts, insured_province, treatment_province, result);
-        let visit_type = match result.claim.as_ref().and_then(|c| c.visit.as_ref()) {
-            Some(clearinghouse_proto::settlement::v1::claim::Visit::Inpatient(_)) => VISIT_TYPES[0],
-            Some(clearinghouse_proto::settlement::v1::claim::Visit::ChronicOutpatient(_)) => {
-                VISIT_TYPES[1]
-            }
-            Some(clearinghouse_proto::settlement::v1::claim::Visit::GeneralOutpatient(_)) => {
-                VISIT_TYPES[2]
-            }
-            None => return,
+        let visit_type = match result.claim.as_ref().map(visit_type_of) {
+            None | Some(VisitType::Unspecified) => return,
+            Some(visit) => visit,
         };
         let labels = VisitLabels {
-            visit_type: visit_type.to_string(),
+            visit_type: visit_type
+                .as_str_name()
+                .trim_start_matches("VISIT_TYPE_")
+                .to_string(),
         };
         self.by_visit.get_or_create(&labels).inc();
         let total: f64 = result
