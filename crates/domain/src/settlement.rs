@@ -425,6 +425,25 @@ pub struct AccumulatorDelta {
     pub personal_account_debit: Decimal,
 }
 
+impl AccumulatorDelta {
+    /// What a reversal applies: every change with its sign turned.
+    pub fn negated(&self) -> Self {
+        Self {
+            inpatient_admissions: -self.inpatient_admissions,
+            inpatient_fund_paid: -self.inpatient_fund_paid,
+            disease: self.disease.clone(),
+            disease_deductible_met: -self.disease_deductible_met,
+            disease_fund_paid: -self.disease_fund_paid,
+            general_deductible_met: -self.general_deductible_met,
+            general_fund_paid: -self.general_fund_paid,
+            serious_illness_base: -self.serious_illness_base,
+            serious_illness_paid: -self.serious_illness_paid,
+            assistance_paid: -self.assistance_paid,
+            personal_account_debit: -self.personal_account_debit,
+        }
+    }
+}
+
 /// The split of a claim between the funds and the patient.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Split {

@@ -14,9 +14,8 @@ pub struct Outgoing {
     pub body: Body,
 }
 
-/// An outbox row, encoded: for callers that write it within a statement of their own
-/// (the settlement hot path writes claim, accumulators and event in one statement).
-pub struct OutboxRow {
+/// An outbox row, encoded.
+struct OutboxRow {
     pub event_id: Uuid,
     pub topic: String,
     pub key: String,
@@ -26,9 +25,17 @@ pub struct OutboxRow {
     pub traceparent: Option<String>,
 }
 
+/// An event that continues a given trace rather than the current span's: the settlement
+/// batch writer runs outside the requests whose claims it writes.
+pub struct Traced {
+    pub event: Outgoing,
+    /// The W3C `traceparent` of the request the event belongs to.
+    pub traceparent: Option<String>,
+}
+
 impl Outgoing {
     /// Gives the event its id (UUIDv7) and encodes its envelope.
-    pub fn into_row(self) -> OutboxRow {
+    fn into_row(self, traceparent: Option<String>) -> OutboxRow {
         let event_id = Uuid::now_v7();
         let event_type = event_type(&self.body);
         let envelope = Event {
@@ -44,14 +51,32 @@ impl Outgoing {
             key: self.key,
             event_type,
             payload: envelope.encode_to_vec(),
-            traceparent: clearinghouse_platform::trace_context::current_traceparent(),
+            traceparent,
         }
     }
 }
 
-/// Writes the events in the caller's transaction and returns their ids, in order.
+/// Writes the events in the caller's transaction and returns their ids, in order; each
+/// continues the current span's trace.
 pub async fn enqueue(conn: &mut PgConnection, events: Vec<Outgoing>) -> sqlx::Result<Vec<Uuid>> {
-    let rows: Vec<OutboxRow> = events.into_iter().map(Outgoing::into_row).collect();
+    let traceparent = clearinghouse_platform::trace_context::current_traceparent();
+    let traced = events.into_iter().map(|event| Traced {
+        event,
+        traceparent: traceparent.clone(),
+    });
+    enqueue_traced(conn, traced.collect()).await
+}
+
+/// Writes the events in the caller's transaction, each continuing its own trace, and
+/// returns their ids, in order. The only writer of the outbox table.
+pub async fn enqueue_traced(
+    conn: &mut PgConnection,
+    events: Vec<Traced>,
+) -> sqlx::Result<Vec<Uuid>> {
+    let rows: Vec<OutboxRow> = events
+        .into_iter()
+        .map(|t| t.event.into_row(t.traceparent))
+        .collect();
     // One statement for the whole batch: one round trip, rows in the given order.
     sqlx::query(
         "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)

@@ -36,6 +36,24 @@ impl FieldViolations {
         self.0.is_empty()
     }
 
+    /// The parsed `value` when nothing was wrong, else `INVALID_ARGUMENT` naming every
+    /// field. `value` is what [`Self::check`] returned (combined with `Option::zip`): it is
+    /// `None` only when a violation was recorded.
+    pub fn finish_with<T>(mut self, value: Option<T>) -> Result<T, Status> {
+        match value {
+            Some(value) if self.is_empty() => Ok(value),
+            _ => {
+                if self.is_empty() {
+                    self.add("request", "is incomplete");
+                }
+                Err(self
+                    .finish()
+                    .err()
+                    .unwrap_or_else(|| Status::invalid_argument("request")))
+            }
+        }
+    }
+
     /// `Ok(())` when nothing was wrong, else `INVALID_ARGUMENT` naming every field.
     pub fn finish(self) -> Result<(), Status> {
         if self.0.is_empty() {

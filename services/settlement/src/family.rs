@@ -1,6 +1,8 @@
 //! Family mutual aid (家庭共济, DESIGN.md §5 step 6): the insured place links an employee's
 //! personal account to a spouse, parent or child; a claim of the member may then name the
-//! holder, whose account pays (serialized with every other claim on that account).
+//! holder, whose account pays (serialized with every other claim on that account). The
+//! handlers of `LinkFamilyAccount` and `UnlinkFamilyAccount`; their SQL is in
+//! [`crate::store::family`].
 
 use clearinghouse_domain::{
     dates::{Clock, format_date, parse_date},
@@ -16,69 +18,17 @@ use clearinghouse_proto::settlement::v1::{
     FamilyLink, FamilyRelation, LinkFamilyAccountRequest, LinkFamilyAccountResponse,
     UnlinkFamilyAccountRequest, UnlinkFamilyAccountResponse,
 };
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool};
 use time::{Date, Duration};
 use tonic::{Request, Response, Status};
 
-use crate::db;
+use crate::{
+    error::{Error, Result},
+    store::family as store,
+};
 
 /// How far back a link may start (as a filing may be back-dated).
 const BACKDATE_DAYS: i64 = 90;
-
-fn link_from_row(row: &PgRow) -> Result<FamilyLink, Status> {
-    let relation: String = row.try_get("relation").map_err(db)?;
-    Ok(FamilyLink {
-        insured_region: row.try_get("insured_region").map_err(db)?,
-        holder_person_id: row.try_get("holder_person_id").map_err(db)?,
-        member_person_id: row.try_get("member_person_id").map_err(db)?,
-        relation: FamilyRelation::from_str_name(&relation).unwrap_or(FamilyRelation::Unspecified)
-            as i32,
-        linked_from: format_date(row.try_get("linked_from").map_err(db)?),
-        unlinked_from: row
-            .try_get::<Option<Date>, _>("unlinked_from")
-            .map_err(db)?
-            .map(format_date)
-            .unwrap_or_default(),
-    })
-}
-
-/// Whether the holder's account is linked to the member on `date`.
-pub async fn linked_on(
-    conn: &mut PgConnection,
-    insured_region: Region,
-    member: &str,
-    holder: &str,
-    date: Date,
-) -> Result<bool, Status> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM family_links
-           WHERE insured_region = $1 AND member_person_id = $2 AND holder_person_id = $3
-             AND linked_from <= $4 AND (unlinked_from IS NULL OR unlinked_from > $4))",
-    )
-    .bind(insured_region.to_string())
-    .bind(member)
-    .bind(holder)
-    .bind(date)
-    .fetch_one(conn)
-    .await
-    .map_err(db)
-}
-
-/// The scheme the insured place registered for a person (from the projection).
-async fn scheme_of(
-    conn: &mut PgConnection,
-    insured_region: Region,
-    person: &str,
-) -> Result<Option<String>, Status> {
-    sqlx::query_scalar(
-        "SELECT scheme FROM person_projection WHERE insured_region = $1 AND person_id = $2",
-    )
-    .bind(insured_region.to_string())
-    .bind(person)
-    .fetch_optional(conn)
-    .await
-    .map_err(db)
-}
 
 fn same_link(a: &FamilyLink, b: &FamilyLink) -> bool {
     a.insured_region == b.insured_region
@@ -88,18 +38,12 @@ fn same_link(a: &FamilyLink, b: &FamilyLink) -> bool {
         && (b.linked_from.is_empty() || a.linked_from == b.linked_from)
 }
 
-pub async fn link(
-    pool: &PgPool,
-    clock: Clock,
-    request: Request<LinkFamilyAccountRequest>,
-) -> Result<Response<LinkFamilyAccountResponse>, Status> {
-    let audit = audit::context(&request);
-    let r = request.get_ref();
-    check_request_id(&r.request_id)?;
-    let Some(l) = r.link.as_ref() else {
-        return Err(invalid_field("link", "is required"));
-    };
-    let today = clock.today();
+fn link_subject(region: &str, holder: &str, member: &str) -> String {
+    format!("personal account {region}/{holder} linked to {member}")
+}
+
+/// The link asked for: its region, relation and first day, every field checked.
+fn parse_link(l: &FamilyLink, today: Date) -> Result<(Region, FamilyRelation, Date), Status> {
     let mut v = FieldViolations::new();
     let region = v.check("link.insured_region", Region::parse(&l.insured_region));
     for (field, id) in [
@@ -130,131 +74,91 @@ pub async fn link(
             format!("must not lie more than {BACKDATE_DAYS} days back"),
         );
     }
-    v.finish()?;
-    let (Some(region), Some(relation), Some(from)) = (region, relation, from) else {
-        return Err(invalid_field("link", "is invalid"));
-    };
-    authorize_request(&request, Action::WriteAsInsured { insured: region })?;
-    let mut tx = pool.begin().await.map_err(db)?;
-    if !r.request_id.is_empty()
-        && let Some(row) =
-            sqlx::query("SELECT * FROM family_links WHERE insured_region = $1 AND request_id = $2")
-                .bind(region.to_string())
-                .bind(&r.request_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-    {
-        let original = link_from_row(&row)?;
-        if !same_link(&original, l) {
-            return Err(Status::already_exists(format!(
-                "request_id {} already linked another account",
-                r.request_id
-            )));
-        }
-        return Ok(with_subject(
-            LinkFamilyAccountResponse {
-                link: Some(original),
-            },
-            link_subject(&l.insured_region, &l.holder_person_id, &l.member_person_id),
-        ));
-    }
-    // Both registered at this insured place; the holder an employee (only employees have
-    // personal accounts).
-    match scheme_of(&mut tx, region, &l.holder_person_id)
-        .await?
-        .as_deref()
-    {
+    let parsed = region.zip(relation).zip(from);
+    v.finish_with(parsed).map(|((r, rel), from)| (r, rel, from))
+}
+
+/// Both registered at this insured place; the holder an employee (only employees have
+/// personal accounts).
+async fn check_persons(conn: &mut PgConnection, region: Region, l: &FamilyLink) -> Result<()> {
+    let holder = &l.holder_person_id;
+    match store::scheme_of(conn, region, holder).await?.as_deref() {
         None => {
-            return Err(Status::failed_precondition(format!(
-                "holder {} is not registered in {region}",
-                l.holder_person_id
+            return Err(Error::FailedPrecondition(format!(
+                "holder {holder} is not registered in {region}"
             )));
         }
         Some("EMPLOYEE") | Some("SCHEME_EMPLOYEE") => {}
         Some(_) => {
-            return Err(Status::failed_precondition(format!(
-                "holder {} is not an employee: only an employee's personal account can be shared",
-                l.holder_person_id
+            return Err(Error::FailedPrecondition(format!(
+                "holder {holder} is not an employee: only an employee's personal account can be shared"
             )));
         }
     }
-    if scheme_of(&mut tx, region, &l.member_person_id)
-        .await?
-        .is_none()
-    {
-        return Err(Status::failed_precondition(format!(
-            "member {} is not registered in {region}",
-            l.member_person_id
+    let member = &l.member_person_id;
+    if store::scheme_of(conn, region, member).await?.is_none() {
+        return Err(Error::FailedPrecondition(format!(
+            "member {member} is not registered in {region}"
         )));
     }
-    // One link at a time per holder and member (serialized by the holder's account row).
-    sqlx::query(
-        "INSERT INTO personal_accounts (insured_region, person_id) VALUES ($1, $2)
-         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance",
-    )
-    .bind(region.to_string())
-    .bind(&l.holder_person_id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    if let Some(row) = sqlx::query(
-        "SELECT * FROM family_links WHERE insured_region = $1 AND holder_person_id = $2
-           AND member_person_id = $3 AND (unlinked_from IS NULL OR unlinked_from > $4)",
-    )
-    .bind(region.to_string())
-    .bind(&l.holder_person_id)
-    .bind(&l.member_person_id)
-    .bind(from)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db)?
+    Ok(())
+}
+
+pub async fn link(
+    pool: &PgPool,
+    clock: Clock,
+    request: Request<LinkFamilyAccountRequest>,
+) -> Result<Response<LinkFamilyAccountResponse>, Status> {
+    let audit = audit::context(&request);
+    let r = request.get_ref();
+    check_request_id(&r.request_id)?;
+    let Some(l) = r.link.as_ref() else {
+        return Err(invalid_field("link", "is required"));
+    };
+    let (region, relation, from) = parse_link(l, clock.today())?;
+    authorize_request(&request, Action::WriteAsInsured { insured: region })?;
+    let subject = link_subject(&l.insured_region, &l.holder_person_id, &l.member_person_id);
+    let mut tx = pool.begin().await.map_err(Error::from)?;
+    let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
+    if let Some(id) = request_id
+        && let Some(original) = store::link_by_request(&mut tx, region, id).await?
     {
-        let existing = link_from_row(&row)?;
-        return Err(Status::failed_precondition(format!(
+        if !same_link(&original, l) {
+            return Err(Error::AlreadyExists(format!(
+                "request_id {id} already linked another account"
+            ))
+            .into());
+        }
+        let response = LinkFamilyAccountResponse {
+            link: Some(original),
+        };
+        return Ok(with_subject(response, subject));
+    }
+    check_persons(&mut tx, region, l).await?;
+    // One link at a time per holder and member (serialized by the holder's account row).
+    store::lock_holder(&mut tx, region, &l.holder_person_id).await?;
+    let (holder, member) = (&l.holder_person_id, &l.member_person_id);
+    if let Some(existing) = store::link_in_force_from(&mut tx, region, holder, member, from).await?
+    {
+        return Err(Error::FailedPrecondition(format!(
             "the account of {} is already linked to {} from {}",
             existing.holder_person_id, existing.member_person_id, existing.linked_from
-        )));
+        ))
+        .into());
     }
-    let row = sqlx::query(
-        "INSERT INTO family_links (insured_region, holder_person_id, member_person_id, relation, linked_from, request_id)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-    )
-    .bind(region.to_string())
-    .bind(&l.holder_person_id)
-    .bind(&l.member_person_id)
-    .bind(relation.as_str_name())
-    .bind(from)
-    .bind((!r.request_id.is_empty()).then_some(r.request_id.as_str()))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db)?;
-    let subject = link_subject(&l.insured_region, &l.holder_person_id, &l.member_person_id);
+    let link = store::insert_link(&mut tx, region, l, relation, from, request_id).await?;
     audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
         .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+        .map_err(Error::from)?;
+    tx.commit().await.map_err(Error::from)?;
     Ok(recorded(
-        LinkFamilyAccountResponse {
-            link: Some(link_from_row(&row)?),
-        },
+        LinkFamilyAccountResponse { link: Some(link) },
         subject,
     ))
 }
 
-fn link_subject(region: &str, holder: &str, member: &str) -> String {
-    format!("personal account {region}/{holder} linked to {member}")
-}
-
-pub async fn unlink(
-    pool: &PgPool,
-    clock: Clock,
-    request: Request<UnlinkFamilyAccountRequest>,
-) -> Result<Response<UnlinkFamilyAccountResponse>, Status> {
-    let audit = audit::context(&request);
-    let r = request.get_ref();
-    check_request_id(&r.request_id)?;
-    let today = clock.today();
+/// The unlink asked for: its region and first day without the link.
+fn parse_unlink(r: &UnlinkFamilyAccountRequest, today: Date) -> Result<(Region, Date), Status> {
     let mut v = FieldViolations::new();
     let region = v.check("insured_region", Region::parse(&r.insured_region));
     for (field, id) in [
@@ -276,60 +180,47 @@ pub async fn unlink(
             "must be today (China) or later: an unlink never removes cover retroactively",
         );
     }
-    v.finish()?;
-    let (Some(region), Some(from)) = (region, from) else {
-        return Err(invalid_field("insured_region", "is invalid"));
-    };
+    v.finish_with(region.zip(from))
+}
+
+pub async fn unlink(
+    pool: &PgPool,
+    clock: Clock,
+    request: Request<UnlinkFamilyAccountRequest>,
+) -> Result<Response<UnlinkFamilyAccountResponse>, Status> {
+    let audit = audit::context(&request);
+    let r = request.get_ref();
+    check_request_id(&r.request_id)?;
+    let (region, from) = parse_unlink(r, clock.today())?;
     authorize_request(&request, Action::WriteAsInsured { insured: region })?;
-    let mut tx = pool.begin().await.map_err(db)?;
-    let row = sqlx::query(
-        "SELECT * FROM family_links WHERE insured_region = $1 AND holder_person_id = $2
-           AND member_person_id = $3 ORDER BY linked_from DESC, id DESC LIMIT 1 FOR UPDATE",
-    )
-    .bind(region.to_string())
-    .bind(&r.holder_person_id)
-    .bind(&r.member_person_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db)?
-    .ok_or_else(|| {
-        Status::not_found(format!(
-            "no link of the account of {} to {}",
-            r.holder_person_id, r.member_person_id
-        ))
-    })?;
-    let subject = link_subject(&r.insured_region, &r.holder_person_id, &r.member_person_id);
-    let current = link_from_row(&row)?;
+    let (holder, member) = (&r.holder_person_id, &r.member_person_id);
+    let mut tx = pool.begin().await.map_err(Error::from)?;
+    let (id, linked_from, current) = store::latest_link_for_update(&mut tx, region, holder, member)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!("no link of the account of {holder} to {member}"))
+        })?;
+    let subject = link_subject(&r.insured_region, holder, member);
     if !current.unlinked_from.is_empty() {
         if current.unlinked_from == format_date(from) {
-            return Ok(with_subject(
-                UnlinkFamilyAccountResponse {
-                    link: Some(current),
-                },
-                subject,
-            ));
+            let response = UnlinkFamilyAccountResponse {
+                link: Some(current),
+            };
+            return Ok(with_subject(response, subject));
         }
-        return Err(Status::failed_precondition(format!(
-            "the account of {} is already unlinked from {} on {}",
-            r.holder_person_id, r.member_person_id, current.unlinked_from
-        )));
+        return Err(Error::FailedPrecondition(format!(
+            "the account of {holder} is already unlinked from {member} on {}",
+            current.unlinked_from
+        ))
+        .into());
     }
-    let id: i64 = row.try_get("id").map_err(db)?;
-    let linked_from: Date = row.try_get("linked_from").map_err(db)?;
-    let row = sqlx::query("UPDATE family_links SET unlinked_from = $2 WHERE id = $1 RETURNING *")
-        .bind(id)
-        .bind(from.max(linked_from))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
+    let link = store::set_unlinked(&mut tx, id, from.max(linked_from)).await?;
     audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
         .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+        .map_err(Error::from)?;
+    tx.commit().await.map_err(Error::from)?;
     Ok(recorded(
-        UnlinkFamilyAccountResponse {
-            link: Some(link_from_row(&row)?),
-        },
+        UnlinkFamilyAccountResponse { link: Some(link) },
         subject,
     ))
 }

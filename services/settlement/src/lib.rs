@@ -1,13 +1,18 @@
 //! The settlement service: reference data, pre-settle, settle, reverse, queries, yearly
 //! accumulators and personal accounts (DESIGN.md section 5).
 
+mod api;
 mod batch;
+mod claim;
+mod error;
 mod family;
 mod metrics;
 mod parse;
+mod prepare;
 mod projection;
 mod reference;
-mod settle;
+mod reversal;
+mod store;
 
 use std::{sync::Arc, time::Duration};
 
@@ -84,8 +89,8 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 /// ([`clearinghouse_platform::db::connect_with_generic_plans`]), by name: a test checks
 /// that none of their plans scans a table.
 pub const GENERIC_PLAN_STATEMENTS: [(&str, &str); 3] = [
-    ("batch lock and read", batch::LOCK_AND_READ),
-    ("batch write", batch::WRITE),
+    ("claim lock and read", store::LOCK_AND_READ),
+    ("claim write", store::WRITE),
     ("projection lookup", projection::LOOKUP),
 ];
 
@@ -144,7 +149,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // The batch writers, their one-by-one fallback and the projection lookups.
     let hot = clearinghouse_platform::db::connect_with_generic_plans(&config.database, 8).await?;
     let routes = tonic::service::Routes::new(
-        SettlementServiceServer::new(settle::SettlementApi::new(
+        SettlementServiceServer::new(api::SettlementApi::new(
             pool.clone(),
             hot,
             policies.clone(),

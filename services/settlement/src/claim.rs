@@ -1,0 +1,325 @@
+//! A claim on its way through `Settle`: prepared (reference data and coverage resolved),
+//! computed against the person's year so far (DESIGN.md §5 steps 1–6, run by
+//! `clearinghouse_domain::settlement`), answered as a `SettlementResult`, and announced by
+//! its `ClaimSettled` event — each built here and nowhere else. No I/O.
+
+use std::{collections::HashMap, sync::Arc};
+
+use clearinghouse_domain::{
+    dates::format_date,
+    money::format2,
+    settlement::{self as rules, Coverage, Outcome, Person, YearToDate},
+};
+use clearinghouse_events::{
+    Body,
+    outbox::{Outgoing, Traced},
+};
+use clearinghouse_platform::audit::AuditContext;
+use clearinghouse_proto::{
+    convert::{category_to_proto, line_reason_to_proto},
+    events::v1 as ev,
+    settlement::v1::{Claim, ClaimStatus, LineResult, SettlementResult, Split},
+};
+use prost::Message;
+use rust_decimal::Decimal;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::{
+    error::{Error, Result},
+    parse::ParsedClaim,
+};
+
+/// Everything a claim needs that does not change while it is settled.
+pub(crate) struct Prepared {
+    pub person: Person,
+    pub coverage: Coverage,
+    pub policy_version: i64,
+    pub policy: Arc<rules::Policy>,
+    pub catalogue_version: i64,
+    pub items: HashMap<String, rules::CatalogueItem>,
+    /// When the claim is settled, by the service's clock: the China day it is reconciled on.
+    pub at: OffsetDateTime,
+}
+
+/// A claim ready to be written: validated, its reference data and coverage resolved.
+pub(crate) struct Pending {
+    pub claim: Claim,
+    pub parsed: ParsedClaim,
+    /// SHA-256 of the claim as received: a repeat must carry the same payload.
+    pub request: Vec<u8>,
+    pub prepared: Prepared,
+    /// The trace of the `Settle` call, which the claim's event continues.
+    pub traceparent: Option<String>,
+    /// Who settles: the audit entry is written with the claim.
+    pub audit: Option<AuditContext>,
+}
+
+/// A personal account's row key: (insured region, person id).
+pub(crate) type PersonKey = (String, String);
+/// A person-year's accumulator row key.
+pub(crate) type YearKey = (String, String, i32);
+/// A per-kind accumulator row key (a chronic disease, or general outpatient).
+pub(crate) type DiseaseKey = (String, String, i32, String);
+/// A claim's key: (treatment region, claim id).
+pub(crate) type ClaimKey = (String, String);
+
+impl Pending {
+    /// What the audit trail names the claim.
+    pub fn subject(&self) -> String {
+        format!(
+            "claim {}/{}",
+            self.parsed.treatment_region, self.parsed.claim_id
+        )
+    }
+
+    pub fn key(&self) -> ClaimKey {
+        (
+            self.parsed.treatment_region.to_string(),
+            self.parsed.claim_id.clone(),
+        )
+    }
+
+    /// The patient: whose claims are serialized by this personal-account row's lock.
+    pub fn person(&self) -> PersonKey {
+        (
+            self.parsed.insured_region.to_string(),
+            self.parsed.person_id.clone(),
+        )
+    }
+
+    /// The personal account the claim draws on: a family holder's, else the patient's.
+    pub fn account(&self) -> PersonKey {
+        let holder = self.parsed.account_holder.as_ref();
+        (
+            self.parsed.insured_region.to_string(),
+            holder.unwrap_or(&self.parsed.person_id).clone(),
+        )
+    }
+
+    pub fn year(&self) -> YearKey {
+        let (region, person) = self.person();
+        (
+            region,
+            person,
+            self.parsed.claim.visit.service_date().year(),
+        )
+    }
+
+    pub fn disease(&self) -> Option<DiseaseKey> {
+        let (region, person, year) = self.year();
+        disease_of(&self.parsed).map(|d| (region, person, year, d.to_string()))
+    }
+
+    /// Steps 1 to 6 against the year so far and the account's balance: the outcome and its
+    /// result as the caller is answered.
+    pub fn settle(
+        &self,
+        ytd: &YearToDate,
+        balance: Decimal,
+        status: ClaimStatus,
+    ) -> Result<(Outcome, SettlementResult)> {
+        let outcome = compute(&self.parsed, &self.prepared, ytd, balance)?;
+        let balance_after = balance - outcome.delta.personal_account_debit;
+        let result = result_proto(
+            self.claim.clone(),
+            &self.parsed,
+            &self.prepared,
+            &outcome,
+            status,
+            balance_after,
+        );
+        Ok((outcome, result))
+    }
+
+    /// The claim's `ClaimSettled` event, continuing the `Settle` call's trace.
+    pub fn settled_event(&self, topic: &str, result: &SettlementResult) -> Traced {
+        let (insured, treatment) = (
+            self.parsed.insured_region.province().to_string(),
+            self.parsed.treatment_region.province().to_string(),
+        );
+        Traced {
+            event: Outgoing {
+                topic: topic.to_string(),
+                key: insured.clone(),
+                body: Body::ClaimSettled(ev::ClaimSettled {
+                    insured_province: insured,
+                    treatment_province: treatment,
+                    result: Some(result.clone()),
+                }),
+            },
+            traceparent: self.traceparent.clone(),
+        }
+    }
+}
+
+/// A settled claim's result, and whether this call wrote it (else it answered the stored
+/// result of an earlier call with the same claim id and payload).
+pub(crate) struct Settled {
+    pub result: SettlementResult,
+    pub fresh: bool,
+}
+
+/// What is stored of a claim's payload to recognise a repeat: its SHA-256.
+pub(crate) fn request_digest(encoded_claim: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, encoded_claim)
+        .as_ref()
+        .to_vec()
+}
+
+/// A repeated claim id answers the stored result only if it carries the same payload.
+pub(crate) fn replayed(
+    c: &ParsedClaim,
+    request: &[u8],
+    stored_request: &[u8],
+    stored_result: &[u8],
+) -> Result<SettlementResult> {
+    if stored_request != request {
+        return Err(Error::AlreadyExists(format!(
+            "claim {} of treatment region {} was already settled with a different payload",
+            c.claim_id, c.treatment_region
+        )));
+    }
+    decode_result(stored_result)
+}
+
+pub(crate) fn decode_result(bytes: &[u8]) -> Result<SettlementResult> {
+    SettlementResult::decode(bytes).map_err(|_| Error::Corrupt("result"))
+}
+
+/// The stored result with its status as stored.
+pub(crate) fn stored_result(bytes: &[u8], reversed: bool) -> Result<SettlementResult> {
+    let mut result = decode_result(bytes)?;
+    if reversed {
+        result.status = ClaimStatus::Reversed as i32;
+    }
+    Ok(result)
+}
+
+/// The per-kind accumulator row a claim draws on besides the person-year's: its chronic
+/// disease's, or general outpatient's. General outpatient keeps its annual deductible met
+/// and fund paid in the same table as a disease does (`disease_accumulators`, `claims.
+/// disease_*`), under this reserved code, so reversal and locking treat them alike.
+pub(crate) fn disease_of(c: &ParsedClaim) -> Option<&str> {
+    match &c.claim.visit {
+        rules::Visit::ChronicOutpatient { disease, .. } => Some(disease),
+        rules::Visit::GeneralOutpatient { .. } => Some(GENERAL_OUTPATIENT),
+        rules::Visit::Inpatient { .. } => None,
+    }
+}
+
+/// The reserved accumulator code of general outpatient (no disease code has a space).
+pub(crate) const GENERAL_OUTPATIENT: &str = "GENERAL OUTPATIENT";
+
+/// Steps 1 to 6 for a claim, with the year so far as stored (a general-outpatient claim's
+/// deductible met and fund paid read from, and its changes written to, the per-kind
+/// accumulator fields; see [`disease_of`]).
+pub(crate) fn compute(
+    c: &ParsedClaim,
+    p: &Prepared,
+    ytd: &YearToDate,
+    balance: Decimal,
+) -> Result<Outcome> {
+    let general = matches!(c.claim.visit, rules::Visit::GeneralOutpatient { .. });
+    let year_to_date = if general {
+        YearToDate {
+            general_deductible_met: ytd.disease_deductible_met,
+            general_fund_paid: ytd.disease_fund_paid,
+            disease_deductible_met: Decimal::ZERO,
+            disease_fund_paid: Decimal::ZERO,
+            ..ytd.clone()
+        }
+    } else {
+        ytd.clone()
+    };
+    let ctx = rules::Context {
+        policy: &p.policy,
+        person: &p.person,
+        coverage: p.coverage,
+        year_to_date: &year_to_date,
+        personal_account_balance: balance,
+    };
+    let mut outcome = rules::compute(&c.claim, &p.items, &ctx)?;
+    if general {
+        let d = &mut outcome.delta;
+        d.disease = Some(GENERAL_OUTPATIENT.to_string());
+        d.disease_deductible_met = std::mem::take(&mut d.general_deductible_met);
+        d.disease_fund_paid = std::mem::take(&mut d.general_fund_paid);
+    }
+    Ok(outcome)
+}
+
+/// The result a caller is answered: lines, split, versions, the balance after.
+pub(crate) fn result_proto(
+    claim: Claim,
+    c: &ParsedClaim,
+    p: &Prepared,
+    o: &Outcome,
+    status: ClaimStatus,
+    balance_after: Decimal,
+) -> SettlementResult {
+    let drew_on_account = c.claim.use_personal_account;
+    SettlementResult {
+        lines: c
+            .claim
+            .lines
+            .iter()
+            .zip(&o.lines)
+            .map(|(line, r)| LineResult {
+                item_code: line.item_code.clone(),
+                amount: format2(r.amount),
+                full_self_pay: format2(r.full_self_pay),
+                prior_self_pay: format2(r.prior_self_pay),
+                in_scope: format2(r.in_scope),
+                reason: line_reason_to_proto(r.reason) as i32,
+            })
+            .collect(),
+        split: Some(split_proto(&o.split)),
+        claim: Some(claim),
+        category: match o.coverage {
+            Coverage::Filed(c) => category_to_proto(c) as i32,
+            Coverage::Unfiled => 0,
+        },
+        policy_version: p.policy_version,
+        catalogue_version: p.catalogue_version,
+        service_date: format_date(c.claim.visit.service_date()),
+        status: status as i32,
+        personal_account_balance: if drew_on_account {
+            format2(balance_after)
+        } else {
+            String::new()
+        },
+        settled_at: p.at.format(&Rfc3339).unwrap_or_default(),
+        personal_account_holder: if drew_on_account {
+            c.account_holder
+                .clone()
+                .unwrap_or_else(|| c.person_id.clone())
+        } else {
+            String::new()
+        },
+    }
+}
+
+fn split_proto(s: &rules::Split) -> Split {
+    Split {
+        total: format2(s.total),
+        full_self_pay: format2(s.full_self_pay),
+        prior_self_pay: format2(s.prior_self_pay),
+        in_scope: format2(s.in_scope),
+        deductible: format2(s.deductible),
+        ratio: ratio_text(s.ratio),
+        fund: format2(s.fund),
+        serious_illness: format2(s.serious_illness),
+        assistance: format2(s.assistance),
+        personal_account: format2(s.personal_account),
+        cash: format2(s.cash),
+    }
+}
+
+/// A ratio with at least two decimals ("0.90", "0.6525").
+fn ratio_text(ratio: Decimal) -> String {
+    let mut r = ratio.normalize();
+    if r.scale() < 2 {
+        r.rescale(2);
+    }
+    r.to_string()
+}

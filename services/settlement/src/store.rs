@@ -1,0 +1,619 @@
+//! Every SQL statement of the settlement service: the claim write path (locks, reads, the
+//! batched write), reversals, personal-account credits and the queries. Each function
+//! takes the connection or transaction it runs on; storage errors become [`Error`] here,
+//! by SQLSTATE, and nowhere else.
+
+pub(crate) mod family;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use clearinghouse_domain::settlement::{AccumulatorDelta, YearToDate};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use uuid::Uuid;
+
+use crate::{
+    claim::{ClaimKey, DiseaseKey, PersonKey, YearKey},
+    error::{Error, Result},
+};
+
+/// The lock-and-read statement: takes the locks (every personal account named, then every
+/// person-year, then every disease, each in the order given — key order, so that writers
+/// cannot deadlock), reads what they guard and finds the claim ids already taken.
+pub(crate) const LOCK_AND_READ: &str = "WITH persons AS (
+         INSERT INTO personal_accounts (insured_region, person_id)
+         SELECT r, p FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(r, p, n) ORDER BY n
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
+         RETURNING insured_region, person_id, balance),
+     years AS (
+         INSERT INTO accumulators (insured_region, person_id, year)
+         SELECT r, p, y FROM UNNEST($3::text[], $4::text[], $5::int[]) WITH ORDINALITY AS u(r, p, y, n) ORDER BY n
+         ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
+         RETURNING insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
+                   serious_illness_base, serious_illness_paid, assistance_paid),
+     diseases AS (
+         INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code)
+         SELECT r, p, y, d FROM UNNEST($6::text[], $7::text[], $8::int[], $9::text[]) WITH ORDINALITY AS u(r, p, y, d, n)
+         ORDER BY n
+         ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
+         RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid),
+     taken AS (
+         SELECT c.treatment_region, c.claim_id FROM UNNEST($10::text[], $11::text[]) AS u(r, i)
+         CROSS JOIN LATERAL (SELECT treatment_region, claim_id FROM claims
+                             WHERE treatment_region = u.r AND claim_id = u.i LIMIT 1) c)
+     SELECT 'P' AS kind, insured_region AS a, person_id AS b, NULL::int AS year, NULL::text AS disease,
+            balance AS n1, NULL::int AS admissions, NULL::numeric AS n2, NULL::numeric AS n3,
+            NULL::numeric AS n4, NULL::numeric AS n5
+     FROM persons
+     UNION ALL
+     SELECT 'Y', insured_region, person_id, year, NULL, inpatient_fund_paid, inpatient_admissions,
+            serious_illness_base, serious_illness_paid, assistance_paid, NULL
+     FROM years
+     UNION ALL
+     SELECT 'D', insured_region, person_id, year, disease_code, deductible_met, NULL, fund_paid, NULL, NULL, NULL
+     FROM diseases
+     UNION ALL
+     SELECT 'T', treatment_region, claim_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM taken";
+
+/// The write statement: claims, and the accumulated changes.
+///
+/// The rows it changes exist and are locked ([`LOCK_AND_READ`] made sure), yet the
+/// changes are upserts: `ON CONFLICT` finds each row through its primary key whatever the
+/// plan, where an `UPDATE … FROM UNNEST` planned once (the hot pool keeps generic plans)
+/// could join by scanning the whole table. Accumulators get the changes added (a reversal
+/// adds negated ones); a personal account is set to its balance afterwards, computed from
+/// the balance read under the lock still held (an upsert's proposed row must itself pass
+/// the account's `balance >= 0` check, so a negative change cannot be proposed).
+pub(crate) const WRITE: &str = "WITH claims_written AS (
+         INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
+                             settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
+                             disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
+                             assistance_paid, personal_account_debit, personal_account_holder)
+         SELECT tr, ci, ir, pi, y, rq, rs, 'SETTLED', e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[], $8::uuid[],
+                     $9::int[], $10::numeric[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
+                     $15::numeric[], $16::numeric[], $17::numeric[], $18::text[])
+              AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah)),
+     years_written AS (
+         INSERT INTO accumulators AS a (insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
+                                        serious_illness_base, serious_illness_paid, assistance_paid)
+         SELECT * FROM UNNEST($19::text[], $20::text[], $21::int[], $22::int[], $23::numeric[], $24::numeric[],
+                              $25::numeric[], $26::numeric[])
+         ON CONFLICT (insured_region, person_id, year) DO UPDATE
+         SET inpatient_admissions = a.inpatient_admissions + EXCLUDED.inpatient_admissions,
+             inpatient_fund_paid = a.inpatient_fund_paid + EXCLUDED.inpatient_fund_paid,
+             serious_illness_base = a.serious_illness_base + EXCLUDED.serious_illness_base,
+             serious_illness_paid = a.serious_illness_paid + EXCLUDED.serious_illness_paid,
+             assistance_paid = a.assistance_paid + EXCLUDED.assistance_paid),
+     diseases_written AS (
+         INSERT INTO disease_accumulators AS a (insured_region, person_id, year, disease_code, deductible_met, fund_paid)
+         SELECT * FROM UNNEST($27::text[], $28::text[], $29::int[], $30::text[], $31::numeric[], $32::numeric[])
+         ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE
+         SET deductible_met = a.deductible_met + EXCLUDED.deductible_met, fund_paid = a.fund_paid + EXCLUDED.fund_paid),
+     accounts_written AS (
+         INSERT INTO personal_accounts AS a (insured_region, person_id, balance)
+         SELECT * FROM UNNEST($33::text[], $34::text[], $35::numeric[])
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = EXCLUDED.balance)
+     SELECT 1";
+
+/// The rows to lock, each list in key order.
+#[derive(Default)]
+pub(crate) struct ToLock {
+    pub accounts: Vec<PersonKey>,
+    pub years: Vec<YearKey>,
+    pub diseases: Vec<DiseaseKey>,
+    /// Claim ids to look for (not locked: the claim insert's key decides).
+    pub claims: Vec<ClaimKey>,
+}
+
+/// What the locks guard, as read under them.
+#[derive(Default)]
+pub(crate) struct Locked {
+    pub balances: HashMap<PersonKey, Decimal>,
+    pub years: HashMap<YearKey, YearToDate>,
+    /// Deductible met and fund paid of each disease (or general outpatient) row.
+    pub diseases: HashMap<DiseaseKey, (Decimal, Decimal)>,
+    pub taken: HashSet<ClaimKey>,
+}
+
+/// Takes the locks of [`ToLock`] in one statement ([`LOCK_AND_READ`]) and reads what they
+/// guard; rows not there yet are created empty.
+pub(crate) async fn lock_and_read(tx: &mut PgConnection, keys: &ToLock) -> Result<Locked> {
+    let rows = sqlx::query(LOCK_AND_READ)
+        .bind(
+            keys.accounts
+                .iter()
+                .map(|k| k.0.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            keys.accounts
+                .iter()
+                .map(|k| k.1.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            keys.years
+                .iter()
+                .map(|k| k.0.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            keys.years
+                .iter()
+                .map(|k| k.1.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(keys.years.iter().map(|k| k.2).collect::<Vec<_>>())
+        .bind(
+            keys.diseases
+                .iter()
+                .map(|k| k.0.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            keys.diseases
+                .iter()
+                .map(|k| k.1.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(keys.diseases.iter().map(|k| k.2).collect::<Vec<_>>())
+        .bind(
+            keys.diseases
+                .iter()
+                .map(|k| k.3.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            keys.claims
+                .iter()
+                .map(|k| k.0.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            keys.claims
+                .iter()
+                .map(|k| k.1.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut locked = Locked::default();
+    for row in rows {
+        read_locked_row(&row, &mut locked)?;
+    }
+    Ok(locked)
+}
+
+fn read_locked_row(row: &PgRow, locked: &mut Locked) -> Result<()> {
+    let kind: String = row.try_get("kind")?;
+    let (a, b): (String, String) = (row.try_get("a")?, row.try_get("b")?);
+    match kind.as_str() {
+        "P" => {
+            locked.balances.insert((a, b), row.try_get("n1")?);
+        }
+        "Y" => {
+            let ytd = YearToDate {
+                inpatient_admissions: row.try_get("admissions")?,
+                inpatient_fund_paid: row.try_get("n1")?,
+                serious_illness_base: row.try_get("n2")?,
+                serious_illness_paid: row.try_get("n3")?,
+                assistance_paid: row.try_get("n4")?,
+                ..YearToDate::default()
+            };
+            locked.years.insert((a, b, row.try_get("year")?), ytd);
+        }
+        "D" => {
+            let key = (a, b, row.try_get("year")?, row.try_get("disease")?);
+            locked
+                .diseases
+                .insert(key, (row.try_get("n1")?, row.try_get("n2")?));
+        }
+        _ => {
+            locked.taken.insert((a, b));
+        }
+    }
+    Ok(())
+}
+
+/// A settled claim's row.
+pub(crate) struct ClaimRow {
+    pub key: ClaimKey,
+    pub year: YearKey,
+    pub request: Vec<u8>,
+    pub result: Vec<u8>,
+    pub event_id: Uuid,
+    pub delta: AccumulatorDelta,
+    pub account_holder: Option<String>,
+}
+
+/// Claims to insert and changes to the rows [`lock_and_read`] locked.
+#[derive(Default)]
+pub(crate) struct Writes {
+    pub claims: Vec<ClaimRow>,
+    /// Each person-year's change.
+    pub years: BTreeMap<YearKey, YearToDate>,
+    /// Each disease row's change to deductible met and fund paid.
+    pub diseases: BTreeMap<DiseaseKey, (Decimal, Decimal)>,
+    /// Each changed personal account's balance afterwards.
+    pub accounts: BTreeMap<PersonKey, Decimal>,
+}
+
+impl Writes {
+    /// Adds a claim's (or, with `sign` -1, a reversal's) changes to the accumulators.
+    pub fn add_delta(&mut self, year: &YearKey, disease: Option<DiseaseKey>, d: &AccumulatorDelta) {
+        self.years.entry(year.clone()).or_default().add_year(d);
+        if let Some(key) = disease {
+            let e = self.diseases.entry(key).or_default();
+            e.0 += d.disease_deductible_met;
+            e.1 += d.disease_fund_paid;
+        }
+    }
+}
+
+/// Writes [`Writes`] in one statement ([`WRITE`]).
+pub(crate) async fn write(tx: &mut PgConnection, w: &Writes) -> Result<()> {
+    let c = &w.claims;
+    let y: Vec<(&YearKey, &YearToDate)> = w.years.iter().collect();
+    let d: Vec<(&DiseaseKey, &(Decimal, Decimal))> = w.diseases.iter().collect();
+    let a: Vec<(&PersonKey, &Decimal)> = w.accounts.iter().collect();
+    let delta =
+        |f: fn(&AccumulatorDelta) -> Decimal| c.iter().map(|r| f(&r.delta)).collect::<Vec<_>>();
+    let ytd = |f: fn(&YearToDate) -> Decimal| y.iter().map(|(_, v)| f(v)).collect::<Vec<_>>();
+    sqlx::query(WRITE)
+        .bind(c.iter().map(|r| r.key.0.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.key.1.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.year.0.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.year.1.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.year.2).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.request.as_slice()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.result.as_slice()).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(
+            c.iter()
+                .map(|r| r.delta.inpatient_admissions)
+                .collect::<Vec<_>>(),
+        )
+        .bind(delta(|d| d.inpatient_fund_paid))
+        .bind(
+            c.iter()
+                .map(|r| r.delta.disease.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(delta(|d| d.disease_deductible_met))
+        .bind(delta(|d| d.disease_fund_paid))
+        .bind(delta(|d| d.serious_illness_base))
+        .bind(delta(|d| d.serious_illness_paid))
+        .bind(delta(|d| d.assistance_paid))
+        .bind(delta(|d| d.personal_account_debit))
+        .bind(
+            c.iter()
+                .map(|r| r.account_holder.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(y.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+        .bind(y.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind(y.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+        .bind(
+            y.iter()
+                .map(|(_, v)| v.inpatient_admissions)
+                .collect::<Vec<_>>(),
+        )
+        .bind(ytd(|v| v.inpatient_fund_paid))
+        .bind(ytd(|v| v.serious_illness_base))
+        .bind(ytd(|v| v.serious_illness_paid))
+        .bind(ytd(|v| v.assistance_paid))
+        .bind(d.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+        .bind(d.iter().map(|(k, _)| k.3.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
+        .bind(d.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
+        .bind(a.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+        .bind(a.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A stored claim's request digest and result, if the id is taken.
+pub(crate) async fn stored_request(
+    conn: &mut PgConnection,
+    key: &ClaimKey,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let row = sqlx::query(
+        "SELECT request, result FROM claims WHERE treatment_region = $1 AND claim_id = $2",
+    )
+    .bind(&key.0)
+    .bind(&key.1)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some(row) => Some((row.try_get("request")?, row.try_get("result")?)),
+        None => None,
+    })
+}
+
+/// The person's year so far, the disease row's deductible met and fund paid, and
+/// `account`'s balance, read without taking a lock (for `PreSettle`); rows not there are
+/// zeros.
+pub(crate) async fn read_person_year(
+    conn: &mut PgConnection,
+    year: &YearKey,
+    disease: Option<&str>,
+    account: &str,
+) -> Result<(Decimal, YearToDate)> {
+    let row = sqlx::query(
+        "SELECT (SELECT balance FROM personal_accounts WHERE insured_region = $1 AND person_id = $5) AS balance,
+                a.inpatient_admissions, a.inpatient_fund_paid, a.serious_illness_base,
+                a.serious_illness_paid, a.assistance_paid, d.deductible_met, d.fund_paid
+         FROM (SELECT 1) AS one
+         LEFT JOIN accumulators a ON a.insured_region = $1 AND a.person_id = $2 AND a.year = $3
+         LEFT JOIN disease_accumulators d ON d.insured_region = $1 AND d.person_id = $2
+              AND d.year = $3 AND d.disease_code = $4",
+    )
+    .bind(&year.0)
+    .bind(&year.1)
+    .bind(year.2)
+    .bind(disease)
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await?;
+    let get = |c: &str| -> Result<Decimal> {
+        Ok(row.try_get::<Option<Decimal>, _>(c)?.unwrap_or_default())
+    };
+    let ytd = YearToDate {
+        inpatient_admissions: row
+            .try_get::<Option<i32>, _>("inpatient_admissions")?
+            .unwrap_or_default(),
+        inpatient_fund_paid: get("inpatient_fund_paid")?,
+        serious_illness_base: get("serious_illness_base")?,
+        serious_illness_paid: get("serious_illness_paid")?,
+        assistance_paid: get("assistance_paid")?,
+        disease_deductible_met: get("deductible_met")?,
+        disease_fund_paid: get("fund_paid")?,
+        ..YearToDate::default()
+    };
+    Ok((get("balance")?, ytd))
+}
+
+/// A settled claim as a reversal needs it.
+pub(crate) struct StoredClaim {
+    pub result: Vec<u8>,
+    pub reversed: bool,
+    pub insured_region: String,
+    pub year: YearKey,
+    pub settled_event_id: Uuid,
+    pub delta: AccumulatorDelta,
+    pub account_holder: Option<String>,
+}
+
+/// The claim, its row locked until the transaction ends.
+pub(crate) async fn claim_for_update(
+    tx: &mut PgConnection,
+    key: &ClaimKey,
+) -> Result<Option<StoredClaim>> {
+    let row = sqlx::query(
+        "SELECT * FROM claims WHERE treatment_region = $1 AND claim_id = $2 FOR UPDATE",
+    )
+    .bind(&key.0)
+    .bind(&key.1)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let insured_region: String = row.try_get("insured_region")?;
+    let status: String = row.try_get("status")?;
+    Ok(Some(StoredClaim {
+        result: row.try_get("result")?,
+        reversed: status == "REVERSED",
+        year: (
+            insured_region.clone(),
+            row.try_get("person_id")?,
+            row.try_get("year")?,
+        ),
+        insured_region,
+        settled_event_id: row.try_get("settled_event_id")?,
+        delta: AccumulatorDelta {
+            inpatient_admissions: row.try_get("inpatient_admissions")?,
+            inpatient_fund_paid: row.try_get("inpatient_fund_paid")?,
+            disease: row.try_get("disease_code")?,
+            disease_deductible_met: row.try_get("disease_deductible_met")?,
+            disease_fund_paid: row.try_get("disease_fund_paid")?,
+            serious_illness_base: row.try_get("serious_illness_base")?,
+            serious_illness_paid: row.try_get("serious_illness_paid")?,
+            assistance_paid: row.try_get("assistance_paid")?,
+            personal_account_debit: row.try_get("personal_account_debit")?,
+            ..AccumulatorDelta::default()
+        },
+        account_holder: row.try_get("personal_account_holder")?,
+    }))
+}
+
+pub(crate) async fn mark_reversed(
+    tx: &mut PgConnection,
+    key: &ClaimKey,
+    reversed_event_id: Uuid,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE claims SET status = 'REVERSED', reversed_event_id = $3, reversed_at = now()
+         WHERE treatment_region = $1 AND claim_id = $2",
+    )
+    .bind(&key.0)
+    .bind(&key.1)
+    .bind(reversed_event_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A claim's stored result and its insured region.
+pub(crate) async fn claim(
+    pool: &PgPool,
+    key: &ClaimKey,
+) -> Result<Option<(Vec<u8>, bool, String)>> {
+    let row = sqlx::query(
+        "SELECT result, status, insured_region FROM claims WHERE treatment_region = $1 AND claim_id = $2",
+    )
+    .bind(&key.0)
+    .bind(&key.1)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some(row) => Some((
+            row.try_get("result")?,
+            row.try_get::<String, _>("status")? == "REVERSED",
+            row.try_get("insured_region")?,
+        )),
+        None => None,
+    })
+}
+
+/// A page of a person-year's claims, in the order they were settled: each stored result
+/// and whether it was reversed.
+pub(crate) async fn claims_of(
+    pool: &PgPool,
+    year: &YearKey,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<(Vec<u8>, bool)>> {
+    let rows = sqlx::query(
+        "SELECT result, status FROM claims WHERE insured_region = $1 AND person_id = $2 AND year = $3
+         ORDER BY settled_at, claim_id LIMIT $4 OFFSET $5",
+    )
+    .bind(&year.0)
+    .bind(&year.1)
+    .bind(year.2)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("result")?,
+                row.try_get::<String, _>("status")? == "REVERSED",
+            ))
+        })
+        .collect()
+}
+
+/// A credit already made under a request id: person, amount and balance after.
+pub(crate) async fn credit_made(
+    tx: &mut PgConnection,
+    insured_region: &str,
+    request_id: &str,
+) -> Result<Option<(String, Decimal, Decimal)>> {
+    let row = sqlx::query(
+        "SELECT person_id, amount, balance_after FROM personal_account_credits
+         WHERE insured_region = $1 AND request_id = $2",
+    )
+    .bind(insured_region)
+    .bind(request_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(match row {
+        Some(row) => Some((
+            row.try_get("person_id")?,
+            row.try_get("amount")?,
+            row.try_get("balance_after")?,
+        )),
+        None => None,
+    })
+}
+
+/// Credits the account and records the credit under its request id; returns the balance.
+/// A concurrent credit with the same request id is [`Error::Aborted`]: a retry answers as
+/// a repeat.
+pub(crate) async fn credit(
+    tx: &mut PgConnection,
+    account: &PersonKey,
+    request_id: &str,
+    amount: Decimal,
+) -> Result<Decimal> {
+    let balance: Decimal = sqlx::query_scalar(
+        "INSERT INTO personal_accounts (insured_region, person_id, balance) VALUES ($1, $2, $3)
+         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance + EXCLUDED.balance
+         RETURNING balance",
+    )
+    .bind(&account.0)
+    .bind(&account.1)
+    .bind(amount)
+    .fetch_one(&mut *tx)
+    .await?;
+    let credited = sqlx::query(
+        "INSERT INTO personal_account_credits (insured_region, request_id, person_id, amount, balance_after)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&account.0)
+    .bind(request_id)
+    .bind(&account.1)
+    .bind(amount)
+    .bind(balance)
+    .execute(&mut *tx)
+    .await;
+    match credited.map_err(Error::from) {
+        Ok(_) => Ok(balance),
+        Err(Error::Storage(clearinghouse_platform::error::StorageError::UniqueViolation(_))) => {
+            Err(Error::Aborted(
+                "concurrent credit with the same request id, retry".into(),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A person-year's accumulators: the year's row (zeros when none), each disease row
+/// (general outpatient's included) and the personal account's balance.
+pub(crate) async fn accumulators(
+    pool: &PgPool,
+    year: &YearKey,
+) -> Result<(YearToDate, Vec<(String, Decimal, Decimal)>, Decimal)> {
+    let row = sqlx::query(
+        "SELECT inpatient_admissions, inpatient_fund_paid, serious_illness_base, serious_illness_paid, assistance_paid
+         FROM accumulators WHERE insured_region = $1 AND person_id = $2 AND year = $3",
+    )
+    .bind(&year.0)
+    .bind(&year.1)
+    .bind(year.2)
+    .fetch_optional(pool)
+    .await?;
+    let ytd = match row {
+        Some(row) => YearToDate {
+            inpatient_admissions: row.try_get("inpatient_admissions")?,
+            inpatient_fund_paid: row.try_get("inpatient_fund_paid")?,
+            serious_illness_base: row.try_get("serious_illness_base")?,
+            serious_illness_paid: row.try_get("serious_illness_paid")?,
+            assistance_paid: row.try_get("assistance_paid")?,
+            ..YearToDate::default()
+        },
+        None => YearToDate::default(),
+    };
+    let diseases = sqlx::query(
+        "SELECT disease_code, deductible_met, fund_paid FROM disease_accumulators
+         WHERE insured_region = $1 AND person_id = $2 AND year = $3 ORDER BY disease_code",
+    )
+    .bind(&year.0)
+    .bind(&year.1)
+    .bind(year.2)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok((
+            row.try_get("disease_code")?,
+            row.try_get("deductible_met")?,
+            row.try_get("fund_paid")?,
+        ))
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let balance: Option<Decimal> = sqlx::query_scalar(
+        "SELECT balance FROM personal_accounts WHERE insured_region = $1 AND person_id = $2",
+    )
+    .bind(&year.0)
+    .bind(&year.1)
+    .fetch_optional(pool)
+    .await?;
+    Ok((ytd, diseases, balance.unwrap_or_default()))
+}
