@@ -469,3 +469,89 @@ async fn hot_statements_keep_key_lookups_in_their_generic_plans() {
     .unwrap();
     plans("analysed, filled tables").await;
 }
+
+/// A batch that fails as a whole is retried claim by claim through the same write path:
+/// here another writer takes a claim id after the batch looked for it, so the batch's
+/// insert fails on the key; alone, the claim finds the id taken and is answered as a
+/// repeat would be (another payload: `ALREADY_EXISTS`), while nothing of the failed batch
+/// stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_batch_is_retried_claim_by_claim_through_the_same_path() {
+    let world = World::start(true, &[("P-FB", false, "", FilingCategory::OtherTemporary)]).await;
+    let db = world.env.schema_pool("settlement").await.unwrap();
+    let first = world
+        .settle(fixtures::example1("FB-0", "P-FB"))
+        .await
+        .unwrap();
+    let year = year_of(&first);
+    let before = world.accumulators("P-FB", year).await;
+
+    let mut other = db.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
+                             status, settled_event_id, inpatient_admissions, inpatient_fund_paid,
+                             disease_deductible_met, disease_fund_paid, serious_illness_base,
+                             serious_illness_paid, assistance_paid, personal_account_debit)
+         SELECT treatment_region, 'FB-1', insured_region, person_id, year, request, result, status,
+                gen_random_uuid(), 0, 0, 0, 0, 0, 0, 0, 0
+         FROM claims WHERE claim_id = 'FB-0'",
+    )
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    let settling = {
+        let world_settlement = world.settlement.clone();
+        tokio::spawn(async move {
+            world_settlement
+                .clone()
+                .settle(clearinghouse_proto::settlement::v1::SettleRequest {
+                    claim: Some(fixtures::example1("FB-1", "P-FB")),
+                })
+                .await
+        })
+    };
+    // The batch's insert waits on the other writer's key.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the batch never reached the insert"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.commit().await.unwrap();
+    let refused = settling.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert!(
+        refused.message().contains("different payload"),
+        "answered by the batch's failure, not by the claim retried alone: {refused:?}"
+    );
+    // Nothing of the failed batch stayed: the accumulators are as before, and the next
+    // claim settles.
+    let after = world.accumulators("P-FB", year).await;
+    assert_eq!(after.inpatient_fund_paid, before.inpatient_fund_paid);
+    assert_eq!(after.inpatient_admissions, before.inpatient_admissions);
+    world
+        .settle(fixtures::example1("FB-2", "P-FB"))
+        .await
+        .unwrap();
+    let (_, settlement_metrics) = world.metrics_targets()[1];
+    let metrics = scrape_metrics(settlement_metrics).await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "clearinghouse_settlement_batch_fallbacks_total 1"),
+        "the batch did not fall back exactly once:\n{metrics}"
+    );
+    world.stop().await;
+}
