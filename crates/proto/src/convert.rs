@@ -81,6 +81,14 @@ pub fn class_from_proto(value: i32) -> Option<CatalogueClass> {
     }
 }
 
+pub fn class_to_proto(class: CatalogueClass) -> settlement::CatalogueClass {
+    match class {
+        CatalogueClass::A => settlement::CatalogueClass::A,
+        CatalogueClass::B => settlement::CatalogueClass::B,
+        CatalogueClass::C => settlement::CatalogueClass::C,
+    }
+}
+
 pub fn line_reason_to_proto(reason: LineReason) -> settlement::LineReason {
     use settlement::LineReason as P;
     match reason {

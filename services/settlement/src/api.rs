@@ -23,13 +23,12 @@ use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
     batch::Batcher,
+    cache::PolicyCache,
     claim::{self, GENERAL_OUTPATIENT, Pending, Settled},
     error::{Error, Result},
     parse::{self, ParsedClaim},
     prepare::Preparer,
-    projection,
-    reference::PolicyCache,
-    reversal, store,
+    projection, reversal, store,
 };
 
 pub struct SettlementApi {

@@ -3,6 +3,7 @@
 
 mod api;
 mod batch;
+mod cache;
 mod claim;
 mod error;
 mod family;
@@ -78,8 +79,6 @@ impl ServiceConfig for Config {
     }
 }
 
-pub(crate) use clearinghouse_platform::error::db_status as db;
-
 /// The service's own tables (the outbox and audit tables have their own migrators).
 pub fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations")
@@ -145,7 +144,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
         Some(FilingServiceClient::new(endpoint.connect_lazy()))
     };
-    let policies = Arc::new(reference::PolicyCache::default());
+    let policies = Arc::new(cache::PolicyCache::default());
     // The batch writers, their one-by-one fallback and the projection lookups.
     let hot = clearinghouse_platform::db::connect_with_generic_plans(&config.database, 8).await?;
     let routes = tonic::service::Routes::new(

@@ -13,12 +13,11 @@ use time::OffsetDateTime;
 use tonic::transport::Channel;
 
 use crate::{
+    cache::{self as reference, PolicyCache},
     claim::Prepared,
     error::{Error, Result},
     parse::ParsedClaim,
-    projection,
-    reference::{self, PolicyCache},
-    store,
+    projection, store,
 };
 
 pub(crate) struct Preparer {

@@ -4,6 +4,7 @@
 //! by SQLSTATE, and nowhere else.
 
 pub(crate) mod family;
+pub(crate) mod reference;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
