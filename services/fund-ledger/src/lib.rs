@@ -3,8 +3,11 @@
 
 mod api;
 mod clearing;
+mod periods;
 mod posting;
 mod reconcile;
+mod reserves;
+mod store;
 
 /// Writes a period's clearing detail for one pair as CSV (a header, then one line per claim
 /// and reversal in posting order, reversals' parts negative so the columns sum to the
@@ -24,9 +27,10 @@ pub async fn export_clearing_detail(
     let mut after = None;
     let mut written = 0;
     loop {
-        let (rows, next) = reconcile::detail_page(pool, period, insured, treatment, after, 10_000)
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        let (rows, next) =
+            store::reconcile::detail_page(pool, period, insured, treatment, after, 10_000)
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         for r in &rows {
             let reversal = r.kind == DetailKind::Reversal as i32;
             let sign = |a: &str| {
@@ -167,7 +171,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // the first posting.
     {
         let mut tx = pool.begin().await?;
-        clearing::open_period(&mut tx, clearing.period_months, clearing.clock.today()).await?;
+        store::periods::open_period(&mut tx, clearing.period_months, clearing.clock.today())
+            .await?;
         tx.commit().await?;
     }
     background.tasks.push(clearing::watch_periods(

@@ -161,7 +161,7 @@ impl Handler for LedgerPosting {
         if entries.is_empty() {
             return Ok(());
         }
-        let period = crate::clearing::open_period(
+        let period = crate::store::periods::open_period(
             tx,
             self.clearing.period_months,
             self.clearing.clock.today(),
@@ -277,7 +277,7 @@ impl Handler for LedgerPosting {
         .execute(&mut *tx)
         .await?;
         let pairs = statement(&posted);
-        crate::clearing::add_to_period(tx, &period, &pairs).await?;
+        crate::store::periods::add_to_period(tx, &period, &pairs).await?;
         // Settled claims draw on the insured province's reserve at the treatment province,
         // reversals restore it; a low reserve warns but never blocks.
         let draws: BTreeMap<(String, String), Decimal> = pairs

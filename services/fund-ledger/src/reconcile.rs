@@ -22,12 +22,16 @@ use clearinghouse_platform::{
 use clearinghouse_proto::{events::v1 as ev, ledger::v1::*, settlement::v1::VisitType};
 use futures::StreamExt;
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use clearinghouse_platform::error::db_status as db;
+
+use crate::store::reconcile::{self as store, PARTS, TheirClaim};
+
+pub(crate) use store::open_in_period;
 
 /// Claims one detail message may carry; differences one answer carries.
 const MAX_CLAIMS_PER_MESSAGE: usize = 10_000;
@@ -129,15 +133,6 @@ struct Sums {
     parts: [Decimal; 6],
 }
 
-const PARTS: [&str; 6] = [
-    "total",
-    "fund",
-    "serious_illness",
-    "assistance",
-    "personal_account",
-    "cash",
-];
-
 /// The six parts (in [`PARTS`] order) of `field`, amounts with at most two decimals; an
 /// empty one is zero.
 fn parse_parts(v: &mut FieldViolations, field: &str, texts: [&String; 6]) -> [Decimal; 6] {
@@ -205,70 +200,23 @@ pub async fn totals(
     if r.cells.len() > 10_000 {
         v.add("cells", "at most 10000 cells");
     }
-    let mut theirs: BTreeMap<(String, i32), (Sums, Sums)> = BTreeMap::new();
-    for (i, cell) in r.cells.iter().enumerate().take(10_000) {
-        let field = format!("cells[{i}]");
-        let counterparty = province_field(
-            &mut v,
-            &format!("{field}.counterparty_province"),
-            &cell.counterparty_province,
-        );
-        if VisitType::try_from(cell.visit_type).is_err()
-            || cell.visit_type == VisitType::Unspecified as i32
-        {
-            v.add(format!("{field}.visit_type"), "must name a visit type");
-        }
-        let claims = Sums::from_proto(&mut v, &format!("{field}.claims"), cell.claims.as_ref());
-        let reversals = Sums::from_proto(
-            &mut v,
-            &format!("{field}.reversals"),
-            cell.reversals.as_ref(),
-        );
-        if let Some(c) = counterparty
-            && theirs
-                .insert((c.to_string(), cell.visit_type), (claims, reversals))
-                .is_some()
-        {
-            v.add(field.clone(), "the same cell is listed twice");
-        }
-    }
-    v.finish()?;
-    let (Some(province), Some(role), Some(scope)) = (province, role, scope) else {
-        return Err(invalid_field("province", "is invalid"));
-    };
+    let theirs = their_cells(&mut v, &r.cells);
+    let ((province, role), scope) = v.finish_with(province.zip(role).zip(scope))?;
     authorize(&caller, Action::WriteOwnAccount { province })?;
-    let (own, other) = match role {
-        ReconcileRole::Insured => ("insured_province", "treatment_province"),
-        _ => ("treatment_province", "insured_province"),
-    };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {other} AS counterparty, visit_type, kind, count(*) AS n, sum(total) AS total,
-                sum(fund) AS fund, sum(serious_illness) AS serious_illness, sum(assistance) AS assistance,
-                sum(personal_account) AS personal_account, sum(cash) AS cash
-         FROM clearing_detail
-         WHERE {own} = $1 AND ($2::date IS NULL OR day = $2) AND ($3::text IS NULL OR period = $3)
-         GROUP BY 1, 2, 3"
-    )))
-    .bind(province.to_string())
-    .bind(scope.day())
-    .bind(scope.period_filter())
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
+    let insured_role = role == ReconcileRole::Insured;
+    let rows = store::cell_sums(
+        pool,
+        province,
+        insured_role,
+        scope.day(),
+        scope.period_filter(),
+    )
+    .await?;
     let mut ours: BTreeMap<(String, i32), (Sums, Sums)> = BTreeMap::new();
-    for row in rows {
-        let visit: String = row.try_get("visit_type").map_err(db)?;
+    for (counterparty, visit, kind, count, parts) in rows {
         let visit = VisitType::from_str_name(&visit).unwrap_or(VisitType::Unspecified) as i32;
-        let counterparty: String = row.try_get("counterparty").map_err(db)?;
-        let kind: String = row.try_get("kind").map_err(db)?;
-        let mut sums = Sums {
-            count: row.try_get("n").map_err(db)?,
-            ..Sums::default()
-        };
-        for (i, part) in PARTS.iter().enumerate() {
-            sums.parts[i] = row.try_get(*part).map_err(db)?;
-        }
         let cell = ours.entry((counterparty, visit)).or_default();
+        let sums = Sums { count, parts };
         if kind == "REVERSAL" {
             cell.1 = sums;
         } else {
@@ -296,6 +244,37 @@ pub async fn totals(
     Ok(Response::new(ReconcileTotalsResponse { cells }))
 }
 
+/// The cells the province sent, by (counterparty, visit type): claims and reversals.
+fn their_cells(
+    v: &mut FieldViolations,
+    cells: &[ReconcileCell],
+) -> BTreeMap<(String, i32), (Sums, Sums)> {
+    let mut theirs = BTreeMap::new();
+    for (i, cell) in cells.iter().enumerate().take(10_000) {
+        let field = format!("cells[{i}]");
+        let counterparty = province_field(
+            v,
+            &format!("{field}.counterparty_province"),
+            &cell.counterparty_province,
+        );
+        if VisitType::try_from(cell.visit_type).is_err()
+            || cell.visit_type == VisitType::Unspecified as i32
+        {
+            v.add(format!("{field}.visit_type"), "must name a visit type");
+        }
+        let claims = Sums::from_proto(v, &format!("{field}.claims"), cell.claims.as_ref());
+        let reversals = Sums::from_proto(v, &format!("{field}.reversals"), cell.reversals.as_ref());
+        if let Some(c) = counterparty
+            && theirs
+                .insert((c.to_string(), cell.visit_type), (claims, reversals))
+                .is_some()
+        {
+            v.add(field.clone(), "the same cell is listed twice");
+        }
+    }
+    theirs
+}
+
 /// The cell of a detail reconciliation, from its first message.
 struct Cell {
     province: Region,
@@ -303,14 +282,6 @@ struct Cell {
     counterparty: Region,
     visit_type: String,
     scope: Scope,
-}
-
-/// One claim of the province's list, validated.
-struct TheirClaim {
-    treatment_region: String,
-    claim_id: String,
-    kind: &'static str,
-    parts: [Decimal; 6],
 }
 
 fn their_claims(v: &mut FieldViolations, offset: usize, claims: &[DetailClaim]) -> Vec<TheirClaim> {
@@ -356,31 +327,79 @@ fn their_claims(v: &mut FieldViolations, offset: usize, claims: &[DetailClaim]) 
     out
 }
 
-async fn load_input(tx: &mut PgConnection, claims: &[TheirClaim]) -> Result<(), Status> {
-    if claims.is_empty() {
-        return Ok(());
+/// The cell a detail reconciliation's first message names.
+fn parse_cell(first: &ReconcileDetailRequest) -> Result<Cell, Status> {
+    let mut v = FieldViolations::new();
+    let province = province_field(&mut v, "province", &first.province);
+    let role = role_field(&mut v, first.role);
+    let counterparty = province_field(
+        &mut v,
+        "counterparty_province",
+        &first.counterparty_province,
+    );
+    let visit_type = VisitType::try_from(first.visit_type)
+        .ok()
+        .filter(|t| *t != VisitType::Unspecified);
+    if visit_type.is_none() {
+        v.add("visit_type", "must name a visit type");
     }
-    let col = |j: usize| claims.iter().map(|c| c.parts[j]).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO reconcile_input (treatment_region, claim_id, kind, total, fund, serious_illness,
-                                      assistance, personal_account, cash)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
-                              $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(claims.iter().map(|c| c.treatment_region.as_str()).collect::<Vec<_>>())
-    .bind(claims.iter().map(|c| c.claim_id.as_str()).collect::<Vec<_>>())
-    .bind(claims.iter().map(|c| c.kind).collect::<Vec<_>>())
-    .bind(col(0))
-    .bind(col(1))
-    .bind(col(2))
-    .bind(col(3))
-    .bind(col(4))
-    .bind(col(5))
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    Ok(())
+    let scope = Scope::parse(&mut v, &first.day, &first.period);
+    let parsed = province
+        .zip(role)
+        .zip(counterparty)
+        .zip(visit_type)
+        .zip(scope);
+    let ((((province, role), counterparty), visit_type), scope) = v.finish_with(parsed)?;
+    Ok(Cell {
+        province,
+        role,
+        counterparty,
+        visit_type: visit_type.as_str_name().to_string(),
+        scope,
+    })
+}
+
+impl Cell {
+    fn key(&self) -> store::CellKey {
+        let (insured, treatment) = pair(self.role, self.province, self.counterparty);
+        store::CellKey {
+            insured,
+            treatment,
+            province: self.province,
+            counterparty: self.counterparty,
+            role: role_name(self.role),
+            visit_type: self.visit_type.clone(),
+            day: self.scope.day(),
+            period_filter: self.scope.period_filter(),
+            period: self.scope.period(),
+            scope: self.scope.text(),
+        }
+    }
+}
+
+/// Loads every message's claims into the run's input table; returns how many.
+async fn load_claims(
+    tx: &mut PgConnection,
+    first: ReconcileDetailRequest,
+    stream: &mut Streaming<ReconcileDetailRequest>,
+) -> Result<usize, Status> {
+    let mut offset = 0usize;
+    let mut message = Some(first);
+    while let Some(m) = message.take() {
+        if m.claims.len() > MAX_CLAIMS_PER_MESSAGE {
+            return Err(invalid_field(
+                "claims",
+                format!("at most {MAX_CLAIMS_PER_MESSAGE} claims per message"),
+            ));
+        }
+        let mut v = FieldViolations::new();
+        let claims = their_claims(&mut v, offset, &m.claims);
+        v.finish()?;
+        store::load_input(tx, &claims).await?;
+        offset += claims.len();
+        message = stream.next().await.transpose()?;
+    }
+    Ok(offset)
 }
 
 /// `ReconcileDetail` (3202): streams the province's claims of one cell in, answers with the
@@ -397,172 +416,62 @@ pub async fn detail(
         .next()
         .await
         .ok_or_else(|| invalid_field("province", "the first message must name the cell"))??;
-    let mut v = FieldViolations::new();
-    let province = province_field(&mut v, "province", &first.province);
-    let role = role_field(&mut v, first.role);
-    let counterparty = province_field(
-        &mut v,
-        "counterparty_province",
-        &first.counterparty_province,
-    );
-    let visit_type = VisitType::try_from(first.visit_type)
-        .ok()
-        .filter(|t| *t != VisitType::Unspecified);
-    if visit_type.is_none() {
-        v.add("visit_type", "must name a visit type");
-    }
-    let scope = Scope::parse(&mut v, &first.day, &first.period);
-    v.finish()?;
-    let (Some(province), Some(role), Some(counterparty), Some(visit_type), Some(scope)) =
-        (province, role, counterparty, visit_type, scope)
-    else {
-        return Err(invalid_field("province", "is invalid"));
-    };
-    authorize(&caller, Action::WriteOwnAccount { province })?;
-    let cell = Cell {
-        province,
-        role,
-        counterparty,
-        visit_type: visit_type.as_str_name().to_string(),
-        scope,
-    };
-
+    let cell = parse_cell(&first)?;
+    authorize(
+        &caller,
+        Action::WriteOwnAccount {
+            province: cell.province,
+        },
+    )?;
+    let key = cell.key();
     let mut tx = pool.begin().await.map_err(db)?;
-    sqlx::query(
-        "CREATE TEMP TABLE reconcile_input (
-             treatment_region TEXT NOT NULL, claim_id TEXT NOT NULL, kind TEXT NOT NULL,
-             total NUMERIC(20, 2), fund NUMERIC(20, 2), serious_illness NUMERIC(20, 2),
-             assistance NUMERIC(20, 2), personal_account NUMERIC(20, 2), cash NUMERIC(20, 2),
-             PRIMARY KEY (treatment_region, claim_id, kind)
-         ) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    let mut offset = 0usize;
-    let mut message = Some(first);
-    while let Some(m) = message.take() {
-        if m.claims.len() > MAX_CLAIMS_PER_MESSAGE {
-            return Err(invalid_field(
-                "claims",
-                format!("at most {MAX_CLAIMS_PER_MESSAGE} claims per message"),
-            ));
-        }
-        let mut v = FieldViolations::new();
-        let claims = their_claims(&mut v, offset, &m.claims);
-        v.finish()?;
-        load_input(&mut tx, &claims).await?;
-        offset += claims.len();
-        message = stream.next().await.transpose()?;
-    }
-
+    store::create_input(&mut tx).await?;
+    let compared = load_claims(&mut tx, first, &mut stream).await?;
     let run = Uuid::now_v7();
-    let (insured, treatment) = pair(cell.role, cell.province, cell.counterparty);
-    // The differences become (or stay) open discrepancies of this run.
-    let found = sqlx::query(
-        "WITH ours AS (
-             SELECT treatment_region, claim_id, kind, period, total, fund, serious_illness, assistance,
-                    personal_account, cash
-             FROM clearing_detail
-             WHERE insured_province = $1 AND treatment_province = $2 AND visit_type = $3
-               AND ($4::date IS NULL OR day = $4) AND ($5::text IS NULL OR period = $5)),
-         diff AS (
-             SELECT COALESCE(o.treatment_region, t.treatment_region) AS treatment_region,
-                    COALESCE(o.claim_id, t.claim_id) AS claim_id,
-                    COALESCE(o.kind, t.kind) AS kind,
-                    COALESCE(o.period, $6) AS period,
-                    CASE WHEN o.claim_id IS NULL THEN 'ONLY_THEIRS'
-                         WHEN t.claim_id IS NULL THEN 'ONLY_OURS'
-                         ELSE 'AMOUNTS_DIFFER' END AS side,
-                    CASE WHEN o.claim_id IS NULL OR t.claim_id IS NULL THEN '' ELSE concat_ws(';',
-                      CASE WHEN o.total <> t.total THEN 'total=' || o.total || '/' || t.total END,
-                      CASE WHEN o.fund <> t.fund THEN 'fund=' || o.fund || '/' || t.fund END,
-                      CASE WHEN o.serious_illness <> t.serious_illness
-                           THEN 'serious_illness=' || o.serious_illness || '/' || t.serious_illness END,
-                      CASE WHEN o.assistance <> t.assistance
-                           THEN 'assistance=' || o.assistance || '/' || t.assistance END,
-                      CASE WHEN o.personal_account <> t.personal_account
-                           THEN 'personal_account=' || o.personal_account || '/' || t.personal_account END,
-                      CASE WHEN o.cash <> t.cash THEN 'cash=' || o.cash || '/' || t.cash END) END AS fields
-             FROM ours o FULL OUTER JOIN reconcile_input t
-               ON o.treatment_region = t.treatment_region AND o.claim_id = t.claim_id AND o.kind = t.kind
-             WHERE o.claim_id IS NULL OR t.claim_id IS NULL
-                OR (o.total, o.fund, o.serious_illness, o.assistance, o.personal_account, o.cash)
-                   IS DISTINCT FROM (t.total, t.fund, t.serious_illness, t.assistance, t.personal_account, t.cash))
-         INSERT INTO discrepancies (province, counterparty, role, visit_type, scope, period, treatment_region,
-                                    claim_id, kind, side, fields, last_seen)
-         SELECT $7, $8, $9, $3, $10, period, treatment_region, claim_id, kind, side, fields, $11 FROM diff
-         ON CONFLICT (province, counterparty, role, visit_type, scope, treatment_region, claim_id, kind)
-             WHERE status = 'OPEN'
-         DO UPDATE SET side = EXCLUDED.side, fields = EXCLUDED.fields, last_seen = EXCLUDED.last_seen
-         RETURNING id, period, treatment_region, claim_id, side, (xmax = 0) AS new",
-    )
-    .bind(insured.to_string())
-    .bind(treatment.to_string())
-    .bind(&cell.visit_type)
-    .bind(cell.scope.day())
-    .bind(cell.scope.period_filter())
-    .bind(cell.scope.period())
-    .bind(cell.province.to_string())
-    .bind(cell.counterparty.to_string())
-    .bind(role_name(cell.role))
-    .bind(cell.scope.text())
-    .bind(run)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
-    let resolved = sqlx::query(
-        "UPDATE discrepancies SET status = 'RESOLVED', closed_at = now()
-         WHERE province = $1 AND counterparty = $2 AND role = $3 AND visit_type = $4 AND scope = $5
-           AND status = 'OPEN' AND last_seen IS DISTINCT FROM $6",
-    )
-    .bind(cell.province.to_string())
-    .bind(cell.counterparty.to_string())
-    .bind(role_name(cell.role))
-    .bind(&cell.visit_type)
-    .bind(cell.scope.text())
-    .bind(run)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?
-    .rows_affected();
-    let mut events = Vec::new();
-    for row in &found {
-        if !row.try_get::<bool, _>("new").map_err(db)? {
-            continue;
-        }
-        events.push(outbox::Outgoing {
+    let found = store::record_differences(&mut tx, &key, run).await?;
+    let resolved = store::resolve_unseen(&mut tx, &key, run).await?;
+    let events = found
+        .iter()
+        .filter(|f| f.new)
+        .map(|f| outbox::Outgoing {
             topic: topic.to_string(),
-            key: cell.province.to_string(),
+            key: key.province.to_string(),
             body: Body::DiscrepancyFound(ev::DiscrepancyFound {
-                id: row.try_get("id").map_err(db)?,
-                province: cell.province.to_string(),
-                counterparty_province: cell.counterparty.to_string(),
-                scope: cell.scope.text(),
-                period: row.try_get("period").map_err(db)?,
-                treatment_region: row.try_get("treatment_region").map_err(db)?,
-                claim_id: row.try_get("claim_id").map_err(db)?,
-                side: row.try_get("side").map_err(db)?,
+                id: f.id,
+                province: key.province.to_string(),
+                counterparty_province: key.counterparty.to_string(),
+                scope: key.scope.clone(),
+                period: f.period.clone(),
+                treatment_region: f.treatment_region.clone(),
+                claim_id: f.claim_id.clone(),
+                side: f.side.clone(),
             }),
-        });
-    }
+        })
+        .collect();
     outbox::enqueue(&mut tx, events).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
-    let differing = found.len() as i64;
-    drop(found);
+    let last = ReconcileDetailResponse {
+        done: true,
+        compared: compared as i64,
+        differing: found.len() as i64,
+        resolved: resolved as i64,
+        ..Default::default()
+    };
+    Ok(Response::new(stream_differences(pool.clone(), run, last)))
+}
 
-    // The differences of this run, streamed back page by page.
+/// The differences of run `run`, page by page; `last` closes the stream.
+fn stream_differences(
+    pool: PgPool,
+    run: Uuid,
+    last: ReconcileDetailResponse,
+) -> ReceiverStream<Result<ReconcileDetailResponse, Status>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    let pool = pool.clone();
     tokio::spawn(async move {
-        let mut rows = sqlx::query(
-            "SELECT * FROM discrepancies WHERE last_seen = $1 ORDER BY treatment_region, claim_id, kind",
-        )
-        .bind(run)
-        .fetch(&pool);
+        let mut rows = std::pin::pin!(store::differences_of_run(&pool, run));
         let mut page = Vec::with_capacity(DIFFERENCES_PER_ANSWER);
         while let Some(row) = rows.next().await {
-            match row.map_err(db).and_then(|r| difference_of(&r)) {
+            match row {
                 Ok(d) => page.push(d),
                 Err(status) => {
                     let _ = sender.send(Err(status)).await;
@@ -579,80 +488,13 @@ pub async fn detail(
                 }
             }
         }
-        let _ = sender
-            .send(Ok(ReconcileDetailResponse {
-                differences: page,
-                done: true,
-                compared: offset as i64,
-                differing,
-                resolved: resolved as i64,
-            }))
-            .await;
+        let last = ReconcileDetailResponse {
+            differences: page,
+            ..last
+        };
+        let _ = sender.send(Ok(last)).await;
     });
-    Ok(Response::new(ReceiverStream::new(receiver)))
-}
-
-fn difference_of(row: &PgRow) -> Result<Difference, Status> {
-    let kind: String = row.try_get("kind").map_err(db)?;
-    let side: String = row.try_get("side").map_err(db)?;
-    let fields: String = row.try_get("fields").map_err(db)?;
-    Ok(Difference {
-        treatment_region: row.try_get("treatment_region").map_err(db)?,
-        claim_id: row.try_get("claim_id").map_err(db)?,
-        kind: if kind == "REVERSAL" {
-            DetailKind::Reversal
-        } else {
-            DetailKind::Claim
-        } as i32,
-        side: DifferenceSide::from_str_name(&format!("DIFFERENCE_SIDE_{side}"))
-            .unwrap_or(DifferenceSide::Unspecified) as i32,
-        fields: fields
-            .split(';')
-            .filter(|f| !f.is_empty())
-            .filter_map(|f| {
-                let (field, values) = f.split_once('=')?;
-                let (ours, theirs) = values.split_once('/')?;
-                Some(FieldDifference {
-                    field: field.to_string(),
-                    ours: ours.to_string(),
-                    theirs: theirs.to_string(),
-                })
-            })
-            .collect(),
-        discrepancy_id: row.try_get("id").map_err(db)?,
-    })
-}
-
-fn discrepancy_of(row: &PgRow) -> Result<Discrepancy, Status> {
-    let status: String = row.try_get("status").map_err(db)?;
-    let role: String = row.try_get("role").map_err(db)?;
-    let visit: String = row.try_get("visit_type").map_err(db)?;
-    let rfc = |t: Option<time::OffsetDateTime>| {
-        t.and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-    };
-    Ok(Discrepancy {
-        id: row.try_get("id").map_err(db)?,
-        province: row.try_get("province").map_err(db)?,
-        counterparty_province: row.try_get("counterparty").map_err(db)?,
-        role: if role == "INSURED" {
-            ReconcileRole::Insured
-        } else {
-            ReconcileRole::Treatment
-        } as i32,
-        visit_type: VisitType::from_str_name(&visit).unwrap_or(VisitType::Unspecified) as i32,
-        scope: row.try_get("scope").map_err(db)?,
-        period: row.try_get("period").map_err(db)?,
-        difference: Some(difference_of(row)?),
-        status: DiscrepancyStatus::from_str_name(&format!("DISCREPANCY_STATUS_{status}"))
-            .unwrap_or(DiscrepancyStatus::Unspecified) as i32,
-        reason: row.try_get("reason").map_err(db)?,
-        found_at: rfc(row.try_get("found_at").map_err(db)?),
-        closed_at: rfc(row.try_get("closed_at").map_err(db)?),
-    })
+    ReceiverStream::new(receiver)
 }
 
 /// `ListDiscrepancies`: a province's own (as either party), or all for the national
@@ -691,23 +533,7 @@ pub async fn list(
                 .map_err(|_| invalid_field("page_token", "is not a token this list gave"))?,
         )
     };
-    let rows = sqlx::query(
-        "SELECT * FROM discrepancies
-         WHERE ($1::text IS NULL OR province = $1 OR counterparty = $1)
-           AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4",
-    )
-    .bind(province.map(|p| p.to_string()))
-    .bind(status)
-    .bind(before)
-    .bind(size)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    let discrepancies = rows
-        .iter()
-        .map(discrepancy_of)
-        .collect::<Result<Vec<_>, _>>()?;
+    let discrepancies = store::discrepancies(pool, province, status, before, size).await?;
     let next_page_token = match discrepancies.last() {
         Some(last) if discrepancies.len() as i64 == size => last.id.to_string(),
         _ => String::new(),
@@ -730,113 +556,10 @@ pub async fn accept(
         return Err(invalid_field("reason", "must say why, in 1 to 500 bytes"));
     }
     authorize(&caller, Action::OperateClearing)?;
-    let mut tx = pool.begin().await.map_err(db)?;
-    let row = sqlx::query("SELECT * FROM discrepancies WHERE id = $1 FOR UPDATE")
-        .bind(r.id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| Status::not_found(format!("no discrepancy {}", r.id)))?;
-    let status: String = row.try_get("status").map_err(db)?;
-    let row = match status.as_str() {
-        "OPEN" => sqlx::query(
-            "UPDATE discrepancies SET status = 'ACCEPTED', reason = $2, closed_at = now()
-             WHERE id = $1 RETURNING *",
-        )
-        .bind(r.id)
-        .bind(&r.reason)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?,
-        "ACCEPTED" => row,
-        other => {
-            return Err(Status::failed_precondition(format!(
-                "discrepancy {} is {other}",
-                r.id
-            )));
-        }
-    };
-    tx.commit().await.map_err(db)?;
+    let discrepancy = store::accept(pool, r.id, &r.reason).await?;
     Ok(Response::new(ResolveDiscrepancyResponse {
-        discrepancy: Some(discrepancy_of(&row)?),
+        discrepancy: Some(discrepancy),
     }))
-}
-
-/// Whether `province` has open discrepancies counted in `period`, as either party.
-pub async fn open_in_period(
-    conn: &mut PgConnection,
-    province: &str,
-    period: &str,
-) -> Result<bool, Status> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM discrepancies
-           WHERE (province = $1 OR counterparty = $1) AND period = $2 AND status = 'OPEN')",
-    )
-    .bind(province)
-    .bind(period)
-    .fetch_one(conn)
-    .await
-    .map_err(db)
-}
-
-/// One page of a period's clearing detail for a pair, in posting order.
-pub async fn detail_page(
-    pool: &PgPool,
-    period: &str,
-    insured: Region,
-    treatment: Region,
-    after: Option<i64>,
-    size: i64,
-) -> Result<(Vec<ClearingDetailRow>, Option<i64>), Status> {
-    let rows = sqlx::query(
-        "SELECT * FROM clearing_detail
-         WHERE period = $1 AND insured_province = $2 AND treatment_province = $3
-           AND ($4::bigint IS NULL OR entry_id > $4)
-         ORDER BY entry_id LIMIT $5",
-    )
-    .bind(period)
-    .bind(insured.to_string())
-    .bind(treatment.to_string())
-    .bind(after)
-    .bind(size)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    let last = rows
-        .last()
-        .map(|r| r.try_get::<i64, _>("entry_id"))
-        .transpose()
-        .map_err(db)?;
-    let rows = rows
-        .iter()
-        .map(|row| {
-            let kind: String = row.try_get("kind").map_err(db)?;
-            let visit: String = row.try_get("visit_type").map_err(db)?;
-            let amount = |c: &str| -> Result<String, Status> {
-                Ok(format2(row.try_get::<Decimal, _>(c).map_err(db)?))
-            };
-            Ok(ClearingDetailRow {
-                treatment_region: row.try_get("treatment_region").map_err(db)?,
-                claim_id: row.try_get("claim_id").map_err(db)?,
-                kind: if kind == "REVERSAL" {
-                    DetailKind::Reversal
-                } else {
-                    DetailKind::Claim
-                } as i32,
-                visit_type: VisitType::from_str_name(&visit).unwrap_or(VisitType::Unspecified)
-                    as i32,
-                day: format_date(row.try_get("day").map_err(db)?),
-                total: amount("total")?,
-                fund: amount("fund")?,
-                serious_illness: amount("serious_illness")?,
-                assistance: amount("assistance")?,
-                personal_account: amount("personal_account")?,
-                cash: amount("cash")?,
-            })
-        })
-        .collect::<Result<Vec<_>, Status>>()?;
-    let next = (rows.len() as i64 == size).then_some(last).flatten();
-    Ok((rows, next))
 }
 
 /// `ListClearingDetail` (3260): either party of the pair or the national platform.
@@ -861,13 +584,10 @@ pub async fn clearing_detail(
         }
         token
     };
-    v.finish()?;
-    let (Some(insured), Some(treatment)) = (insured, treatment) else {
-        return Err(invalid_field("insured_province", "is invalid"));
-    };
+    let (insured, treatment) = v.finish_with(insured.zip(treatment))?;
     authorize(&caller, Action::ReadCase { insured, treatment })?;
     let size = page_size(r.page_size, 500, 10_000)?;
-    let (rows, next) = detail_page(pool, &r.period, insured, treatment, after, size).await?;
+    let (rows, next) = store::detail_page(pool, &r.period, insured, treatment, after, size).await?;
     Ok(Response::new(ListClearingDetailResponse {
         rows,
         next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
