@@ -273,3 +273,25 @@ impl audit_service_server::AuditService for AuditApi {
 pub fn service(pool: PgPool) -> audit_service_server::AuditServiceServer<AuditApi> {
     audit_service_server::AuditServiceServer::new(AuditApi::new(pool))
 }
+
+/// A name for what a write touched, recorded in the audit trail when the handler puts it
+/// on its response's extensions.
+#[derive(Debug, Clone)]
+pub struct AuditSubject(pub String);
+
+/// Attaches an [`AuditSubject`] to a response.
+pub fn with_subject<T>(message: T, subject: impl Into<String>) -> tonic::Response<T> {
+    let mut response = tonic::Response::new(message);
+    response
+        .extensions_mut()
+        .insert(AuditSubject(subject.into()));
+    response
+}
+
+/// A response whose audit entry was written in the write's transaction
+/// ([`record_in`]).
+pub fn recorded<T>(message: T, subject: impl Into<String>) -> tonic::Response<T> {
+    let mut response = with_subject(message, subject);
+    response.extensions_mut().insert(RecordedInTransaction);
+    response
+}

@@ -10,14 +10,13 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
-    access::{AccessLayer, Authentication},
     audit::AuditSink,
     config::ServerConfig,
+    layer::{AccessLayer, Authentication},
     metrics::{GrpcMetrics, GrpcMetricsLayer},
 };
 
-/// The largest request a service accepts.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::unary::MAX_MESSAGE_BYTES;
 
 /// A service's gRPC server, started.
 pub struct RunningServer {

@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod host;
+pub mod layer;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -5,12 +5,13 @@
 
 use std::{collections::HashSet, sync::LazyLock};
 
+/// The largest request a service accepts.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use prost::Message;
 use tonic::Status;
-
-use crate::grpc::MAX_MESSAGE_BYTES;
 
 /// The full paths of the contract's methods whose request is a stream.
 fn client_streaming() -> &'static HashSet<String> {

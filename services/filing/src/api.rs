@@ -12,8 +12,9 @@ use clearinghouse_events::{
     outbox::{self, Outgoing},
 };
 use clearinghouse_platform::{
-    access::{Action, Caller, authorize_request, recorded, with_subject},
+    access::{Action, Caller, authorize_request},
     audit::{self, AuditContext},
+    audit::{recorded, with_subject},
     error::check_request_id,
 };
 use clearinghouse_platform::{

@@ -4,8 +4,9 @@
 
 use clearinghouse_domain::{ledger, money::format2, region::Region};
 use clearinghouse_platform::{
-    access::{Action, authorize, authorize_request, caller, recorded, with_subject},
+    access::{Action, authorize, authorize_request, caller},
     audit,
+    audit::{recorded, with_subject},
     error::{check_request_id, db_status as db, invalid_field, page_size},
 };
 use clearinghouse_proto::ledger::v1::{ledger_service_server::LedgerService, *};

@@ -10,8 +10,9 @@ use clearinghouse_events::{
     outbox::{self, Outgoing},
 };
 use clearinghouse_platform::{
-    access::{Action, authorize_request, recorded},
+    access::{Action, authorize_request},
     audit,
+    audit::recorded,
     error::{FieldViolations, check_request_id, db_status as db, invalid_field},
 };
 use clearinghouse_proto::{

@@ -9,8 +9,9 @@ use clearinghouse_domain::{
     region::Region,
 };
 use clearinghouse_platform::{
-    access::{Action, Caller, authorize, authorize_request, caller, recorded, with_subject},
+    access::{Action, Caller, authorize, authorize_request, caller},
     audit::{self, AuditContext},
+    audit::{recorded, with_subject},
     error::{FieldViolations, invalid_field, page_size},
 };
 use clearinghouse_proto::{

@@ -10,8 +10,9 @@ use clearinghouse_domain::{
     region::Region,
 };
 use clearinghouse_platform::{
-    access::{Action, authorize_request, recorded, with_subject},
+    access::{Action, authorize_request},
     audit,
+    audit::{recorded, with_subject},
     error::{FieldViolations, check_request_id, invalid_field},
 };
 use clearinghouse_proto::settlement::v1::{

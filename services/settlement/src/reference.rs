@@ -11,8 +11,9 @@ use clearinghouse_domain::{
     settlement::{Scheme, VisitType},
 };
 use clearinghouse_platform::{
-    access::{Action, Caller, authorize, authorize_request, caller, recorded, with_subject},
+    access::{Action, Caller, authorize, authorize_request, caller},
     audit::{self, AuditContext},
+    audit::{recorded, with_subject},
     error::{FieldViolations, check_request_id, invalid_field},
 };
 use clearinghouse_proto::{
