@@ -103,3 +103,17 @@ pub async fn enqueue_traced(
     .await?;
     Ok(rows.into_iter().map(|r| r.event_id).collect())
 }
+
+/// Ends a write that announces itself: its events and its audit entries go into the
+/// write's own transaction, which then commits — all of it, or none.
+pub async fn commit_announced(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    events: Vec<Outgoing>,
+    audit: &[(Option<&clearinghouse_platform::audit::AuditContext>, &str)],
+) -> sqlx::Result<()> {
+    if !events.is_empty() {
+        enqueue(&mut tx, events).await?;
+    }
+    clearinghouse_platform::audit::record_in(&mut tx, audit.iter().copied()).await?;
+    tx.commit().await
+}

@@ -171,3 +171,6 @@ fn process_usage() -> Option<(f64, i64)> {
     let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some((ticks / 100.0, pages * 4096))
 }
+
+/// The connection pool a service's handlers hold (their SQL is in the service's store).
+pub type Pool = sqlx::PgPool;

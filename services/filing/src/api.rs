@@ -3,39 +3,34 @@
 
 use clearinghouse_domain::{
     dates::{Clock, format_date, parse_date},
-    filing::FilingCover,
-    identity::{id_number_is_valid, person_id_is_valid},
+    identity::person_id_is_valid,
     region::Region,
 };
-use clearinghouse_events::{
-    Body,
-    outbox::{self, Outgoing},
-};
+use clearinghouse_events::{Body, outbox::Outgoing};
+use clearinghouse_platform::db::Pool as PgPool;
 use clearinghouse_platform::{
-    access::{Action, Caller, authorize_request},
-    audit::{self, AuditContext},
+    access::{Action, authorize_request},
+    audit::{self},
     audit::{recorded, with_subject},
     error::check_request_id,
 };
 use clearinghouse_platform::{
-    error::{FieldViolations, StorageError, db_status as db, invalid_field, page_size},
+    error::{FieldViolations, db_status as db, invalid_field, page_size},
     telemetry::mask,
 };
 use clearinghouse_proto::{
-    convert::{category_from_proto, category_to_proto, scheme_from_proto},
+    convert::category_to_proto,
     events::v1 as ev,
     filing::v1::{filing_service_server::FilingService, *},
 };
-use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    FilingRules,
-    store::{self, FilingRow, LockOverride, PersonRow},
+    FilingRules, parse, rules,
+    store::{self, FilingRow},
 };
 use clearinghouse_domain::settlement::Category;
-use time::Date;
 
 pub struct FilingApi {
     pool: PgPool,
@@ -54,223 +49,6 @@ impl FilingApi {
         }
     }
 
-    /// Validates a filing as registered or changed, applying the insured place's rules.
-    fn parse_filing(
-        &self,
-        f: &Filing,
-        today: Date,
-    ) -> Result<(Region, String, FilingCover, bool, String), Status> {
-        let mut v = FieldViolations::new();
-        let insured_region = v.check("filing.insured_region", Region::parse(&f.insured_region));
-        if !person_id_is_valid(&f.person_id) {
-            v.add("filing.person_id", "must be 1 to 30 printable characters");
-        }
-        let treatment_region = v.check(
-            "filing.treatment_region",
-            Region::parse(&f.treatment_region),
-        );
-        let category = category_from_proto(f.category);
-        if category.is_none() {
-            v.add("filing.category", "must name a filing category");
-        }
-        let start = v.check("filing.start_date", parse_date(&f.start_date));
-        if start.is_some_and(|s| s > today + time::Duration::days(366)) {
-            v.add("filing.start_date", "must not lie more than a year ahead");
-        }
-        let end = if f.end_date.is_empty() {
-            None
-        } else {
-            v.check("filing.end_date", parse_date(&f.end_date))
-        };
-        if !clearinghouse_platform::error::is_plain_text(&f.proof_reference, MAX_TEXT) {
-            v.add("filing.proof_reference", "must be at most 200 bytes");
-        }
-        if let (Some(i), Some(t)) = (insured_region, treatment_region)
-            && i.province() == t.province()
-        {
-            v.add(
-                "filing.treatment_region",
-                "must lie outside the insured province",
-            );
-        }
-        if let (Some(c), Some(_)) = (category, end)
-            && c.is_long_term()
-        {
-            v.add(
-                "filing.end_date",
-                "must be empty: a long-term filing is open-ended",
-            );
-        }
-        if let (Some(s), Some(e)) = (start, end)
-            && e < s
-        {
-            v.add("filing.end_date", "must not be before the start date");
-        }
-        if let Some(c) = category
-            && c.is_long_term()
-            && !f.residence_proof
-            && f.proof_reference.is_empty()
-        {
-            v.add(
-                "filing.residence_proof",
-                "a long-term filing needs proof of residence or a personal pledge",
-            );
-        }
-        let validity = insured_region.map(|r| self.rules.validity(r));
-        if let (Some(s), Some(e), Some(validity), Some(c)) = (start, end, validity, category)
-            && !c.is_long_term()
-            && e >= s
-            && (e - s).whole_days() + 1 < validity.minimum_days
-        {
-            v.add(
-                "filing.end_date",
-                format!(
-                    "a temporary filing is valid at least {} days",
-                    validity.minimum_days
-                ),
-            );
-        }
-        v.finish()?;
-        let (
-            Some(insured_region),
-            Some(treatment_region),
-            Some(category),
-            Some(start),
-            Some(validity),
-        ) = (insured_region, treatment_region, category, start, validity)
-        else {
-            return Err(Status::internal("validation inconsistency"));
-        };
-        if start < today - time::Duration::days(self.rules.backdate_window_days) {
-            return Err(Status::failed_precondition(format!(
-                "filing.start_date lies more than {} days back: beyond the back-dating window",
-                self.rules.backdate_window_days
-            )));
-        }
-        let end = match (category.is_long_term(), end) {
-            (true, _) => None,
-            (false, Some(end)) => Some(end),
-            (false, None) => Some(start + time::Duration::days(validity.default_days - 1)),
-        };
-        let cover = FilingCover {
-            treatment_region,
-            category,
-            start,
-            end,
-            revoked_from: None,
-        };
-        Ok((
-            insured_region,
-            f.person_id.clone(),
-            cover,
-            f.residence_proof,
-            f.proof_reference.clone(),
-        ))
-    }
-
-    /// A long-term filing inside its lock period may change only by the insured place's
-    /// explicit override, which must say why; returns the override to record, if needed.
-    fn check_lock(
-        &self,
-        filing: &FilingRow,
-        caller: &Caller,
-        override_lock: bool,
-        reason: &str,
-    ) -> Result<Option<LockOverride>, Status> {
-        let locked = filing.cover.category.is_long_term()
-            && self.clock.today()
-                < filing.cover.start + time::Duration::days(self.rules.long_term_lock_days);
-        if !locked {
-            return Ok(None);
-        }
-        if !override_lock {
-            return Err(Status::failed_precondition(format!(
-                "filing {} is a long-term filing inside its {}-day lock period; the insured place may override",
-                filing.filing_id, self.rules.long_term_lock_days
-            )));
-        }
-        if reason.trim().is_empty()
-            || !clearinghouse_platform::error::is_plain_text(reason, MAX_TEXT)
-        {
-            return Err(invalid_field(
-                "override_reason",
-                "an override of the lock period must say why (1 to 200 bytes)",
-            ));
-        }
-        Ok(Some(LockOverride {
-            by: caller.to_string(),
-            // Stored with Postgres's microseconds: answered as it will be read back.
-            at: {
-                let now = self.clock.now();
-                now.replace_nanosecond(now.nanosecond() / 1000 * 1000)
-                    .unwrap_or(now)
-            },
-            reason: reason.to_string(),
-        }))
-    }
-
-    /// The rules a long-term cover must meet against the person: a resettled retiree must
-    /// be retired, and no other long-term filing may cover any of its days.
-    async fn check_long_term(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        person: &PersonRow,
-        filing_id: Uuid,
-        cover: &FilingCover,
-    ) -> Result<(), Status> {
-        if cover.category == Category::ResettledRetiree && !person.retired {
-            return Err(Status::failed_precondition(format!(
-                "person {} is not retired: a RESETTLED_RETIREE filing needs a retired person",
-                person.person_id
-            )));
-        }
-        if !cover.category.is_long_term() {
-            return Ok(());
-        }
-        let overlap = store::overlapping_long_term(
-            tx,
-            person.insured_region,
-            &person.person_id,
-            filing_id,
-            cover.start,
-        )
-        .await
-        .map_err(db)?;
-        match overlap {
-            None => Ok(()),
-            Some((other, Some(end))) => Err(Status::failed_precondition(format!(
-                "person {} has long-term filing {other} covering until {}: a new long-term filing may start on {} or later",
-                person.person_id,
-                format_date(end - time::Duration::days(1)),
-                format_date(end)
-            ))),
-            Some((other, None)) => Err(Status::failed_precondition(format!(
-                "person {} already has an active long-term filing {other}",
-                person.person_id
-            ))),
-        }
-    }
-
-    /// Writes the event in the transaction of the change it announces, then commits both.
-    /// The audit entry (`subject`) goes into the same transaction.
-    async fn commit_with_event(
-        &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        insured_region: Region,
-        person_id: &str,
-        body: Body,
-        audit: (Option<&AuditContext>, &str),
-    ) -> Result<(), Status> {
-        outbox::enqueue(
-            &mut tx,
-            vec![self.outgoing(insured_region, person_id, body)],
-        )
-        .await
-        .map_err(db)?;
-        audit::record_in(&mut tx, [audit]).await.map_err(db)?;
-        tx.commit().await.map_err(db)
-    }
-
     fn outgoing(&self, insured_region: Region, person_id: &str, body: Body) -> Outgoing {
         Outgoing {
             topic: self.topic.clone(),
@@ -278,100 +56,6 @@ impl FilingApi {
             body,
         }
     }
-}
-
-const MAX_TEXT: usize = 200;
-
-fn parse_person(p: Option<&Person>) -> Result<PersonRow, Status> {
-    let Some(p) = p else {
-        return Err(invalid_field("person", "is required"));
-    };
-    let mut v = FieldViolations::new();
-    let region = v.check("person.insured_region", Region::parse(&p.insured_region));
-    if !person_id_is_valid(&p.person_id) {
-        v.add("person.person_id", "must be 1 to 30 printable characters");
-    }
-    if !id_number_is_valid(&p.id_number) {
-        v.add(
-            "person.id_number",
-            "must be an 18-character id number with a valid check digit",
-        );
-    }
-    if p.name.trim().is_empty() || !clearinghouse_platform::error::is_plain_text(&p.name, MAX_TEXT)
-    {
-        v.add("person.name", "must be 1 to 200 bytes");
-    }
-    let scheme = scheme_from_proto(p.scheme);
-    if scheme.is_none() {
-        v.add("person.scheme", "must be EMPLOYEE or RESIDENT");
-    }
-    if !clearinghouse_platform::error::is_plain_text(&p.assistance_category, 40) {
-        v.add("person.assistance_category", "must be at most 40 bytes");
-    }
-    v.finish()?;
-    match (region, scheme) {
-        (Some(insured_region), Some(scheme)) => Ok(PersonRow {
-            insured_region,
-            person_id: p.person_id.clone(),
-            id_number: p.id_number.to_ascii_uppercase(),
-            name: p.name.clone(),
-            scheme,
-            retired: p.retired,
-            assistance_category: p.assistance_category.clone(),
-        }),
-        _ => Err(Status::internal("validation inconsistency")),
-    }
-}
-
-fn parse_person_key(insured_region: &str, person_id: &str) -> Result<Region, Status> {
-    let mut v = FieldViolations::new();
-    let region = v.check("insured_region", Region::parse(insured_region));
-    if !person_id_is_valid(person_id) {
-        v.add("person_id", "must be 1 to 30 printable characters");
-    }
-    v.finish()?;
-    region.ok_or_else(|| Status::internal("validation inconsistency"))
-}
-
-/// The audit subject of a filing write, naming a lock override when there was one.
-fn filing_subject(filing_id: Uuid, lock_override: Option<&LockOverride>) -> String {
-    match lock_override {
-        Some(o) => format!(
-            "filing {filing_id} (lock period overridden by {}: {})",
-            o.by, o.reason
-        ),
-        None => format!("filing {filing_id}"),
-    }
-}
-
-/// Whether a repeated registration carries the payload of the filing its request id made
-/// (an empty end date stands for the default the original was given).
-fn same_registration(f: &Filing, original: &FilingRow) -> bool {
-    let o = original.to_proto();
-    f.person_id == o.person_id
-        && f.insured_region == o.insured_region
-        && f.treatment_region == o.treatment_region
-        && f.category == o.category
-        && f.start_date == o.start_date
-        && (f.end_date.is_empty() || f.end_date == o.end_date)
-        && f.residence_proof == o.residence_proof
-        && f.proof_reference == o.proof_reference
-}
-
-/// A second active long-term filing is a precondition failure, not a storage error.
-fn long_term_conflict(e: sqlx::Error, person_id: &str) -> Status {
-    match StorageError::from_sqlx(e) {
-        StorageError::UniqueViolation(c) if c == "one_active_long_term" => {
-            Status::failed_precondition(format!(
-                "person {person_id} already has an active long-term filing"
-            ))
-        }
-        other => other.into(),
-    }
-}
-
-fn parse_filing_id(text: &str, field: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(text).map_err(|_| invalid_field(field, "must be a filing id (UUID)"))
 }
 
 #[tonic::async_trait]
@@ -382,7 +66,7 @@ impl FilingService for FilingApi {
     ) -> Result<Response<RegisterPersonResponse>, Status> {
         let audit = audit::context(&request);
         check_request_id(&request.get_ref().request_id)?;
-        let person = parse_person(request.get_ref().person.as_ref())?;
+        let person = parse::person(request.get_ref().person.as_ref())?;
         authorize_request(
             &request,
             Action::WriteAsInsured {
@@ -413,11 +97,9 @@ impl FilingService for FilingApi {
         let body = Body::PersonRegistered(ev::PersonRegistered {
             person: Some(person.to_proto(false)),
         });
-        self.commit_with_event(
+        store::commit_with_event(
             tx,
-            person.insured_region,
-            &person.person_id,
-            body,
+            self.outgoing(person.insured_region, &person.person_id, body),
             (audit.as_ref(), &subject),
         )
         .await?;
@@ -436,7 +118,7 @@ impl FilingService for FilingApi {
     ) -> Result<Response<UpdatePersonResponse>, Status> {
         let audit = audit::context(&request);
         check_request_id(&request.get_ref().request_id)?;
-        let person = parse_person(request.get_ref().person.as_ref())?;
+        let person = parse::person(request.get_ref().person.as_ref())?;
         authorize_request(
             &request,
             Action::WriteAsInsured {
@@ -473,11 +155,9 @@ impl FilingService for FilingApi {
             person: Some(person.to_proto(false)),
         });
         let subject = format!("person {}/{}", person.insured_region, person.person_id);
-        self.commit_with_event(
+        store::commit_with_event(
             tx,
-            person.insured_region,
-            &person.person_id,
-            body,
+            self.outgoing(person.insured_region, &person.person_id, body),
             (audit.as_ref(), &subject),
         )
         .await?;
@@ -494,7 +174,7 @@ impl FilingService for FilingApi {
         request: Request<GetPersonRequest>,
     ) -> Result<Response<GetPersonResponse>, Status> {
         let r = request.get_ref();
-        let region = parse_person_key(&r.insured_region, &r.person_id)?;
+        let region = parse::person_key(&r.insured_region, &r.person_id)?;
         authorize_request(&request, Action::ReadPerson { insured: region })?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let person = store::get_person(&mut conn, region, &r.person_id)
@@ -530,7 +210,7 @@ impl FilingService for FilingApi {
                 .await
                 .map_err(db)?
         {
-            if !same_registration(f, &original) {
+            if !parse::same_registration(f, &original) {
                 return Err(Status::already_exists(format!(
                     "request_id {} already registered filing {} with another payload",
                     r.request_id, original.filing_id
@@ -541,7 +221,7 @@ impl FilingService for FilingApi {
             }));
         }
         let (insured_region, person_id, cover, residence_proof, proof_reference) =
-            self.parse_filing(f, self.clock.today())?;
+            parse::filing(&self.rules, f, self.clock.today())?;
         let person = store::lock_person(&mut tx, insured_region, &person_id)
             .await
             .map_err(db)?
@@ -549,8 +229,7 @@ impl FilingService for FilingApi {
                 Status::not_found(format!("no person {person_id} in {insured_region}"))
             })?;
         let filing_id = Uuid::now_v7();
-        self.check_long_term(&mut tx, &person, filing_id, &cover)
-            .await?;
+        rules::check_long_term(&mut tx, &person, filing_id, &cover).await?;
         let filing = FilingRow {
             filing_id,
             insured_region,
@@ -561,17 +240,15 @@ impl FilingService for FilingApi {
             lock_override: None,
         };
         if let Err(e) = store::insert_filing(&mut tx, &filing, request_id).await {
-            return Err(long_term_conflict(e, &filing.person_id));
+            return Err(rules::long_term_conflict(e, &filing.person_id));
         }
         let body = Body::FilingRegistered(ev::FilingRegistered {
             filing: Some(filing.to_proto()),
         });
         let subject = format!("filing {}", filing.filing_id);
-        self.commit_with_event(
+        store::commit_with_event(
             tx,
-            insured_region,
-            &filing.person_id,
-            body,
+            self.outgoing(insured_region, &filing.person_id, body),
             (audit.as_ref(), &subject),
         )
         .await?;
@@ -593,9 +270,9 @@ impl FilingService for FilingApi {
         let Some(f) = r.filing.as_ref() else {
             return Err(invalid_field("filing", "is required"));
         };
-        let filing_id = parse_filing_id(&f.filing_id, "filing.filing_id")?;
+        let filing_id = parse::filing_id(&f.filing_id, "filing.filing_id")?;
         let (insured_region, person_id, cover, residence_proof, proof_reference) =
-            self.parse_filing(f, self.clock.today())?;
+            parse::filing(&self.rules, f, self.clock.today())?;
         let caller = authorize_request(
             &request,
             Action::WriteAsInsured {
@@ -638,12 +315,18 @@ impl FilingService for FilingApi {
                 filing: Some(current.to_proto()),
             }));
         }
-        let lock_override =
-            self.check_lock(&current, &caller, r.override_lock, &r.override_reason)?;
-        self.check_long_term(&mut tx, &person, filing_id, &changed.cover)
-            .await?;
+        let lock_override = rules::check_lock(
+            &self.rules,
+            self.clock.today(),
+            self.clock.now(),
+            &current,
+            &caller,
+            r.override_lock,
+            &r.override_reason,
+        )?;
+        rules::check_long_term(&mut tx, &person, filing_id, &changed.cover).await?;
         if let Err(e) = store::change_filing(&mut tx, &changed).await {
-            return Err(long_term_conflict(e, &changed.person_id));
+            return Err(rules::long_term_conflict(e, &changed.person_id));
         }
         if let Some(o) = &lock_override {
             store::record_override(&mut tx, filing_id, o)
@@ -655,12 +338,10 @@ impl FilingService for FilingApi {
         let body = Body::FilingChanged(ev::FilingChanged {
             filing: Some(changed.to_proto()),
         });
-        let subject = filing_subject(filing_id, lock_override.as_ref());
-        self.commit_with_event(
+        let subject = rules::filing_subject(filing_id, lock_override.as_ref());
+        store::commit_with_event(
             tx,
-            insured_region,
-            &changed.person_id,
-            body,
+            self.outgoing(insured_region, &changed.person_id, body),
             (audit.as_ref(), &subject),
         )
         .await?;
@@ -717,8 +398,15 @@ impl FilingService for FilingApi {
                 ),
             ));
         }
-        let lock_override =
-            self.check_lock(&filing, &caller, r.override_lock, &r.override_reason)?;
+        let lock_override = rules::check_lock(
+            &self.rules,
+            self.clock.today(),
+            self.clock.now(),
+            &filing,
+            &caller,
+            r.override_lock,
+            &r.override_reason,
+        )?;
         if let Some(o) = &lock_override {
             store::record_override(&mut tx, filing_id, o)
                 .await
@@ -733,12 +421,10 @@ impl FilingService for FilingApi {
         let body = Body::FilingRevoked(ev::FilingRevoked {
             filing: Some(filing.to_proto()),
         });
-        let subject = filing_subject(filing_id, lock_override.as_ref());
-        self.commit_with_event(
+        let subject = rules::filing_subject(filing_id, lock_override.as_ref());
+        store::commit_with_event(
             tx,
-            filing.insured_region,
-            &filing.person_id,
-            body,
+            self.outgoing(filing.insured_region, &filing.person_id, body),
             (audit.as_ref(), &subject),
         )
         .await?;
@@ -754,7 +440,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<GetFilingRequest>,
     ) -> Result<Response<GetFilingResponse>, Status> {
-        let filing_id = parse_filing_id(&request.get_ref().filing_id, "filing_id")?;
+        let filing_id = parse::filing_id(&request.get_ref().filing_id, "filing_id")?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let filing = store::get_filing(&mut conn, filing_id, false)
             .await
@@ -777,12 +463,12 @@ impl FilingService for FilingApi {
         request: Request<ListFilingsRequest>,
     ) -> Result<Response<ListFilingsResponse>, Status> {
         let r = request.get_ref();
-        let region = parse_person_key(&r.insured_region, &r.person_id)?;
+        let region = parse::person_key(&r.insured_region, &r.person_id)?;
         authorize_request(&request, Action::ReadPerson { insured: region })?;
         let after = if r.page_token.is_empty() {
             None
         } else {
-            Some(parse_filing_id(&r.page_token, "page_token")?)
+            Some(parse::filing_id(&r.page_token, "page_token")?)
         };
         let page_size = page_size(r.page_size, 50, 500)?;
         let mut conn = self.pool.acquire().await.map_err(db)?;

@@ -2,7 +2,9 @@
 //! and the eligibility answer settlement relies on.
 
 mod api;
+mod parse;
 mod referrals;
+mod rules;
 mod store;
 
 use std::time::Duration;

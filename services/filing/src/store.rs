@@ -1,12 +1,15 @@
 //! The filing service's tables.
 
 use clearinghouse_domain::{dates::format_date, filing::FilingCover, region::Region};
+use clearinghouse_events::outbox::{self, Outgoing};
+use clearinghouse_platform::{audit::AuditContext, error::db_status as db};
 use clearinghouse_proto::{
     convert::{category_from_name, category_name, category_to_proto, scheme_to_proto},
     filing::v1::{self as pb, Filing, FilingStatus, Person},
 };
 use sqlx::{PgConnection, Row, postgres::PgRow};
 use time::{Date, OffsetDateTime, format_description::well_known::Rfc3339};
+use tonic::Status;
 use uuid::Uuid;
 
 /// A person as stored, already validated.
@@ -481,4 +484,16 @@ pub async fn holds_retiree_filing(
     ))
     .fetch_one(conn)
     .await
+}
+
+/// Writes the event in the transaction of the change it announces, then commits both.
+/// The audit entry (`subject`) goes into the same transaction.
+pub(crate) async fn commit_with_event(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    event: Outgoing,
+    audit: (Option<&AuditContext>, &str),
+) -> Result<(), Status> {
+    outbox::commit_announced(tx, vec![event], &[audit])
+        .await
+        .map_err(db)
 }

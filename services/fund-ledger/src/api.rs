@@ -3,6 +3,7 @@
 //! the store, and maps the answer. No SQL here (see [`crate::store`]).
 
 use clearinghouse_domain::{ledger, money::format2, region::Region};
+use clearinghouse_platform::db::Pool as PgPool;
 use clearinghouse_platform::{
     access::{Action, authorize, authorize_request, caller},
     audit,
@@ -10,7 +11,6 @@ use clearinghouse_platform::{
     error::{check_request_id, db_status as db, invalid_field, page_size},
 };
 use clearinghouse_proto::ledger::v1::{ledger_service_server::LedgerService, *};
-use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::{

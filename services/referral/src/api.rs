@@ -9,6 +9,9 @@ use clearinghouse_events::{
     Body,
     outbox::{self, Outgoing},
 };
+
+use crate::store;
+use clearinghouse_platform::db::Pool as PgPool;
 use clearinghouse_platform::{
     access::{Action, authorize_request},
     audit,
@@ -19,8 +22,7 @@ use clearinghouse_proto::{
     events::v1 as ev,
     referral::v1::{referral_service_server::ReferralService, *},
 };
-use sqlx::{PgPool, Row, postgres::PgRow};
-use time::{Duration, OffsetDateTime};
+use time::{Date, Duration};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -50,35 +52,75 @@ impl ReferralApi {
     }
 }
 
-fn from_row(row: &PgRow) -> Result<Referral, Status> {
-    let status: String = row.try_get("status").map_err(db)?;
-    Ok(Referral {
-        referral_id: row
-            .try_get::<Uuid, _>("referral_id")
-            .map_err(db)?
-            .to_string(),
-        person_id: row.try_get("person_id").map_err(db)?,
-        insured_region: row.try_get("insured_region").map_err(db)?,
-        referring_hospital: row.try_get("referring_hospital").map_err(db)?,
-        target_region: row.try_get("target_region").map_err(db)?,
-        diagnosis: row.try_get("diagnosis").map_err(db)?,
-        issue_date: format_date(row.try_get("issue_date").map_err(db)?),
-        valid_until: format_date(row.try_get("valid_until").map_err(db)?),
-        status: if status == "CANCELLED" {
-            ReferralStatus::Cancelled
-        } else {
-            ReferralStatus::Active
-        } as i32,
-        cancelled_on: row
-            .try_get::<Option<OffsetDateTime>, _>("cancelled_at")
-            .map_err(db)?
-            .map(|at| format_date(china_date(at)))
-            .unwrap_or_default(),
-    })
-}
-
 fn printable(text: &str, max: usize) -> bool {
     !text.is_empty() && clearinghouse_platform::error::is_plain_text(text, max)
+}
+
+/// A referral as asked: its insured and target regions, issue date and last valid day.
+fn parse_referral(
+    r: &IssueReferralRequest,
+    today: Date,
+    validity: Duration,
+) -> Result<(Region, Region, Date, Date), Status> {
+    let Some(referral) = r.referral.as_ref() else {
+        return Err(invalid_field("referral", "is required"));
+    };
+    let mut v = FieldViolations::new();
+    let insured = v.check(
+        "referral.insured_region",
+        Region::parse(&referral.insured_region),
+    );
+    if !person_id_is_valid(&referral.person_id) {
+        v.add("referral.person_id", "must be 1 to 30 printable characters");
+    }
+    if !printable(&referral.referring_hospital, 40) {
+        v.add("referral.referring_hospital", "must be 1 to 40 characters");
+    }
+    let target = v.check(
+        "referral.target_region",
+        Region::parse(&referral.target_region),
+    );
+    if let (Some(i), Some(t)) = (insured, target)
+        && i.province() == t.province()
+    {
+        v.add(
+            "referral.target_region",
+            "must lie outside the insured province",
+        );
+    }
+    if !printable(&referral.diagnosis, 200) {
+        v.add("referral.diagnosis", "must be 1 to 200 characters");
+    }
+    let issued = v.check("referral.issue_date", parse_date(&referral.issue_date));
+    if issued.is_some_and(|d| d > today + Duration::days(1)) {
+        v.add("referral.issue_date", "must not lie in the future");
+    }
+    let until = if referral.valid_until.is_empty() {
+        issued.map(|d| d + validity)
+    } else {
+        v.check("referral.valid_until", parse_date(&referral.valid_until))
+    };
+    if let (Some(i), Some(u)) = (issued, until)
+        && u < i
+    {
+        v.add("referral.valid_until", "must not be before the issue date");
+    }
+    if r.request_id.len() > 64 {
+        v.add("request_id", "must be at most 64 bytes");
+    }
+    let parsed = insured.zip(target).zip(issued).zip(until);
+    v.finish_with(parsed).map(|(((i, t), s), u)| (i, t, s, u))
+}
+
+/// Whether a repeated request carries the referral its id issued (an empty last valid day
+/// stands for the default the original was given).
+fn same_referral(original: &Referral, asked: &Referral) -> bool {
+    original.person_id == asked.person_id
+        && original.referring_hospital == asked.referring_hospital
+        && original.target_region == asked.target_region
+        && original.diagnosis == asked.diagnosis
+        && original.issue_date == asked.issue_date
+        && (asked.valid_until.is_empty() || original.valid_until == asked.valid_until)
 }
 
 #[tonic::async_trait]
@@ -89,80 +131,17 @@ impl ReferralService for ReferralApi {
     ) -> Result<Response<IssueReferralResponse>, Status> {
         let audit = audit::context(&request);
         let r = request.get_ref();
-        let Some(referral) = r.referral.as_ref() else {
-            return Err(invalid_field("referral", "is required"));
-        };
-        let mut v = FieldViolations::new();
-        let insured = v.check(
-            "referral.insured_region",
-            Region::parse(&referral.insured_region),
-        );
-        if !person_id_is_valid(&referral.person_id) {
-            v.add("referral.person_id", "must be 1 to 30 printable characters");
-        }
-        if !printable(&referral.referring_hospital, 40) {
-            v.add("referral.referring_hospital", "must be 1 to 40 characters");
-        }
-        let target = v.check(
-            "referral.target_region",
-            Region::parse(&referral.target_region),
-        );
-        if let (Some(i), Some(t)) = (insured, target)
-            && i.province() == t.province()
-        {
-            v.add(
-                "referral.target_region",
-                "must lie outside the insured province",
-            );
-        }
-        if !printable(&referral.diagnosis, 200) {
-            v.add("referral.diagnosis", "must be 1 to 200 characters");
-        }
-        let issued = v.check("referral.issue_date", parse_date(&referral.issue_date));
-        let today = self.clock.today();
-        if issued.is_some_and(|d| d > today + Duration::days(1)) {
-            v.add("referral.issue_date", "must not lie in the future");
-        }
-        let until = if referral.valid_until.is_empty() {
-            issued.map(|d| d + self.validity)
-        } else {
-            v.check("referral.valid_until", parse_date(&referral.valid_until))
-        };
-        if let (Some(i), Some(u)) = (issued, until)
-            && u < i
-        {
-            v.add("referral.valid_until", "must not be before the issue date");
-        }
-        if r.request_id.len() > 64 {
-            v.add("request_id", "must be at most 64 bytes");
-        }
-        v.finish()?;
-        let (Some(insured), Some(target), Some(issued), Some(until)) =
-            (insured, target, issued, until)
-        else {
-            return Err(Status::internal("validation inconsistency"));
-        };
+        let (insured, target, issued, until) =
+            parse_referral(r, self.clock.today(), self.validity)?;
+        let referral = r.referral.clone().unwrap_or_default();
         authorize_request(&request, Action::WriteAsInsured { insured })?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
         if let Some(request_id) = request_id
-            && let Some(row) =
-                sqlx::query("SELECT * FROM referrals WHERE insured_region = $1 AND request_id = $2")
-                    .bind(insured.to_string())
-                    .bind(request_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?
+            && let Some(original) =
+                store::by_request(&mut tx, &insured.to_string(), request_id).await?
         {
-            let original = from_row(&row)?;
-            let same = original.person_id == referral.person_id
-                && original.referring_hospital == referral.referring_hospital
-                && original.target_region == referral.target_region
-                && original.diagnosis == referral.diagnosis
-                && original.issue_date == referral.issue_date
-                && (referral.valid_until.is_empty()
-                    || original.valid_until == referral.valid_until);
-            if !same {
+            if !same_referral(&original, &referral) {
                 return Err(Status::already_exists(format!(
                     "request_id {request_id} already issued referral {} with another payload",
                     original.referral_id
@@ -172,8 +151,9 @@ impl ReferralService for ReferralApi {
                 referral: Some(original),
             }));
         }
+        let id = Uuid::now_v7();
         let issued_referral = Referral {
-            referral_id: Uuid::now_v7().to_string(),
+            referral_id: id.to_string(),
             person_id: referral.person_id.clone(),
             insured_region: insured.to_string(),
             referring_hospital: referral.referring_hospital.clone(),
@@ -184,34 +164,15 @@ impl ReferralService for ReferralApi {
             status: ReferralStatus::Active as i32,
             cancelled_on: String::new(),
         };
-        sqlx::query(
-            "INSERT INTO referrals (referral_id, request_id, insured_region, person_id, referring_hospital,
-                                    target_region, diagnosis, issue_date, valid_until)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(Uuid::parse_str(&issued_referral.referral_id).map_err(|_| Status::internal("bad id"))?)
-        .bind(request_id)
-        .bind(&issued_referral.insured_region)
-        .bind(&issued_referral.person_id)
-        .bind(&issued_referral.referring_hospital)
-        .bind(&issued_referral.target_region)
-        .bind(&issued_referral.diagnosis)
-        .bind(issued)
-        .bind(until)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        store::insert(&mut tx, &issued_referral, id, request_id, (issued, until)).await?;
         let body = Body::ReferralIssued(ev::ReferralIssued {
             referral: Some(issued_referral.clone()),
         });
-        outbox::enqueue(&mut tx, vec![self.outgoing(&issued_referral, body)])
+        let subject = format!("referral {id}");
+        let event = self.outgoing(&issued_referral, body);
+        outbox::commit_announced(tx, vec![event], &[(audit.as_ref(), &subject)])
             .await
             .map_err(db)?;
-        let subject = format!("referral {}", issued_referral.referral_id);
-        audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
         Ok(recorded(
             IssueReferralResponse {
                 referral: Some(issued_referral),
@@ -229,13 +190,9 @@ impl ReferralService for ReferralApi {
         let id = Uuid::parse_str(&request.get_ref().referral_id)
             .map_err(|_| invalid_field("referral_id", "must be a referral id (UUID)"))?;
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let row = sqlx::query("SELECT * FROM referrals WHERE referral_id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
+        let mut referral = store::for_update(&mut tx, id)
+            .await?
             .ok_or_else(|| Status::not_found(format!("no referral {id}")))?;
-        let mut referral = from_row(&row)?;
         authorize_request(
             &request,
             Action::WriteAsInsured {
@@ -248,27 +205,17 @@ impl ReferralService for ReferralApi {
             }));
         }
         let now = self.clock.now();
-        sqlx::query(
-            "UPDATE referrals SET status = 'CANCELLED', cancelled_at = $2 WHERE referral_id = $1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        store::cancel(&mut tx, id, now).await?;
         referral.status = ReferralStatus::Cancelled as i32;
         referral.cancelled_on = format_date(china_date(now));
         let body = Body::ReferralCancelled(ev::ReferralCancelled {
             referral: Some(referral.clone()),
         });
-        outbox::enqueue(&mut tx, vec![self.outgoing(&referral, body)])
-            .await
-            .map_err(db)?;
         let subject = format!("referral {id}");
-        audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
+        let event = self.outgoing(&referral, body);
+        outbox::commit_announced(tx, vec![event], &[(audit.as_ref(), &subject)])
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
         Ok(recorded(
             CancelReferralResponse {
                 referral: Some(referral),
@@ -283,13 +230,9 @@ impl ReferralService for ReferralApi {
     ) -> Result<Response<GetReferralResponse>, Status> {
         let id = Uuid::parse_str(&request.get_ref().referral_id)
             .map_err(|_| invalid_field("referral_id", "must be a referral id (UUID)"))?;
-        let row = sqlx::query("SELECT * FROM referrals WHERE referral_id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?
+        let referral = store::get(&self.pool, id)
+            .await?
             .ok_or_else(|| Status::not_found(format!("no referral {id}")))?;
-        let referral = from_row(&row)?;
         let (insured, treatment) = regions(&referral)?;
         authorize_request(&request, Action::ReadCase { insured, treatment })?;
         Ok(Response::new(GetReferralResponse {
@@ -324,25 +267,12 @@ impl ReferralService for ReferralApi {
         } else {
             i64::from(r.page_size)
         };
-        let rows = sqlx::query(
-            "SELECT * FROM referrals WHERE insured_region = $1 AND person_id = $2
-               AND ($3::uuid IS NULL OR referral_id > $3) ORDER BY referral_id LIMIT $4",
-        )
-        .bind(region.map(|r| r.to_string()))
-        .bind(&r.person_id)
-        .bind(after)
-        .bind(page_size)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        let referrals = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        let next_page_token = if referrals.len() as i64 == page_size {
-            referrals
-                .last()
-                .map(|r| r.referral_id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
+        let insured = region.map(|r| r.to_string());
+        let referrals =
+            store::of_person(&self.pool, insured, &r.person_id, after, page_size).await?;
+        let next_page_token = match referrals.last() {
+            Some(last) if referrals.len() as i64 == page_size => last.referral_id.clone(),
+            _ => String::new(),
         };
         Ok(Response::new(ListReferralsResponse {
             referrals,

@@ -3,6 +3,7 @@
 //! filing service makes a temporary `REFERRAL` filing.
 
 mod api;
+mod store;
 
 use clearinghouse_events::{
     foundation::{self, Foundation},

@@ -8,6 +8,7 @@ use clearinghouse_domain::{
     money::{format2, parse_decimal},
     region::Region,
 };
+use clearinghouse_platform::db::Pool as PgPool;
 use clearinghouse_platform::{
     access::{Action, Caller, authorize, authorize_request, caller},
     audit::{self, AuditContext},
@@ -19,7 +20,6 @@ use clearinghouse_proto::{
     settlement::v1::{settlement_service_server::SettlementService, *},
 };
 use prost::Message;
-use sqlx::PgPool;
 use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{

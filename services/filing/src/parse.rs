@@ -1,0 +1,203 @@
+//! The filing service's edge: persons and filings as received, checked field by field
+//! (every bad field named) and resolved with the insured place's rules (validity, back-
+//! dating) into what the store keeps.
+
+use clearinghouse_domain::{
+    dates::parse_date,
+    filing::FilingCover,
+    identity::{id_number_is_valid, person_id_is_valid},
+    region::Region,
+};
+use clearinghouse_platform::error::{FieldViolations, invalid_field};
+use clearinghouse_proto::{
+    convert::{category_from_proto, scheme_from_proto},
+    filing::v1::{Filing, Person},
+};
+use time::Date;
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::{
+    FilingRules,
+    store::{FilingRow, PersonRow},
+};
+
+/// Validates a filing as registered or changed, applying the insured place's rules.
+pub(crate) fn filing(
+    rules: &FilingRules,
+    f: &Filing,
+    today: Date,
+) -> Result<(Region, String, FilingCover, bool, String), Status> {
+    let mut v = FieldViolations::new();
+    let insured_region = v.check("filing.insured_region", Region::parse(&f.insured_region));
+    if !person_id_is_valid(&f.person_id) {
+        v.add("filing.person_id", "must be 1 to 30 printable characters");
+    }
+    let treatment_region = v.check(
+        "filing.treatment_region",
+        Region::parse(&f.treatment_region),
+    );
+    let category = category_from_proto(f.category);
+    if category.is_none() {
+        v.add("filing.category", "must name a filing category");
+    }
+    let start = v.check("filing.start_date", parse_date(&f.start_date));
+    if start.is_some_and(|s| s > today + time::Duration::days(366)) {
+        v.add("filing.start_date", "must not lie more than a year ahead");
+    }
+    let end = if f.end_date.is_empty() {
+        None
+    } else {
+        v.check("filing.end_date", parse_date(&f.end_date))
+    };
+    if !clearinghouse_platform::error::is_plain_text(&f.proof_reference, MAX_TEXT) {
+        v.add("filing.proof_reference", "must be at most 200 bytes");
+    }
+    if let (Some(i), Some(t)) = (insured_region, treatment_region)
+        && i.province() == t.province()
+    {
+        v.add(
+            "filing.treatment_region",
+            "must lie outside the insured province",
+        );
+    }
+    if let (Some(c), Some(_)) = (category, end)
+        && c.is_long_term()
+    {
+        v.add(
+            "filing.end_date",
+            "must be empty: a long-term filing is open-ended",
+        );
+    }
+    if let (Some(s), Some(e)) = (start, end)
+        && e < s
+    {
+        v.add("filing.end_date", "must not be before the start date");
+    }
+    if let Some(c) = category
+        && c.is_long_term()
+        && !f.residence_proof
+        && f.proof_reference.is_empty()
+    {
+        v.add(
+            "filing.residence_proof",
+            "a long-term filing needs proof of residence or a personal pledge",
+        );
+    }
+    let validity = insured_region.map(|r| rules.validity(r));
+    if let (Some(s), Some(e), Some(validity), Some(c)) = (start, end, validity, category)
+        && !c.is_long_term()
+        && e >= s
+        && (e - s).whole_days() + 1 < validity.minimum_days
+    {
+        v.add(
+            "filing.end_date",
+            format!(
+                "a temporary filing is valid at least {} days",
+                validity.minimum_days
+            ),
+        );
+    }
+    v.finish()?;
+    let (Some(insured_region), Some(treatment_region), Some(category), Some(start), Some(validity)) =
+        (insured_region, treatment_region, category, start, validity)
+    else {
+        return Err(Status::internal("validation inconsistency"));
+    };
+    if start < today - time::Duration::days(rules.backdate_window_days) {
+        return Err(Status::failed_precondition(format!(
+            "filing.start_date lies more than {} days back: beyond the back-dating window",
+            rules.backdate_window_days
+        )));
+    }
+    let end = match (category.is_long_term(), end) {
+        (true, _) => None,
+        (false, Some(end)) => Some(end),
+        (false, None) => Some(start + time::Duration::days(validity.default_days - 1)),
+    };
+    let cover = FilingCover {
+        treatment_region,
+        category,
+        start,
+        end,
+        revoked_from: None,
+    };
+    Ok((
+        insured_region,
+        f.person_id.clone(),
+        cover,
+        f.residence_proof,
+        f.proof_reference.clone(),
+    ))
+}
+
+pub(crate) const MAX_TEXT: usize = 200;
+
+pub(crate) fn person(p: Option<&Person>) -> Result<PersonRow, Status> {
+    let Some(p) = p else {
+        return Err(invalid_field("person", "is required"));
+    };
+    let mut v = FieldViolations::new();
+    let region = v.check("person.insured_region", Region::parse(&p.insured_region));
+    if !person_id_is_valid(&p.person_id) {
+        v.add("person.person_id", "must be 1 to 30 printable characters");
+    }
+    if !id_number_is_valid(&p.id_number) {
+        v.add(
+            "person.id_number",
+            "must be an 18-character id number with a valid check digit",
+        );
+    }
+    if p.name.trim().is_empty() || !clearinghouse_platform::error::is_plain_text(&p.name, MAX_TEXT)
+    {
+        v.add("person.name", "must be 1 to 200 bytes");
+    }
+    let scheme = scheme_from_proto(p.scheme);
+    if scheme.is_none() {
+        v.add("person.scheme", "must be EMPLOYEE or RESIDENT");
+    }
+    if !clearinghouse_platform::error::is_plain_text(&p.assistance_category, 40) {
+        v.add("person.assistance_category", "must be at most 40 bytes");
+    }
+    v.finish()?;
+    match (region, scheme) {
+        (Some(insured_region), Some(scheme)) => Ok(PersonRow {
+            insured_region,
+            person_id: p.person_id.clone(),
+            id_number: p.id_number.to_ascii_uppercase(),
+            name: p.name.clone(),
+            scheme,
+            retired: p.retired,
+            assistance_category: p.assistance_category.clone(),
+        }),
+        _ => Err(Status::internal("validation inconsistency")),
+    }
+}
+
+pub(crate) fn person_key(insured_region: &str, person_id: &str) -> Result<Region, Status> {
+    let mut v = FieldViolations::new();
+    let region = v.check("insured_region", Region::parse(insured_region));
+    if !person_id_is_valid(person_id) {
+        v.add("person_id", "must be 1 to 30 printable characters");
+    }
+    v.finish()?;
+    region.ok_or_else(|| Status::internal("validation inconsistency"))
+}
+
+/// Whether a repeated registration carries the payload of the filing its request id made
+/// (an empty end date stands for the default the original was given).
+pub(crate) fn same_registration(f: &Filing, original: &FilingRow) -> bool {
+    let o = original.to_proto();
+    f.person_id == o.person_id
+        && f.insured_region == o.insured_region
+        && f.treatment_region == o.treatment_region
+        && f.category == o.category
+        && f.start_date == o.start_date
+        && (f.end_date.is_empty() || f.end_date == o.end_date)
+        && f.residence_proof == o.residence_proof
+        && f.proof_reference == o.proof_reference
+}
+
+pub(crate) fn filing_id(text: &str, field: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(text).map_err(|_| invalid_field(field, "must be a filing id (UUID)"))
+}
