@@ -128,9 +128,9 @@ async fn applied_event_ids_are_forgotten_after_retention() {
         .await
         .unwrap();
     }
-    let retention = clearinghouse_events::consumer::DEDUPE_RETENTION;
+    let retention = clearinghouse_events::positions::DEDUPE_RETENTION;
     assert_eq!(
-        clearinghouse_events::consumer::prune_processed(&pool, "a", retention)
+        clearinghouse_events::positions::prune_processed(&pool, "a", retention)
             .await
             .unwrap(),
         1

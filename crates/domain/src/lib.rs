@@ -10,6 +10,7 @@ pub mod filing;
 pub mod identity;
 pub mod ledger;
 pub mod money;
+pub mod reference;
 pub mod region;
 pub mod settlement;
 

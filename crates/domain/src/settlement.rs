@@ -2,224 +2,15 @@
 //!
 //! Every rounding is [`round2`] and happens exactly where the design writes it.
 
-use std::collections::{BTreeMap, HashMap};
-
 use rust_decimal::Decimal;
 use time::Date;
 
 use crate::money::round2;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scheme {
-    Employee,
-    Resident,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum VisitType {
-    Inpatient,
-    ChronicOutpatient,
-    GeneralOutpatient,
-}
-
-/// Filing categories; the first three are long-term, the others temporary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Category {
-    ResettledRetiree,
-    LongTermResident,
-    PostedWorker,
-    Referral,
-    Emergency,
-    OtherTemporary,
-}
-
-impl Category {
-    pub const ALL: [Category; 6] = [
-        Category::ResettledRetiree,
-        Category::LongTermResident,
-        Category::PostedWorker,
-        Category::Referral,
-        Category::Emergency,
-        Category::OtherTemporary,
-    ];
-
-    pub fn is_long_term(self) -> bool {
-        matches!(
-            self,
-            Category::ResettledRetiree | Category::LongTermResident | Category::PostedWorker
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CatalogueClass {
-    A,
-    B,
-    C,
-}
-
-/// One item of a treatment place's catalogue.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatalogueItem {
-    pub class: CatalogueClass,
-    /// Class B: the share paid first by the patient (先行自付).
-    pub self_pay_ratio: Decimal,
-    pub price_ceiling: Option<Decimal>,
-}
-
-/// Looks items up in the catalogue version in force on the service date.
-pub trait Catalogue {
-    fn item(&self, code: &str) -> Option<&CatalogueItem>;
-}
-
-impl Catalogue for HashMap<String, CatalogueItem> {
-    fn item(&self, code: &str) -> Option<&CatalogueItem> {
-        self.get(code)
-    }
-}
-
-/// Amounts per hospital level 1, 2 and 3.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ByLevel(pub [Decimal; 3]);
-
-impl ByLevel {
-    pub fn at(&self, level: HospitalLevel) -> Decimal {
-        self.0[usize::from(level.get() - 1)]
-    }
-}
-
-/// A hospital level, 1 to 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HospitalLevel(u8);
-
-impl HospitalLevel {
-    pub fn new(level: i64) -> Option<Self> {
-        u8::try_from(level)
-            .ok()
-            .filter(|l| (1..=3).contains(l))
-            .map(Self)
-    }
-    pub fn get(self) -> u8 {
-        self.0
-    }
-}
-
-/// Δ, the ratio reduction of each temporary category; long-term categories have none.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CategoryDeltas {
-    pub referral: Decimal,
-    pub emergency: Decimal,
-    pub other_temporary: Decimal,
-}
-
-impl CategoryDeltas {
-    pub fn of(&self, category: Category) -> Decimal {
-        match category {
-            Category::Referral => self.referral,
-            Category::Emergency => self.emergency,
-            Category::OtherTemporary => self.other_temporary,
-            _ => Decimal::ZERO,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DiseaseRule {
-    pub annual_deductible: Decimal,
-    pub annual_cap: Decimal,
-}
-
-/// A serious-illness band `[lower, upper)`; `upper` is `None` for the open last band.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Band {
-    pub lower: Decimal,
-    pub upper: Option<Decimal>,
-    pub ratio: Decimal,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriousIllness {
-    pub bands: Vec<Band>,
-    pub annual_cap: Decimal,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AssistanceRule {
-    pub ratio: Decimal,
-    pub annual_cap: Decimal,
-}
-
-/// An insured place's policy for one scheme and visit type, in force from a date.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    pub deductible_by_level: ByLevel,
-    pub later_admission_deductible_by_level: Option<ByLevel>,
-    pub ratio_by_level: ByLevel,
-    pub retiree_bonus: Decimal,
-    pub deltas: CategoryDeltas,
-    /// `Some(Δ)` when unfiled claims may be settled, with their reduction.
-    pub unfiled_delta: Option<Decimal>,
-    /// The annual cap of the basic fund: inpatient claims share it; a general-outpatient
-    /// policy's is the general-outpatient cap.
-    pub annual_cap: Decimal,
-    /// General outpatient: the one annual deductible (only the part not yet met applies).
-    pub annual_deductible: Decimal,
-    /// Chronic outpatient: deductible and cap per disease code.
-    pub diseases: BTreeMap<String, DiseaseRule>,
-    pub serious_illness: Option<SeriousIllness>,
-    /// Assistance per assistance category of the person.
-    pub assistance: BTreeMap<String, AssistanceRule>,
-}
-
-/// Why a policy is not usable; checked when it is stored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
-    #[error("{0} must lie between 0 and 1")]
-    RatioOutOfRange(&'static str),
-    #[error("serious-illness bands must be ordered, non-overlapping and only the last open")]
-    BandsOutOfOrder,
-}
-
-impl Policy {
-    /// Checks what the types cannot: ratios in [0, 1] and well-ordered bands.
-    pub fn validate(&self) -> Result<(), PolicyError> {
-        let unit = |d: Decimal| d >= Decimal::ZERO && d <= Decimal::ONE;
-        if !self.ratio_by_level.0.iter().all(|&r| unit(r)) {
-            return Err(PolicyError::RatioOutOfRange("ratio_by_level"));
-        }
-        if !unit(self.retiree_bonus) {
-            return Err(PolicyError::RatioOutOfRange("retiree_bonus"));
-        }
-        let d = &self.deltas;
-        if ![d.referral, d.emergency, d.other_temporary]
-            .iter()
-            .all(|&r| unit(r))
-        {
-            return Err(PolicyError::RatioOutOfRange("category_deltas"));
-        }
-        if self.unfiled_delta.is_some_and(|r| !unit(r)) {
-            return Err(PolicyError::RatioOutOfRange("unfiled_delta"));
-        }
-        if !self.assistance.values().all(|a| unit(a.ratio)) {
-            return Err(PolicyError::RatioOutOfRange("assistance.ratio"));
-        }
-        if let Some(si) = &self.serious_illness {
-            if !si.bands.iter().all(|b| unit(b.ratio)) {
-                return Err(PolicyError::RatioOutOfRange("serious_illness.bands.ratio"));
-            }
-            let mut floor = Decimal::ZERO;
-            for (i, band) in si.bands.iter().enumerate() {
-                let last = i + 1 == si.bands.len();
-                match band.upper {
-                    Some(upper) if band.lower >= floor && upper > band.lower => floor = upper,
-                    None if last && band.lower >= floor => {}
-                    _ => return Err(PolicyError::BandsOutOfOrder),
-                }
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::reference::{
+    AssistanceRule, Band, ByLevel, Catalogue, CatalogueClass, CatalogueItem, Category,
+    CategoryDeltas, DiseaseRule, HospitalLevel, Policy, PolicyError, Scheme, SeriousIllness,
+    VisitType,
+};
 
 /// What the insured place registered about the person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -527,9 +318,6 @@ pub fn compute(
     catalogue: &dyn Catalogue,
     ctx: &Context<'_>,
 ) -> Result<Outcome, RuleError> {
-    let policy = ctx.policy;
-    let ytd = ctx.year_to_date;
-
     // Step 1: lines.
     let lines: Vec<LineResult> = claim
         .lines
@@ -543,12 +331,74 @@ pub fn compute(
 
     // Step 2: the category's reduction.
     let delta = match ctx.coverage {
-        Coverage::Filed(category) => policy.deltas.of(category),
-        Coverage::Unfiled => policy.unfiled_delta.ok_or(RuleError::NotFiled)?,
+        Coverage::Filed(category) => ctx.policy.deltas.of(category),
+        Coverage::Unfiled => ctx.policy.unfiled_delta.ok_or(RuleError::NotFiled)?,
     };
 
     // Step 3: the basic fund.
     let mut acc = AccumulatorDelta::default();
+    let (deductible, ratio, fund) = basic_fund(claim, ctx, p, delta, &mut acc)?;
+
+    // Step 4: serious-illness insurance on the in-scope burden left to the patient;
+    // general-outpatient claims neither add to its base nor receive it.
+    let general = matches!(claim.visit, Visit::GeneralOutpatient { .. });
+    let burden = if general { Decimal::ZERO } else { p - fund };
+    let serious_illness = if general {
+        Decimal::ZERO
+    } else {
+        serious_illness(ctx, burden)
+    };
+    acc.serious_illness_base = burden;
+    acc.serious_illness_paid = serious_illness;
+
+    // Step 5: medical assistance.
+    let assistance = assistance(ctx, p - fund - serious_illness);
+    acc.assistance_paid = assistance;
+
+    // Step 6: personal account, then cash.
+    let personal_account = if claim.use_personal_account {
+        non_negative(ctx.personal_account_balance).min(non_negative(
+            total - fund - serious_illness - assistance - full_self_pay,
+        ))
+    } else {
+        Decimal::ZERO
+    };
+    acc.personal_account_debit = personal_account;
+    let cash = total - fund - serious_illness - assistance - personal_account;
+
+    let split = Split {
+        total,
+        full_self_pay,
+        prior_self_pay,
+        in_scope: p,
+        deductible,
+        ratio,
+        fund,
+        serious_illness,
+        assistance,
+        personal_account,
+        cash,
+    };
+    split.check_invariants()?;
+    Ok(Outcome {
+        split,
+        lines,
+        coverage: ctx.coverage,
+        delta: acc,
+    })
+}
+
+/// Step 3: the deductible still due and the cap still open for this visit type, the
+/// ratio (level, retiree bonus, category reduction) and the fund's part of the in-scope
+/// amount `p`; what it takes from the year is recorded in `acc`.
+fn basic_fund(
+    claim: &Claim,
+    ctx: &Context<'_>,
+    p: Decimal,
+    delta: Decimal,
+    acc: &mut AccumulatorDelta,
+) -> Result<(Decimal, Decimal, Decimal), RuleError> {
+    let (policy, ytd) = (ctx.policy, ctx.year_to_date);
     let (remaining_deductible, remaining_cap) = match &claim.visit {
         Visit::Inpatient { .. } => {
             let later = ytd.inpatient_admissions >= 1;
@@ -598,73 +448,42 @@ pub fn compute(
             acc.general_fund_paid = fund;
         }
     }
+    Ok((deductible, ratio, fund))
+}
 
-    // Step 4: serious-illness insurance on the in-scope burden left to the patient;
-    // general-outpatient claims neither add to its base nor receive it.
-    let general = matches!(claim.visit, Visit::GeneralOutpatient { .. });
-    let burden = if general { Decimal::ZERO } else { p - fund };
-    let serious_illness = match &policy.serious_illness {
-        Some(si) if !general => {
-            let before = ytd.serious_illness_base;
-            let after = before + burden;
-            let raw: Decimal = si
-                .bands
-                .iter()
-                .map(|band| {
-                    let lo = before.max(band.lower);
-                    let hi = band.upper.map_or(after, |upper| after.min(upper));
-                    non_negative(hi - lo) * band.ratio
-                })
-                .sum();
-            round2(raw).min(non_negative(si.annual_cap - ytd.serious_illness_paid))
-        }
-        _ => Decimal::ZERO,
+/// Step 4: serious-illness insurance on `burden`, band by band over the year's base so
+/// far, within what is left of its annual cap.
+fn serious_illness(ctx: &Context<'_>, burden: Decimal) -> Decimal {
+    let Some(si) = &ctx.policy.serious_illness else {
+        return Decimal::ZERO;
     };
-    acc.serious_illness_base = burden;
-    acc.serious_illness_paid = serious_illness;
+    let ytd = ctx.year_to_date;
+    let before = ytd.serious_illness_base;
+    let after = before + burden;
+    let raw: Decimal = si
+        .bands
+        .iter()
+        .map(|band| {
+            let lo = before.max(band.lower);
+            let hi = band.upper.map_or(after, |upper| after.min(upper));
+            non_negative(hi - lo) * band.ratio
+        })
+        .sum();
+    round2(raw).min(non_negative(si.annual_cap - ytd.serious_illness_paid))
+}
 
-    // Step 5: medical assistance.
-    let assistance = match ctx
+/// Step 5: medical assistance on what is left of the in-scope amount, for a person in an
+/// assistance category of the policy, within what is left of its annual cap.
+fn assistance(ctx: &Context<'_>, left: Decimal) -> Decimal {
+    let rule = ctx
         .person
         .assistance_category
         .as_ref()
-        .and_then(|category| policy.assistance.get(category))
-    {
-        Some(rule) => round2((p - fund - serious_illness) * rule.ratio)
-            .min(non_negative(rule.annual_cap - ytd.assistance_paid)),
+        .and_then(|category| ctx.policy.assistance.get(category));
+    match rule {
+        Some(rule) => round2(left * rule.ratio).min(non_negative(
+            rule.annual_cap - ctx.year_to_date.assistance_paid,
+        )),
         None => Decimal::ZERO,
-    };
-    acc.assistance_paid = assistance;
-
-    // Step 6: personal account, then cash.
-    let personal_account = if claim.use_personal_account {
-        non_negative(ctx.personal_account_balance).min(non_negative(
-            total - fund - serious_illness - assistance - full_self_pay,
-        ))
-    } else {
-        Decimal::ZERO
-    };
-    acc.personal_account_debit = personal_account;
-    let cash = total - fund - serious_illness - assistance - personal_account;
-
-    let split = Split {
-        total,
-        full_self_pay,
-        prior_self_pay,
-        in_scope: p,
-        deductible,
-        ratio,
-        fund,
-        serious_illness,
-        assistance,
-        personal_account,
-        cash,
-    };
-    split.check_invariants()?;
-    Ok(Outcome {
-        split,
-        lines,
-        coverage: ctx.coverage,
-        delta: acc,
-    })
+    }
 }

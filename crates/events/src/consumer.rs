@@ -26,11 +26,12 @@ use rdkafka::{
     message::Headers,
     types::RDKafkaRespErr,
 };
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::positions::{self, DEDUPE_RETENTION, load_positions, prune_processed};
 use crate::{Event, kafka::client_config};
 use clearinghouse_platform::config::KafkaConfig;
 
@@ -182,23 +183,6 @@ impl ConsumerContext for SeekingContext {
     }
 }
 
-async fn load_positions(pool: &PgPool, group: &str) -> sqlx::Result<BTreeMap<(String, i32), i64>> {
-    let rows = sqlx::query(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
-    )
-    .bind(group)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                (r.try_get("topic")?, r.try_get("partition")?),
-                r.try_get("next_offset")?,
-            ))
-        })
-        .collect()
-}
-
 /// A raw message taken off the broker.
 struct Raw {
     topic: String,
@@ -253,37 +237,6 @@ pub fn spawn<H: Handler>(
         };
         worker.run(&shutdown);
     }))
-}
-
-/// How long applied event ids are remembered. A redelivery comes from the relay sending a
-/// row again whose first send it could not record: minutes after the first, or as long as
-/// a relay stays down. A month covers any outage we would not notice.
-pub const DEDUPE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
-
-/// Forgets applied event ids of `group` older than `retention`, a bounded chunk at a time;
-/// returns how many were forgotten.
-pub async fn prune_processed(pool: &PgPool, group: &str, retention: Duration) -> sqlx::Result<u64> {
-    // Rows one statement deletes at most, so that the table is never locked for long.
-    const CHUNK: i64 = 5000;
-    let mut forgotten = 0;
-    loop {
-        let n = sqlx::query(
-            "DELETE FROM processed_events WHERE (consumer_group, event_id) IN (
-                 SELECT consumer_group, event_id FROM processed_events
-                 WHERE consumer_group = $1 AND processed_at < now() - make_interval(secs => $2)
-                 LIMIT $3)",
-        )
-        .bind(group)
-        .bind(retention.as_secs_f64())
-        .bind(CHUNK)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        forgotten += n;
-        if n < CHUNK as u64 {
-            return Ok(forgotten);
-        }
-    }
 }
 
 /// Prunes the group's applied event ids every ten minutes until `shutdown`.
@@ -485,14 +438,11 @@ impl<H: Handler> Worker<H> {
         let Some(event_id) = event_id else {
             return Ok(false);
         };
-        let applied: bool = self.runtime.block_on(
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM processed_events WHERE consumer_group = $1 AND event_id = $2)",
-            )
-            .bind(&self.settings.group)
-            .bind(event_id)
-            .fetch_one(&self.pool),
-        )?;
+        let applied = self.runtime.block_on(positions::applied(
+            &self.pool,
+            &self.settings.group,
+            event_id,
+        ))?;
         Ok(applied)
     }
 
@@ -582,6 +532,65 @@ fn event_id_of<M: Message>(message: &M) -> Option<Uuid> {
     })
 }
 
+/// What a batch holds: the events decoded (each id once), the messages that do not
+/// decode, and where each partition resumes after it.
+struct Decoded<'a> {
+    events: Vec<Received>,
+    undecodable: Vec<positions::SetAside<'a>>,
+    resume: BTreeMap<(String, i32), i64>,
+}
+
+fn decode<'a>(batch: &'a [Raw], metrics: &ConsumerMetrics) -> Decoded<'a> {
+    let mut decoded = Decoded {
+        events: Vec::new(),
+        undecodable: Vec::new(),
+        resume: BTreeMap::new(),
+    };
+    let mut seen = HashSet::new();
+    for raw in batch {
+        // Where to resume: after the last message read, whatever was stored (a partition
+        // read again from its start resumes from where it is now). Which events apply is
+        // decided by their ids, never by offsets.
+        let position = decoded
+            .resume
+            .entry((raw.topic.clone(), raw.partition))
+            .or_insert(0);
+        *position = (*position).max(raw.offset + 1);
+        let event = Event::decode(raw.payload.as_slice())
+            .map_err(|e| e.to_string())
+            .and_then(|event| {
+                Uuid::parse_str(&event.event_id)
+                    .map(|id| (id, event))
+                    .map_err(|e| format!("bad event id: {e}"))
+            });
+        match event {
+            Ok((event_id, _)) if !seen.insert(event_id) => {
+                metrics.duplicates.inc();
+            }
+            Ok((event_id, event)) => decoded.events.push(Received {
+                event_id,
+                event,
+                topic: raw.topic.clone(),
+                partition: raw.partition,
+                offset: raw.offset,
+                traceparent: raw.traceparent.clone(),
+            }),
+            Err(reason) => {
+                tracing::error!(topic = %raw.topic, partition = raw.partition, offset = raw.offset, %reason, "undecodable event set aside");
+                metrics.rejected.inc();
+                decoded.undecodable.push(positions::SetAside {
+                    topic: &raw.topic,
+                    partition: raw.partition,
+                    offset: raw.offset,
+                    reason,
+                    payload: &raw.payload,
+                });
+            }
+        }
+    }
+    decoded
+}
+
 async fn apply_batch<H: Handler>(
     pool: &PgPool,
     group: &str,
@@ -590,112 +599,32 @@ async fn apply_batch<H: Handler>(
     metrics: &ConsumerMetrics,
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    // Lock this group's positions of the batch's partitions: a second instance that was
-    // handed the same partitions waits here, then finds the events applied by their ids.
     let mut partitions: Vec<(&str, i32)> = batch
         .iter()
         .map(|r| (r.topic.as_str(), r.partition))
         .collect();
     partitions.sort_unstable();
     partitions.dedup();
-    for (topic, partition) in &partitions {
-        sqlx::query(
-            "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
-             VALUES ($1, $2, $3, 0)
-             ON CONFLICT (consumer_group, topic, partition)
-             DO UPDATE SET next_offset = consumer_offsets.next_offset",
-        )
-        .bind(group)
-        .bind(topic)
-        .bind(partition)
-        .execute(&mut *tx)
-        .await?;
+    positions::lock_positions(&mut tx, group, &partitions).await?;
+    let Decoded {
+        mut events,
+        undecodable,
+        resume,
+    } = decode(batch, metrics);
+    for message in undecodable {
+        positions::set_aside(&mut tx, group, message).await?;
     }
-
-    let mut fresh = Vec::new();
-    let mut seen = HashSet::new();
-    // Where to resume: after the last message read, whatever was stored (a partition read
-    // again from its start resumes from where it is now). Which events apply is decided by
-    // their ids below, never by offsets.
-    let mut advanced = BTreeMap::new();
-    for raw in batch {
-        let key = (raw.topic.clone(), raw.partition);
-        let position = advanced.entry(key).or_insert(0);
-        *position = (*position).max(raw.offset + 1);
-        let decoded = Event::decode(raw.payload.as_slice())
-            .map_err(|e| e.to_string())
-            .and_then(|event| {
-                Uuid::parse_str(&event.event_id)
-                    .map(|id| (id, event))
-                    .map_err(|e| format!("bad event id: {e}"))
-            });
-        match decoded {
-            Ok((event_id, event)) => {
-                if seen.insert(event_id) {
-                    fresh.push(Received {
-                        event_id,
-                        event,
-                        topic: raw.topic.clone(),
-                        partition: raw.partition,
-                        offset: raw.offset,
-                        traceparent: raw.traceparent.clone(),
-                    });
-                } else {
-                    metrics.duplicates.inc();
-                }
-            }
-            Err(reason) => {
-                tracing::error!(topic = %raw.topic, partition = raw.partition, offset = raw.offset, %reason, "undecodable event set aside");
-                metrics.rejected.inc();
-                sqlx::query(
-                    "INSERT INTO rejected_events (consumer_group, topic, partition, \"offset\", reason, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                )
-                .bind(group)
-                .bind(&raw.topic)
-                .bind(raw.partition)
-                .bind(raw.offset)
-                .bind(&reason)
-                .bind(&raw.payload)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-    }
-
     // Keep only the events whose id was never applied before.
-    let ids: Vec<Uuid> = fresh.iter().map(|r| r.event_id).collect();
-    let new_ids: HashSet<Uuid> = sqlx::query_scalar(
-        "INSERT INTO processed_events (consumer_group, event_id)
-         SELECT $1, id FROM UNNEST($2::uuid[]) AS id
-         ON CONFLICT DO NOTHING RETURNING event_id",
-    )
-    .bind(group)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-    let before = fresh.len();
-    fresh.retain(|r| new_ids.contains(&r.event_id));
-    metrics.duplicates.inc_by((before - fresh.len()) as u64);
-
-    if !fresh.is_empty() {
-        handler.apply(&mut tx, &fresh).await?;
+    let ids: Vec<Uuid> = events.iter().map(|r| r.event_id).collect();
+    let new_ids = positions::first_applied(&mut tx, group, &ids).await?;
+    let before = events.len();
+    events.retain(|r| new_ids.contains(&r.event_id));
+    metrics.duplicates.inc_by((before - events.len()) as u64);
+    if !events.is_empty() {
+        handler.apply(&mut tx, &events).await?;
     }
-    for ((topic, partition), next) in &advanced {
-        sqlx::query(
-            "UPDATE consumer_offsets SET next_offset = $4
-             WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-        )
-        .bind(group)
-        .bind(topic)
-        .bind(partition)
-        .bind(next)
-        .execute(&mut *tx)
-        .await?;
-    }
+    positions::advance(&mut tx, group, &resume).await?;
     tx.commit().await?;
-    metrics.applied.inc_by(fresh.len() as u64);
+    metrics.applied.inc_by(events.len() as u64);
     Ok(())
 }

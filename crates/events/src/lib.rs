@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod foundation;
 pub mod kafka;
 pub mod outbox;
+pub mod positions;
 pub mod relay;
 
 pub use clearinghouse_proto::events::v1::{Event, event::Body};
