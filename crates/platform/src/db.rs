@@ -174,3 +174,6 @@ fn process_usage() -> Option<(f64, i64)> {
 
 /// The connection pool a service's handlers hold (their SQL is in the service's store).
 pub type Pool = sqlx::PgPool;
+
+/// A connection or transaction of the pool, as the store's functions take it.
+pub type Connection = sqlx::PgConnection;

@@ -58,6 +58,48 @@ impl FilingApi {
     }
 }
 
+/// The filing to change, locked: it must be the person's and not revoked.
+async fn changeable(
+    tx: &mut clearinghouse_platform::db::Connection,
+    filing_id: Uuid,
+    insured_region: Region,
+    person_id: &str,
+) -> Result<FilingRow, Status> {
+    let current = store::get_filing(tx, filing_id, true)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+    if current.insured_region != insured_region || current.person_id != person_id {
+        return Err(invalid_field(
+            "filing.person_id",
+            "a filing cannot move to another person",
+        ));
+    }
+    if current.cover.revoked_from.is_some() {
+        return Err(Status::failed_precondition(format!(
+            "filing {filing_id} is revoked"
+        )));
+    }
+    Ok(current)
+}
+
+/// Records a lock override on the filing (stored, logged, and on the answer).
+async fn record_override(
+    tx: &mut clearinghouse_platform::db::Connection,
+    filing: &mut FilingRow,
+    lock_override: Option<&store::LockOverride>,
+) -> Result<(), Status> {
+    let Some(o) = lock_override else {
+        return Ok(());
+    };
+    store::record_override(tx, filing.filing_id, o)
+        .await
+        .map_err(db)?;
+    tracing::info!(filing = %filing.filing_id, by = %o.by, reason = %o.reason, "long-term lock overridden by the insured place");
+    filing.lock_override = Some(o.clone());
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl FilingService for FilingApi {
     async fn register_person(
@@ -286,21 +328,7 @@ impl FilingService for FilingApi {
             .ok_or_else(|| {
                 Status::not_found(format!("no person {person_id} in {insured_region}"))
             })?;
-        let current = store::get_filing(&mut tx, filing_id, true)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
-        if current.insured_region != insured_region || current.person_id != person_id {
-            return Err(invalid_field(
-                "filing.person_id",
-                "a filing cannot move to another person",
-            ));
-        }
-        if current.cover.revoked_from.is_some() {
-            return Err(Status::failed_precondition(format!(
-                "filing {filing_id} is revoked"
-            )));
-        }
+        let current = changeable(&mut tx, filing_id, insured_region, &person_id).await?;
         let mut changed = FilingRow {
             filing_id,
             insured_region,
@@ -328,13 +356,7 @@ impl FilingService for FilingApi {
         if let Err(e) = store::change_filing(&mut tx, &changed).await {
             return Err(rules::long_term_conflict(e, &changed.person_id));
         }
-        if let Some(o) = &lock_override {
-            store::record_override(&mut tx, filing_id, o)
-                .await
-                .map_err(db)?;
-            tracing::info!(filing = %filing_id, by = %o.by, reason = %o.reason, "long-term lock overridden by the insured place");
-            changed.lock_override = lock_override.clone();
-        }
+        record_override(&mut tx, &mut changed, lock_override.as_ref()).await?;
         let body = Body::FilingChanged(ev::FilingChanged {
             filing: Some(changed.to_proto()),
         });
@@ -363,10 +385,7 @@ impl FilingService for FilingApi {
         let mut v = FieldViolations::new();
         let filing_id = v.check("filing_id", Uuid::parse_str(&r.filing_id));
         let from = v.check("effective_date", parse_date(&r.effective_date));
-        v.finish()?;
-        let (Some(filing_id), Some(from)) = (filing_id, from) else {
-            return Err(Status::internal("validation inconsistency"));
-        };
+        let (filing_id, from) = v.finish_with(filing_id.zip(from))?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mut filing = store::get_filing(&mut tx, filing_id, true)
             .await
@@ -407,13 +426,7 @@ impl FilingService for FilingApi {
             r.override_lock,
             &r.override_reason,
         )?;
-        if let Some(o) = &lock_override {
-            store::record_override(&mut tx, filing_id, o)
-                .await
-                .map_err(db)?;
-            tracing::info!(filing = %filing_id, by = %o.by, reason = %o.reason, "long-term lock overridden by the insured place");
-            filing.lock_override = lock_override.clone();
-        }
+        record_override(&mut tx, &mut filing, lock_override.as_ref()).await?;
         store::revoke_filing(&mut tx, filing_id, from)
             .await
             .map_err(db)?;
@@ -501,12 +514,8 @@ impl FilingService for FilingApi {
         }
         let treatment_region = v.check("treatment_region", Region::parse(&r.treatment_region));
         let date = v.check("date", parse_date(&r.date));
-        v.finish()?;
-        let (Some(insured_region), Some(treatment_region), Some(date)) =
-            (insured_region, treatment_region, date)
-        else {
-            return Err(Status::internal("validation inconsistency"));
-        };
+        let ((insured_region, treatment_region), date) =
+            v.finish_with(insured_region.zip(treatment_region).zip(date))?;
         authorize_request(
             &request,
             Action::CheckEligibility {

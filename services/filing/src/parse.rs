@@ -22,13 +22,14 @@ use crate::{
     store::{FilingRow, PersonRow},
 };
 
-/// Validates a filing as registered or changed, applying the insured place's rules.
-pub(crate) fn filing(
+/// A filing's fields, each checked, and the checks across them; `None` when one did not
+/// parse (it is recorded in `v`).
+fn filing_fields(
+    v: &mut FieldViolations,
     rules: &FilingRules,
     f: &Filing,
     today: Date,
-) -> Result<(Region, String, FilingCover, bool, String), Status> {
-    let mut v = FieldViolations::new();
+) -> Option<Fields> {
     let insured_region = v.check("filing.insured_region", Region::parse(&f.insured_region));
     if !person_id_is_valid(&f.person_id) {
         v.add("filing.person_id", "must be 1 to 30 printable characters");
@@ -98,12 +99,42 @@ pub(crate) fn filing(
             ),
         );
     }
-    v.finish()?;
-    let (Some(insured_region), Some(treatment_region), Some(category), Some(start), Some(validity)) =
-        (insured_region, treatment_region, category, start, validity)
-    else {
-        return Err(Status::internal("validation inconsistency"));
-    };
+    Some(Fields {
+        insured_region: insured_region?,
+        treatment_region: treatment_region?,
+        category: category?,
+        start: start?,
+        end,
+        validity: validity?,
+    })
+}
+
+/// A filing's fields as parsed.
+struct Fields {
+    insured_region: Region,
+    treatment_region: Region,
+    category: clearinghouse_domain::settlement::Category,
+    start: Date,
+    end: Option<Date>,
+    validity: crate::Validity,
+}
+
+/// Validates a filing as registered or changed, applying the insured place's rules.
+pub(crate) fn filing(
+    rules: &FilingRules,
+    f: &Filing,
+    today: Date,
+) -> Result<(Region, String, FilingCover, bool, String), Status> {
+    let mut v = FieldViolations::new();
+    let fields = filing_fields(&mut v, rules, f, today);
+    let Fields {
+        insured_region,
+        treatment_region,
+        category,
+        start,
+        end,
+        validity,
+    } = v.finish_with(fields)?;
     if start < today - time::Duration::days(rules.backdate_window_days) {
         return Err(Status::failed_precondition(format!(
             "filing.start_date lies more than {} days back: beyond the back-dating window",
@@ -159,19 +190,16 @@ pub(crate) fn person(p: Option<&Person>) -> Result<PersonRow, Status> {
     if !clearinghouse_platform::error::is_plain_text(&p.assistance_category, 40) {
         v.add("person.assistance_category", "must be at most 40 bytes");
     }
-    v.finish()?;
-    match (region, scheme) {
-        (Some(insured_region), Some(scheme)) => Ok(PersonRow {
-            insured_region,
-            person_id: p.person_id.clone(),
-            id_number: p.id_number.to_ascii_uppercase(),
-            name: p.name.clone(),
-            scheme,
-            retired: p.retired,
-            assistance_category: p.assistance_category.clone(),
-        }),
-        _ => Err(Status::internal("validation inconsistency")),
-    }
+    let (insured_region, scheme) = v.finish_with(region.zip(scheme))?;
+    Ok(PersonRow {
+        insured_region,
+        person_id: p.person_id.clone(),
+        id_number: p.id_number.to_ascii_uppercase(),
+        name: p.name.clone(),
+        scheme,
+        retired: p.retired,
+        assistance_category: p.assistance_category.clone(),
+    })
 }
 
 pub(crate) fn person_key(insured_region: &str, person_id: &str) -> Result<Region, Status> {
@@ -180,8 +208,7 @@ pub(crate) fn person_key(insured_region: &str, person_id: &str) -> Result<Region
     if !person_id_is_valid(person_id) {
         v.add("person_id", "must be 1 to 30 printable characters");
     }
-    v.finish()?;
-    region.ok_or_else(|| Status::internal("validation inconsistency"))
+    v.finish_with(region)
 }
 
 /// Whether a repeated registration carries the payload of the filing its request id made
