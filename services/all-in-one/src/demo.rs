@@ -6,6 +6,7 @@ use clearinghouse_all_in_one::{Config, Stack};
 use std::path::Path;
 
 use clearinghouse_platform::access::{self, TlsConfig};
+use clearinghouse_platform::host::Host;
 use clearinghouse_proto::{
     audit::v1::{ListAuditRecordsRequest, audit_service_client::AuditServiceClient},
     filing::v1::{
@@ -20,7 +21,7 @@ use clearinghouse_proto::{
         IssueReferralRequest, Referral, referral_service_client::ReferralServiceClient,
     },
     settlement::v1::{
-        CreditPersonalAccountRequest, FamilyLink, FamilyRelation, GetClaimRequest,
+        Claim, CreditPersonalAccountRequest, FamilyLink, FamilyRelation, GetClaimRequest,
         LinkFamilyAccountRequest, PutCatalogueRequest, PutPolicyRequest, SettleRequest,
         SettlementResult, reference_data_service_client::ReferenceDataServiceClient,
         settlement_service_client::SettlementServiceClient,
@@ -28,6 +29,7 @@ use clearinghouse_proto::{
 };
 use clearinghouse_testkit::{fixtures, unique_suffix};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 fn print_split(title: &str, r: &SettlementResult) {
     let s = r.split.clone().unwrap_or_default();
@@ -81,27 +83,77 @@ pub async fn run(mut config: Config, pki: &Path) -> anyhow::Result<()> {
     result
 }
 
-async fn walk_through(stack: &Stack, pki: &Path) -> anyhow::Result<()> {
-    // Every caller connects over mutual TLS with its own certificate.
-    let as_caller = |host: &clearinghouse_platform::host::Host, file: &str| {
-        let tls = TlsConfig::in_dir(pki, file);
-        let addr = host.grpc_addr;
-        async move { access::channel(addr, &tls).await }
-    };
-    let shandong = "province-370000";
-    let beijing = "province-110000";
-    let mut filing = FilingServiceClient::new(as_caller(&stack.filing, shandong).await?);
-    let mut policies =
-        ReferenceDataServiceClient::new(as_caller(&stack.settlement, shandong).await?);
-    let mut catalogues =
-        ReferenceDataServiceClient::new(as_caller(&stack.settlement, beijing).await?);
-    let settlement = SettlementServiceClient::new(as_caller(&stack.settlement, beijing).await?);
-    let mut ledger = LedgerServiceClient::new(as_caller(&stack.fund_ledger, "national").await?);
+/// The callers of the demo, each over mutual TLS with its own certificate.
+struct Callers {
+    filing: FilingServiceClient<Channel>,
+    /// Shandong puts its policies.
+    policies: ReferenceDataServiceClient<Channel>,
+    /// Beijing puts its catalogue.
+    catalogues: ReferenceDataServiceClient<Channel>,
+    /// Beijing settles.
+    settlement: SettlementServiceClient<Channel>,
+    /// Shandong credits and links personal accounts.
+    insured: SettlementServiceClient<Channel>,
+    referrals: ReferralServiceClient<Channel>,
+    /// The national platform.
+    ledger: LedgerServiceClient<Channel>,
+}
 
+async fn as_caller(host: &Host, pki: &Path, file: &str) -> anyhow::Result<Channel> {
+    let tls = TlsConfig::in_dir(pki, file);
+    access::channel(host.grpc_addr, &tls).await
+}
+
+impl Callers {
+    async fn connect(stack: &Stack, pki: &Path) -> anyhow::Result<Self> {
+        let (shandong, beijing) = ("province-370000", "province-110000");
+        Ok(Self {
+            filing: FilingServiceClient::new(as_caller(&stack.filing, pki, shandong).await?),
+            policies: ReferenceDataServiceClient::new(
+                as_caller(&stack.settlement, pki, shandong).await?,
+            ),
+            catalogues: ReferenceDataServiceClient::new(
+                as_caller(&stack.settlement, pki, beijing).await?,
+            ),
+            settlement: SettlementServiceClient::new(
+                as_caller(&stack.settlement, pki, beijing).await?,
+            ),
+            insured: SettlementServiceClient::new(
+                as_caller(&stack.settlement, pki, shandong).await?,
+            ),
+            referrals: ReferralServiceClient::new(as_caller(&stack.referral, pki, shandong).await?),
+            ledger: LedgerServiceClient::new(as_caller(&stack.fund_ledger, pki, "national").await?),
+        })
+    }
+
+    async fn settle(&self, claim: Claim) -> anyhow::Result<SettlementResult> {
+        Ok(self
+            .settlement
+            .clone()
+            .settle(SettleRequest { claim: Some(claim) })
+            .await?
+            .into_inner()
+            .result
+            .unwrap_or_default())
+    }
+}
+
+async fn walk_through(stack: &Stack, pki: &Path) -> anyhow::Result<()> {
+    let mut c = Callers::connect(stack, pki).await?;
     println!(
         "Shandong (370100) insures; Beijing (110000) treats; each calls with its own certificate."
     );
-    policies
+    reference_data(&mut c).await?;
+    worked_examples(&mut c).await?;
+    referral(&mut c).await?;
+    general_outpatient_and_family(&mut c).await?;
+    ledger(&mut c).await?;
+    refusal(stack, pki).await
+}
+
+/// Shandong's inpatient policy and Beijing's catalogue.
+async fn reference_data(c: &mut Callers) -> anyhow::Result<()> {
+    c.policies
         .put_policy(PutPolicyRequest {
             request_id: "demo-policy".into(),
             policy: Some(fixtures::inpatient_policy(fixtures::INSURED_REGION, false)),
@@ -113,23 +165,28 @@ async fn walk_through(stack: &Stack, pki: &Path) -> anyhow::Result<()> {
         effective_from: fixtures::catalogue_effective_from(),
         items: fixtures::catalogue_items(),
     };
-    catalogues
+    c.catalogues
         .put_catalogue(tokio_stream::iter(vec![header]))
         .await?;
 
+    Ok(())
+}
+
+/// Worked examples 1 and 2 of DESIGN.md §5, for two filed patients.
+async fn worked_examples(c: &mut Callers) -> anyhow::Result<()> {
     let patients = [
         ("P-DEMO-1", false, FilingCategory::Referral),
         ("P-DEMO-2", true, FilingCategory::ResettledRetiree),
     ];
     for (i, (person_id, retired, category)) in patients.into_iter().enumerate() {
         let id_number = fixtures::id_number(&format!("3701021960010{i}123"));
-        filing
+        c.filing
             .register_person(RegisterPersonRequest {
                 request_id: String::new(),
                 person: Some(fixtures::person(person_id, &id_number, retired, "")),
             })
             .await?;
-        filing
+        c.filing
             .register_filing(RegisterFilingRequest {
                 request_id: format!("demo-filing-{i}"),
                 filing: Some(fixtures::filing(person_id, category)),
@@ -137,39 +194,34 @@ async fn walk_through(stack: &Stack, pki: &Path) -> anyhow::Result<()> {
             .await?;
     }
 
-    let settle = |claim| {
-        let mut client = settlement.clone();
-        async move {
-            anyhow::Ok(
-                client
-                    .settle(SettleRequest { claim: Some(claim) })
-                    .await?
-                    .into_inner()
-                    .result
-                    .unwrap_or_default(),
-            )
-        }
-    };
-    let one = settle(fixtures::example1("DEMO-EX1", "P-DEMO-1")).await?;
+    let one = c.settle(fixtures::example1("DEMO-EX1", "P-DEMO-1")).await?;
     print_split(
         "Worked example 1 — REFERRAL filing, level-3 hospital, first admission",
         &one,
     );
-    let two_a = settle(fixtures::example2a("DEMO-EX2A", "P-DEMO-2")).await?;
+    let two_a = c
+        .settle(fixtures::example2a("DEMO-EX2A", "P-DEMO-2"))
+        .await?;
     print_split(
         "Worked example 2a — retired, long-term filing, level 1",
         &two_a,
     );
-    let two_b = settle(fixtures::example2b("DEMO-EX2B", "P-DEMO-2")).await?;
+    let two_b = c
+        .settle(fixtures::example2b("DEMO-EX2B", "P-DEMO-2"))
+        .await?;
     print_split(
         "Worked example 2b — second admission of the year, level 2",
         &two_b,
     );
 
+    Ok(())
+}
+
+/// A hospital in Shandong refers a third patient to Beijing.
+async fn referral(c: &mut Callers) -> anyhow::Result<()> {
     // A hospital in Shandong refers a third patient to Beijing: no insurer approval, and the
     // referral files itself (ReferralIssued → the filing service → a REFERRAL filing).
-    let mut referrals = ReferralServiceClient::new(as_caller(&stack.referral, shandong).await?);
-    filing
+    c.filing
         .register_person(RegisterPersonRequest {
             request_id: String::new(),
             person: Some(fixtures::person(
@@ -180,7 +232,8 @@ async fn walk_through(stack: &Stack, pki: &Path) -> anyhow::Result<()> {
             )),
         })
         .await?;
-    let referral = referrals
+    let referral = c
+        .referrals
         .issue_referral(IssueReferralRequest {
             request_id: "demo-referral".into(),
             referral: Some(Referral {
@@ -204,7 +257,8 @@ Referral {} issued for P-DEMO-3, valid until {}",
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let answer = filing
+        let answer = c
+            .filing
             .check_eligibility(CheckEligibilityRequest {
                 insured_region: fixtures::INSURED_REGION.into(),
                 person_id: "P-DEMO-3".into(),
@@ -229,15 +283,19 @@ Referral {} issued for P-DEMO-3, valid until {}",
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let three = settle(fixtures::example1("DEMO-REF", "P-DEMO-3")).await?;
+    let three = c.settle(fixtures::example1("DEMO-REF", "P-DEMO-3")).await?;
     print_split(
         "The referred patient settled under the REFERRAL filing (example 1's bill)",
         &three,
     );
 
-    // General outpatient (the Qiannan plan) and family mutual aid (家庭共济).
+    Ok(())
+}
+
+/// General outpatient (the Qiannan plan) and family mutual aid (家庭共济): examples 4 and 5.
+async fn general_outpatient_and_family(c: &mut Callers) -> anyhow::Result<()> {
     for scheme in [Scheme::Employee, Scheme::Resident] {
-        policies
+        c.policies
             .put_policy(PutPolicyRequest {
                 request_id: format!("demo-go-{scheme:?}"),
                 policy: Some(fixtures::general_outpatient_policy(
@@ -247,8 +305,9 @@ Referral {} issued for P-DEMO-3, valid until {}",
             })
             .await?;
     }
-    settle(fixtures::example4_earlier("DEMO-EX4A", "P-DEMO-2")).await?;
-    let four = settle(fixtures::example4("DEMO-EX4", "P-DEMO-2")).await?;
+    c.settle(fixtures::example4_earlier("DEMO-EX4A", "P-DEMO-2"))
+        .await?;
+    let four = c.settle(fixtures::example4("DEMO-EX4", "P-DEMO-2")).await?;
     print_split(
         "Worked example 4 — general outpatient, retired, 100.00 of the annual deductible met",
         &four,
@@ -269,21 +328,20 @@ Referral {} issued for P-DEMO-3, valid until {}",
     ] {
         let mut person = fixtures::person(person_id, &fixtures::id_number(body), false, "");
         person.scheme = scheme as i32;
-        filing
+        c.filing
             .register_person(RegisterPersonRequest {
                 request_id: String::new(),
                 person: Some(person),
             })
             .await?;
-        filing
+        c.filing
             .register_filing(RegisterFilingRequest {
                 request_id: format!("demo-filing-{person_id}"),
                 filing: Some(fixtures::filing(person_id, category)),
             })
             .await?;
     }
-    let mut insured = SettlementServiceClient::new(as_caller(&stack.settlement, shandong).await?);
-    insured
+    c.insured
         .credit_personal_account(CreditPersonalAccountRequest {
             request_id: "demo-credit-4".into(),
             insured_region: fixtures::INSURED_REGION.into(),
@@ -304,7 +362,7 @@ Referral {} issued for P-DEMO-3, valid until {}",
     };
     // The settlement service learns of new persons from the filing service's events.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while let Err(e) = insured.link_family_account(link.clone()).await {
+    while let Err(e) = c.insured.link_family_account(link.clone()).await {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "the family link was refused: {e}"
@@ -315,7 +373,9 @@ Referral {} issued for P-DEMO-3, valid until {}",
         "
 Shandong links P-DEMO-4's personal account to P-DEMO-5 (a child)"
     );
-    let five = settle(fixtures::example5("DEMO-EX5", "P-DEMO-5", "P-DEMO-4")).await?;
+    let five = c
+        .settle(fixtures::example5("DEMO-EX5", "P-DEMO-5", "P-DEMO-4"))
+        .await?;
     print_split(
         "Worked example 5 — a child's general-outpatient visit, paid in part from the parent's account",
         &five,
@@ -325,10 +385,16 @@ Shandong links P-DEMO-4's personal account to P-DEMO-5 (a child)"
         five.personal_account_holder, five.personal_account_balance
     );
 
+    Ok(())
+}
+
+/// The ledger's balances; the national platform closes the month; the statements.
+async fn ledger(c: &mut Callers) -> anyhow::Result<()> {
     // The ledger posts from the settlement topic; wait until all four are in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let balances = loop {
-        let b = ledger
+        let b = c
+            .ledger
             .get_balances(GetBalancesRequest::default())
             .await?
             .into_inner();
@@ -353,14 +419,15 @@ Shandong links P-DEMO-4's personal account to P-DEMO-5 (a child)"
     // The national platform closes the month; each province reads its statement.
     let now = time::OffsetDateTime::now_utc() + time::Duration::hours(8);
     let period = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
-    ledger
+    c.ledger
         .close_clearing_period(CloseClearingPeriodRequest {
             request_id: "demo-close".into(),
             period: period.clone(),
         })
         .await?;
     for province in ["370000", "110000"] {
-        let s = ledger
+        let s = c
+            .ledger
             .get_statement(GetStatementRequest {
                 period: period.clone(),
                 province: province.into(),
@@ -387,23 +454,30 @@ Shandong links P-DEMO-4's personal account to P-DEMO-5 (a child)"
         }
     }
 
+    Ok(())
+}
+
+/// Another province may not read a claim, and the refusal is in the audit trail.
+async fn refusal(stack: &Stack, pki: &Path) -> anyhow::Result<()> {
     // Guangdong is neither place of example 1's claim: it may not read it, and the
     // refusal lands in the settlement service's audit trail.
     let mut guangdong =
-        SettlementServiceClient::new(as_caller(&stack.settlement, "province-440000").await?);
+        SettlementServiceClient::new(as_caller(&stack.settlement, pki, "province-440000").await?);
     let refused = guangdong
         .get_claim(GetClaimRequest {
             treatment_region: fixtures::TREATMENT_REGION.into(),
             claim_id: "DEMO-EX1".into(),
         })
-        .await
-        .expect_err("another province must not read the claim");
+        .await;
+    let Err(refused) = refused else {
+        anyhow::bail!("another province read the claim");
+    };
     println!(
         "\nGuangdong asks for example 1's claim: {:?} ({})",
         refused.code(),
         refused.message()
     );
-    let mut audit = AuditServiceClient::new(as_caller(&stack.settlement, "national").await?);
+    let mut audit = AuditServiceClient::new(as_caller(&stack.settlement, pki, "national").await?);
     // The trail is written in batches off the request path: give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let trail = audit
