@@ -206,39 +206,16 @@ impl Relay {
             let traceparent =
                 clearinghouse_platform::trace_context::traceparent_of(&span).or(stored);
             ids.push(id);
-            let producer = producer.clone();
+            let record = Pending {
+                event_id,
+                topic,
+                key,
+                event_type,
+                payload,
+                traceparent,
+            };
             sends.push(tracing::Instrument::instrument(
-                async move {
-                    let event_id = event_id.to_string();
-                    let mut headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "event_id",
-                            value: Some(event_id.as_str()),
-                        })
-                        .insert(Header {
-                            key: "event_type",
-                            value: Some(event_type.as_str()),
-                        })
-                        .insert(Header {
-                            key: "schema_version",
-                            value: Some(SCHEMA_VERSION),
-                        });
-                    if let Some(tp) = &traceparent {
-                        headers = headers.insert(Header {
-                            key: "traceparent",
-                            value: Some(tp.as_str()),
-                        });
-                    }
-                    let record = FutureRecord::to(&topic)
-                        .key(&key)
-                        .payload(&payload)
-                        .headers(headers);
-                    producer
-                        .send(record, Timeout::After(Duration::from_secs(30)))
-                        .await
-                        .map(|_| ())
-                        .map_err(|(e, _)| e)
-                },
+                send(producer.clone(), record),
                 span,
             ));
         }
@@ -347,4 +324,49 @@ pub async fn republish_since(pool: &PgPool, since: time::OffsetDateTime) -> sqlx
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// An outbox row on its way to the broker.
+struct Pending {
+    event_id: Uuid,
+    topic: String,
+    key: String,
+    event_type: String,
+    payload: Vec<u8>,
+    /// The relay span's `traceparent`, sent as a header.
+    traceparent: Option<String>,
+}
+
+/// Sends one event with its headers (`event_id`, `event_type`, `schema_version`,
+/// `traceparent`) and waits for the broker's acknowledgement.
+async fn send(producer: FutureProducer, p: Pending) -> Result<(), rdkafka::error::KafkaError> {
+    let event_id = p.event_id.to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "event_id",
+            value: Some(event_id.as_str()),
+        })
+        .insert(Header {
+            key: "event_type",
+            value: Some(p.event_type.as_str()),
+        })
+        .insert(Header {
+            key: "schema_version",
+            value: Some(SCHEMA_VERSION),
+        });
+    if let Some(tp) = &p.traceparent {
+        headers = headers.insert(Header {
+            key: "traceparent",
+            value: Some(tp.as_str()),
+        });
+    }
+    let record = FutureRecord::to(&p.topic)
+        .key(&p.key)
+        .payload(&p.payload)
+        .headers(headers);
+    producer
+        .send(record, Timeout::After(Duration::from_secs(30)))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
 }

@@ -42,6 +42,57 @@ pub fn methods(service: &str, methods: &[&str]) -> Vec<String> {
 
 /// Binds both listeners and serves until `shutdown` is cancelled; in-flight calls are
 /// given `grace` to finish.
+/// Every service's health reported serving (the server's too, as "").
+async fn health(
+    names: &[&'static str],
+) -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    for name in names {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    (reporter, service)
+}
+
+/// Reflection over the contract, health and error details: the contract is public.
+fn reflection() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(clearinghouse_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+/// The access layer: mutual TLS names the caller, else (plaintext, local experiments only)
+/// the caller header does.
+fn access_layer(mutual_tls: bool, writes: &[String], audit: AuditSink) -> AccessLayer {
+    let authentication = if mutual_tls {
+        Authentication::MutualTls
+    } else {
+        tracing::warn!(
+            "INSECURE: serving plaintext and trusting the x-clearinghouse-caller header; \
+             for local experiments only"
+        );
+        Authentication::TrustedHeader
+    };
+    AccessLayer {
+        authentication,
+        writes: Arc::new(writes.iter().cloned().collect()),
+        audit,
+    }
+}
+
 pub async fn start(
     server: &ServerConfig,
     service: ServiceRoutes,
@@ -52,38 +103,13 @@ pub async fn start(
     let (grpc_addr, metrics_addr, grace) =
         (server.grpc_addr, server.metrics_addr, server.shutdown_grace);
     let tls = server.tls.server()?;
-    let authentication = if tls.is_some() {
-        Authentication::MutualTls
-    } else {
-        tracing::warn!(
-            "INSECURE: serving plaintext and trusting the x-clearinghouse-caller header; \
-             for local experiments only"
-        );
-        Authentication::TrustedHeader
-    };
-    let access = AccessLayer {
-        authentication,
-        writes: Arc::new(service.writes.iter().cloned().collect()),
-        audit,
-    };
+    let access = access_layer(tls.is_some(), &service.writes, audit);
     let grpc_metrics = GrpcMetrics::register(&mut registry);
     grpc_metrics.create_known(&service.health_names);
     let registry = Arc::new(registry);
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in &service.health_names {
-        health_reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(clearinghouse_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (health_reporter, health_service) = health(&service.health_names).await;
+    let reflection = reflection()?;
 
     let grpc_listener = TcpListener::bind(grpc_addr).await?;
     let metrics_listener = crate::metrics::bind(metrics_addr).await?;

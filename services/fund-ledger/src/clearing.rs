@@ -164,97 +164,130 @@ pub fn pair_proto((insured, treatment): &(Region, Region), t: &PairTotals) -> Pa
     }
 }
 
-/// Publishes how many clearing periods are in each state, and each province's
-/// multilateral net in the open period so far, every few seconds until `stop`.
+type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The clearing gauges an operator watches.
+struct PeriodGauges {
+    periods: Family<Labels, Gauge>,
+    nets: Family<Labels, FloatGauge>,
+    open_discrepancies: Family<Labels, Gauge>,
+    oldest: FloatGauge,
+    /// Every pair seen with open discrepancies: each stays, at zero once they are closed.
+    known_pairs: std::collections::BTreeSet<Labels>,
+}
+
+fn pair_labels(province: &str, counterparty: &str) -> Labels {
+    vec![
+        ("province".to_string(), province.to_string()),
+        ("counterparty".to_string(), counterparty.to_string()),
+    ]
+}
+
+impl PeriodGauges {
+    fn register(registry: &mut Registry, discrepancy_alert_days: u32) -> Self {
+        let g = Self {
+            periods: Default::default(),
+            nets: Default::default(),
+            open_discrepancies: Default::default(),
+            oldest: Default::default(),
+            known_pairs: Default::default(),
+        };
+        registry.register(
+            "clearing_periods",
+            "Clearing periods, by state",
+            g.periods.clone(),
+        );
+        registry.register(
+            "clearing_net_yuan",
+            "Each province's multilateral net in the open period (receives minus owes)",
+            g.nets.clone(),
+        );
+        registry.register(
+            "discrepancies_open",
+            "Open reconciliation discrepancies, by the province that found them and the other party",
+            g.open_discrepancies.clone(),
+        );
+        registry.register(
+            "discrepancy_oldest_open_age_seconds",
+            "Age of the oldest open discrepancy (0 when none)",
+            g.oldest.clone(),
+        );
+        let alert_age = FloatGauge::default();
+        registry.register(
+            "discrepancy_alert_age_seconds",
+            "The configured age past which an open discrepancy raises DiscrepancyOpenTooLong",
+            alert_age.clone(),
+        );
+        alert_age.set(f64::from(discrepancy_alert_days) * 86_400.0);
+        g
+    }
+
+    async fn refresh(&mut self, pool: &sqlx::PgPool) {
+        if let Ok(open) = periods::open_discrepancies(pool).await {
+            for labels in &self.known_pairs {
+                self.open_discrepancies.get_or_create(labels).set(0);
+            }
+            for (province, counterparty, n, _) in &open {
+                let labels = pair_labels(province, counterparty);
+                self.open_discrepancies.get_or_create(&labels).set(*n);
+                self.known_pairs.insert(labels);
+            }
+            self.oldest
+                .set(open.iter().map(|o| o.3).fold(0.0, f64::max));
+        }
+        if let Ok(counts) = periods::count_by_state(pool).await {
+            for state in clearinghouse_domain::clearing::PeriodState::ALL.map(|s| s.name()) {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == state)
+                    .map_or(0, |(_, n)| *n);
+                self.periods
+                    .get_or_create(&vec![("state".to_string(), state.to_string())])
+                    .set(n);
+            }
+        }
+        if let Ok(mut conn) = pool.acquire().await {
+            self.refresh_open_period(&mut conn).await;
+        }
+    }
+
+    /// Each province's net in the open period, and a discrepancy series (at zero) for each
+    /// party of each of its pairs.
+    async fn refresh_open_period(&self, conn: &mut PgConnection) {
+        let open = periods::open(conn).await.ok().flatten();
+        let Some(open) = open else { return };
+        let Ok(pairs) = periods::period_pairs(conn, &open).await else {
+            return;
+        };
+        for (insured, treatment) in pairs.keys() {
+            for (province, counterparty) in [(insured, treatment), (treatment, insured)] {
+                let labels = pair_labels(&province.to_string(), &counterparty.to_string());
+                let _ = self.open_discrepancies.get_or_create(&labels);
+            }
+        }
+        for (province, net) in ledger::nets(&pairs) {
+            let value = net.to_string().parse::<f64>().unwrap_or(0.0);
+            self.nets
+                .get_or_create(&vec![("province".to_string(), province.to_string())])
+                .set(value);
+        }
+    }
+}
+
+/// Publishes how many clearing periods are in each state, each province's multilateral
+/// net in the open period so far, and the open discrepancies, every two seconds until
+/// `stop`.
 pub fn watch_periods(
     pool: sqlx::PgPool,
     discrepancy_alert_days: u32,
     registry: &mut Registry,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let periods = Family::<Vec<(String, String)>, Gauge>::default();
-    registry.register(
-        "clearing_periods",
-        "Clearing periods, by state",
-        periods.clone(),
-    );
-    let nets = Family::<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-    registry.register(
-        "clearing_net_yuan",
-        "Each province's multilateral net in the open period (receives minus owes)",
-        nets.clone(),
-    );
-    let open_discrepancies = Family::<Vec<(String, String)>, Gauge>::default();
-    registry.register(
-        "discrepancies_open",
-        "Open reconciliation discrepancies, by the province that found them and the other party",
-        open_discrepancies.clone(),
-    );
-    let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-    registry.register(
-        "discrepancy_oldest_open_age_seconds",
-        "Age of the oldest open discrepancy (0 when none)",
-        oldest.clone(),
-    );
-    let alert_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-    registry.register(
-        "discrepancy_alert_age_seconds",
-        "The configured age past which an open discrepancy raises DiscrepancyOpenTooLong",
-        alert_age.clone(),
-    );
-    alert_age.set(f64::from(discrepancy_alert_days) * 86_400.0);
+    let mut gauges = PeriodGauges::register(registry, discrepancy_alert_days);
     tokio::spawn(async move {
-        let mut known_pairs: std::collections::BTreeSet<Vec<(String, String)>> = Default::default();
         while !stop.is_cancelled() {
-            if let Ok(open) = periods::open_discrepancies(&pool).await {
-                // Every pair seen before stays, at zero once its discrepancies are closed.
-                for labels in &known_pairs {
-                    open_discrepancies.get_or_create(labels).set(0);
-                }
-                for (province, counterparty, n, _) in &open {
-                    let labels = vec![
-                        ("province".to_string(), province.clone()),
-                        ("counterparty".to_string(), counterparty.clone()),
-                    ];
-                    open_discrepancies.get_or_create(&labels).set(*n);
-                    known_pairs.insert(labels);
-                }
-                oldest.set(open.iter().map(|o| o.3).fold(0.0, f64::max));
-            }
-            if let Ok(counts) = periods::count_by_state(&pool).await {
-                for state in clearinghouse_domain::clearing::PeriodState::ALL.map(|s| s.name()) {
-                    let n = counts
-                        .iter()
-                        .find(|(s, _)| s == state)
-                        .map_or(0, |(_, n)| *n);
-                    periods
-                        .get_or_create(&vec![("state".to_string(), state.to_string())])
-                        .set(n);
-                }
-            }
-            if let Ok(mut conn) = pool.acquire().await {
-                let open = periods::open(&mut conn).await.ok().flatten();
-                if let Some(open) = open
-                    && let Ok(pairs) = periods::period_pairs(&mut conn, &open).await
-                {
-                    // Each party of each pair of the open period has a series, at zero
-                    // until a reconciliation finds a discrepancy.
-                    for (insured, treatment) in pairs.keys() {
-                        for (province, counterparty) in [(insured, treatment), (treatment, insured)]
-                        {
-                            let _ = open_discrepancies.get_or_create(&vec![
-                                ("province".to_string(), province.to_string()),
-                                ("counterparty".to_string(), counterparty.to_string()),
-                            ]);
-                        }
-                    }
-                    for (province, net) in ledger::nets(&pairs) {
-                        let value = net.to_string().parse::<f64>().unwrap_or(0.0);
-                        nets.get_or_create(&vec![("province".to_string(), province.to_string())])
-                            .set(value);
-                    }
-                }
-            }
+            gauges.refresh(&pool).await;
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
                 _ = stop.cancelled() => {}

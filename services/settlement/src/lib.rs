@@ -37,6 +37,7 @@ use clearinghouse_proto::{
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -93,6 +94,44 @@ pub const GENERIC_PLAN_STATEMENTS: [(&str, &str); 3] = [
     ("projection lookup", projection::LOOKUP),
 ];
 
+/// The filing service, asked when the projection has no answer yet; none when no endpoint
+/// is configured (then the projection alone answers).
+fn filing_client(config: &Config) -> anyhow::Result<Option<FilingServiceClient<Channel>>> {
+    Ok(if config.filing_endpoint.is_empty() {
+        None
+    } else {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(config.filing_endpoint.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5));
+        // Our own certificate is our client identity towards the filing service.
+        if let Some(tls) = config.server.tls.client()? {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        Some(FilingServiceClient::new(endpoint.connect_lazy()))
+    })
+}
+
+/// The methods that write: each call is audited.
+fn write_methods() -> Vec<String> {
+    [
+        clearinghouse_platform::grpc::methods(
+            "clearinghouse.settlement.v1.SettlementService",
+            &[
+                "Settle",
+                "Reverse",
+                "CreditPersonalAccount",
+                "LinkFamilyAccount",
+                "UnlinkFamilyAccount",
+            ],
+        ),
+        clearinghouse_platform::grpc::methods(
+            "clearinghouse.settlement.v1.ReferenceDataService",
+            &["PutPolicy", "PutCatalogue"],
+        ),
+    ]
+    .concat()
+}
+
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
     let settlement_topic = config.kafka.topic(topics::SETTLEMENT);
     let filing_topic = config.kafka.topic(topics::FILING);
@@ -132,18 +171,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             background.token.clone(),
         )?);
     }
-    let filing = if config.filing_endpoint.is_empty() {
-        None
-    } else {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(config.filing_endpoint.clone())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5));
-        // Our own certificate is our client identity towards the filing service.
-        if let Some(tls) = config.server.tls.client()? {
-            endpoint = endpoint.tls_config(tls)?;
-        }
-        Some(FilingServiceClient::new(endpoint.connect_lazy()))
-    };
+    let filing = filing_client(&config)?;
     let policies = Arc::new(cache::PolicyCache::default());
     // The batch writers, their one-by-one fallback and the projection lookups.
     let hot = clearinghouse_platform::db::connect_with_generic_plans(&config.database, 8).await?;
@@ -169,23 +197,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             "clearinghouse.settlement.v1.SettlementService",
             "clearinghouse.settlement.v1.ReferenceDataService",
         ],
-        writes: [
-            clearinghouse_platform::grpc::methods(
-                "clearinghouse.settlement.v1.SettlementService",
-                &[
-                    "Settle",
-                    "Reverse",
-                    "CreditPersonalAccount",
-                    "LinkFamilyAccount",
-                    "UnlinkFamilyAccount",
-                ],
-            ),
-            clearinghouse_platform::grpc::methods(
-                "clearinghouse.settlement.v1.ReferenceDataService",
-                &["PutPolicy", "PutCatalogue"],
-            ),
-        ]
-        .concat(),
+        writes: write_methods(),
         pool,
     };
     host::start(&config.server, routes, registry, background, shutdown).await
