@@ -71,6 +71,32 @@ fn answer<T>(response: T, subject: String, written: bool) -> Response<T> {
 }
 
 impl LedgerApi {
+    /// A reserve call (request id, insured, treatment, amount) by the request's caller.
+    async fn reserve<T>(
+        &self,
+        request: &Request<T>,
+        kind: Kind,
+        (request_id, insured, treatment, amount): (&String, &String, &String, &String),
+    ) -> Result<Reserve, Status> {
+        let caller = caller(request)?;
+        let audit = audit::context(request);
+        let asked = Asked {
+            request_id,
+            insured,
+            treatment,
+            amount,
+        };
+        reserves::request(
+            &self.pool,
+            &self.clearing,
+            &caller,
+            audit.as_ref(),
+            kind,
+            asked,
+        )
+        .await
+    }
+
     /// A province's answer to its statement: parsed, authorized and recorded.
     async fn respond(
         &self,
@@ -156,24 +182,14 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<SizeReserveRequest>,
     ) -> Result<Response<SizeReserveResponse>, Status> {
-        let caller = caller(&request)?;
-        let audit = audit::context(&request);
         let r = request.get_ref();
-        let asked = Asked {
-            request_id: &r.request_id,
-            insured: &r.insured_province,
-            treatment: &r.treatment_province,
-            amount: &r.amount,
-        };
-        let reserve = reserves::request(
-            &self.pool,
-            &self.clearing,
-            &caller,
-            audit.as_ref(),
-            Kind::Size,
-            asked,
-        )
-        .await?;
+        let asked = (
+            &r.request_id,
+            &r.insured_province,
+            &r.treatment_province,
+            &r.amount,
+        );
+        let reserve = self.reserve(&request, Kind::Size, asked).await?;
         Ok(reserve_response(reserve, |reserve| SizeReserveResponse {
             reserve,
         }))
@@ -183,24 +199,14 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<TopUpReserveRequest>,
     ) -> Result<Response<TopUpReserveResponse>, Status> {
-        let caller = caller(&request)?;
-        let audit = audit::context(&request);
         let r = request.get_ref();
-        let asked = Asked {
-            request_id: &r.request_id,
-            insured: &r.insured_province,
-            treatment: &r.treatment_province,
-            amount: &r.amount,
-        };
-        let reserve = reserves::request(
-            &self.pool,
-            &self.clearing,
-            &caller,
-            audit.as_ref(),
-            Kind::TopUp,
-            asked,
-        )
-        .await?;
+        let asked = (
+            &r.request_id,
+            &r.insured_province,
+            &r.treatment_province,
+            &r.amount,
+        );
+        let reserve = self.reserve(&request, Kind::TopUp, asked).await?;
         Ok(reserve_response(reserve, |reserve| TopUpReserveResponse {
             reserve,
         }))
