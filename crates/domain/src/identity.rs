@@ -1,4 +1,8 @@
-//! Person identifiers.
+//! Identifiers, each a type with one rule: parsed once at the edge, so an invalid value
+//! cannot exist past parsing. Each error's text is the description a refusal gives its
+//! field.
+
+use std::{fmt, ops::Deref};
 
 /// Checks an 18-character resident id number: 17 digits and an ISO 7064 MOD 11-2 check
 /// character (`0`-`9` or `X`).
@@ -20,7 +24,122 @@ pub fn id_number_is_valid(id: &str) -> bool {
 /// Checks a person id: the insured place's own number, opaque, 1 to 30 printable ASCII
 /// characters.
 pub fn person_id_is_valid(id: &str) -> bool {
-    (1..=30).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+    PersonId::parse(id).is_ok()
+}
+
+/// Why an identifier was refused: the rule it breaks, as a field's description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must be 1 to 30 printable characters")]
+    PersonId,
+    #[error("must be 1 to 64 printable characters")]
+    ClaimId,
+    #[error("must be at most 64 printable ASCII characters")]
+    RequestId,
+    #[error("is required (1 to 64 printable ASCII characters): the call is idempotent by it")]
+    RequestIdRequired,
+    #[error("must be an 18-character id number with a valid check digit")]
+    IdNumber,
+}
+
+fn printable(text: &str, max: usize) -> bool {
+    (1..=max).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+    };
+}
+
+identifier!(
+    /// The insured place's own number for a person: opaque, 1 to 30 printable ASCII
+    /// characters.
+    PersonId
+);
+identifier!(
+    /// A claim's id, unique within its treatment region: 1 to 64 printable ASCII
+    /// characters.
+    ClaimId
+);
+identifier!(
+    /// The id that makes a write idempotent: 1 to 64 printable ASCII characters.
+    RequestId
+);
+identifier!(
+    /// An 18-character resident id number with its check character, upper case.
+    IdNumber
+);
+
+impl PersonId {
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        printable(text, 30)
+            .then(|| Self(text.to_string()))
+            .ok_or(IdError::PersonId)
+    }
+}
+
+impl ClaimId {
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        printable(text, 64)
+            .then(|| Self(text.to_string()))
+            .ok_or(IdError::ClaimId)
+    }
+}
+
+impl RequestId {
+    /// An optional request id: empty is none.
+    pub fn parse(text: &str) -> Result<Option<Self>, IdError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        printable(text, 64)
+            .then(|| Some(Self(text.to_string())))
+            .ok_or(IdError::RequestId)
+    }
+
+    /// A request id the call cannot do without.
+    pub fn required(text: &str) -> Result<Self, IdError> {
+        match Self::parse(text) {
+            Ok(Some(id)) => Ok(id),
+            _ => Err(IdError::RequestIdRequired),
+        }
+    }
+}
+
+impl IdNumber {
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        id_number_is_valid(text)
+            .then(|| Self(text.to_ascii_uppercase()))
+            .ok_or(IdError::IdNumber)
+    }
 }
 
 #[cfg(test)]
@@ -35,6 +154,22 @@ mod tests {
         assert!(!id_number_is_valid("110105194912310021"));
         assert!(!id_number_is_valid("11010519491231002"));
         assert!(!id_number_is_valid("1101051949123100XX"));
+    }
+
+    #[test]
+    fn each_identifier_has_one_rule() {
+        assert_eq!(ClaimId::parse("C-1").unwrap().as_str(), "C-1");
+        assert_eq!(ClaimId::parse(""), Err(IdError::ClaimId));
+        assert_eq!(ClaimId::parse(&"c".repeat(65)), Err(IdError::ClaimId));
+        assert_eq!(ClaimId::parse("c 1"), Err(IdError::ClaimId));
+        assert_eq!(RequestId::parse(""), Ok(None));
+        assert_eq!(RequestId::parse("r\u{e9}"), Err(IdError::RequestId));
+        assert_eq!(RequestId::required(""), Err(IdError::RequestIdRequired));
+        assert_eq!(
+            IdNumber::parse("11010519491231002x").unwrap().as_str(),
+            "11010519491231002X"
+        );
+        assert_eq!(PersonId::parse(&"p".repeat(31)), Err(IdError::PersonId));
     }
 
     #[test]

@@ -108,14 +108,9 @@ pub fn is_plain_text(text: &str, max: usize) -> bool {
 
 /// `INVALID_ARGUMENT` on `request_id` unless it is at most 64 printable ASCII bytes.
 pub fn check_request_id(request_id: &str) -> Result<(), Status> {
-    if request_id.len() <= 64 && request_id.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(())
-    } else {
-        Err(invalid_field(
-            "request_id",
-            "must be at most 64 printable ASCII characters",
-        ))
-    }
+    clearinghouse_domain::identity::RequestId::parse(request_id)
+        .map(|_| ())
+        .map_err(|e| invalid_field("request_id", e.to_string()))
 }
 
 /// A single bad field.

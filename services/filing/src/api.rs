@@ -3,7 +3,7 @@
 
 use clearinghouse_domain::{
     dates::{Clock, format_date, parse_date},
-    identity::person_id_is_valid,
+    identity::PersonId,
     region::Region,
 };
 use clearinghouse_events::{Body, outbox::Outgoing};
@@ -509,9 +509,7 @@ impl FilingService for FilingApi {
         let r = request.get_ref();
         let mut v = FieldViolations::new();
         let insured_region = v.check("insured_region", Region::parse(&r.insured_region));
-        if !person_id_is_valid(&r.person_id) {
-            v.add("person_id", "must be 1 to 30 printable characters");
-        }
+        v.check("person_id", PersonId::parse(&r.person_id));
         let treatment_region = v.check("treatment_region", Region::parse(&r.treatment_region));
         let date = v.check("date", parse_date(&r.date));
         let ((insured_region, treatment_region), date) =

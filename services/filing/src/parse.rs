@@ -5,7 +5,7 @@
 use clearinghouse_domain::{
     dates::parse_date,
     filing::FilingCover,
-    identity::{id_number_is_valid, person_id_is_valid},
+    identity::{IdNumber, PersonId},
     region::Region,
 };
 use clearinghouse_platform::error::{FieldViolations, invalid_field};
@@ -31,9 +31,7 @@ fn filing_fields(
     today: Date,
 ) -> Option<Fields> {
     let insured_region = v.check("filing.insured_region", Region::parse(&f.insured_region));
-    if !person_id_is_valid(&f.person_id) {
-        v.add("filing.person_id", "must be 1 to 30 printable characters");
-    }
+    v.check("filing.person_id", PersonId::parse(&f.person_id));
     let treatment_region = v.check(
         "filing.treatment_region",
         Region::parse(&f.treatment_region),
@@ -170,15 +168,8 @@ pub(crate) fn person(p: Option<&Person>) -> Result<PersonRow, Status> {
     };
     let mut v = FieldViolations::new();
     let region = v.check("person.insured_region", Region::parse(&p.insured_region));
-    if !person_id_is_valid(&p.person_id) {
-        v.add("person.person_id", "must be 1 to 30 printable characters");
-    }
-    if !id_number_is_valid(&p.id_number) {
-        v.add(
-            "person.id_number",
-            "must be an 18-character id number with a valid check digit",
-        );
-    }
+    let person_id = v.check("person.person_id", PersonId::parse(&p.person_id));
+    let id_number = v.check("person.id_number", IdNumber::parse(&p.id_number));
     if p.name.trim().is_empty() || !clearinghouse_platform::error::is_plain_text(&p.name, MAX_TEXT)
     {
         v.add("person.name", "must be 1 to 200 bytes");
@@ -190,11 +181,12 @@ pub(crate) fn person(p: Option<&Person>) -> Result<PersonRow, Status> {
     if !clearinghouse_platform::error::is_plain_text(&p.assistance_category, 40) {
         v.add("person.assistance_category", "must be at most 40 bytes");
     }
-    let (insured_region, scheme) = v.finish_with(region.zip(scheme))?;
+    let parsed = region.zip(scheme).zip(person_id.zip(id_number));
+    let ((insured_region, scheme), (person_id, id_number)) = v.finish_with(parsed)?;
     Ok(PersonRow {
         insured_region,
-        person_id: p.person_id.clone(),
-        id_number: p.id_number.to_ascii_uppercase(),
+        person_id: person_id.into(),
+        id_number: id_number.into(),
         name: p.name.clone(),
         scheme,
         retired: p.retired,
@@ -205,9 +197,7 @@ pub(crate) fn person(p: Option<&Person>) -> Result<PersonRow, Status> {
 pub(crate) fn person_key(insured_region: &str, person_id: &str) -> Result<Region, Status> {
     let mut v = FieldViolations::new();
     let region = v.check("insured_region", Region::parse(insured_region));
-    if !person_id_is_valid(person_id) {
-        v.add("person_id", "must be 1 to 30 printable characters");
-    }
+    v.check("person_id", PersonId::parse(person_id));
     v.finish_with(region)
 }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use clearinghouse_domain::{
     dates::{format_date, parse_date},
+    identity::ClaimId,
     money::{format2, parse_decimal},
     region::Region,
 };
@@ -288,9 +289,7 @@ fn their_claims(v: &mut FieldViolations, offset: usize, claims: &[DetailClaim]) 
     let mut out = Vec::with_capacity(claims.len());
     for (i, c) in claims.iter().enumerate() {
         let field = format!("claims[{}]", offset + i);
-        if c.claim_id.is_empty() || c.claim_id.len() > 64 {
-            v.add(format!("{field}.claim_id"), "must be 1 to 64 characters");
-        }
+        v.check(&format!("{field}.claim_id"), ClaimId::parse(&c.claim_id));
         if Region::parse(&c.treatment_region).is_err() {
             v.add(
                 format!("{field}.treatment_region"),

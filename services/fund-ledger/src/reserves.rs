@@ -3,6 +3,7 @@
 //! warnings when usage falls.
 
 use clearinghouse_domain::{
+    identity::RequestId,
     ledger,
     money::{format2, parse_decimal},
     region::Region,
@@ -68,12 +69,7 @@ pub(crate) fn reserve_proto(r: &ReserveRow) -> Reserve {
 /// The pair and amount of a reserve call, every field checked.
 fn parse(asked: &Asked<'_>) -> Result<(Region, Region, Decimal), Status> {
     let mut v = FieldViolations::new();
-    if !(1..=64).contains(&asked.request_id.len()) {
-        v.add(
-            "request_id",
-            "is required (1 to 64 bytes): the call is idempotent by it",
-        );
-    }
+    v.check("request_id", RequestId::required(asked.request_id));
     let insured = v.check("insured_province", Region::parse(asked.insured));
     let treatment = v.check("treatment_province", Region::parse(asked.treatment));
     for (field, region) in [

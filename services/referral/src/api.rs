@@ -2,7 +2,7 @@
 
 use clearinghouse_domain::{
     dates::{Clock, china_date, format_date, parse_date},
-    identity::person_id_is_valid,
+    identity::{PersonId, RequestId},
     region::Region,
 };
 use clearinghouse_events::{
@@ -70,9 +70,7 @@ fn parse_referral(
         "referral.insured_region",
         Region::parse(&referral.insured_region),
     );
-    if !person_id_is_valid(&referral.person_id) {
-        v.add("referral.person_id", "must be 1 to 30 printable characters");
-    }
+    v.check("referral.person_id", PersonId::parse(&referral.person_id));
     if !printable(&referral.referring_hospital, 40) {
         v.add("referral.referring_hospital", "must be 1 to 40 characters");
     }
@@ -105,9 +103,7 @@ fn parse_referral(
     {
         v.add("referral.valid_until", "must not be before the issue date");
     }
-    if r.request_id.len() > 64 {
-        v.add("request_id", "must be at most 64 bytes");
-    }
+    v.check("request_id", RequestId::parse(&r.request_id));
     let parsed = insured.zip(target).zip(issued).zip(until);
     v.finish_with(parsed).map(|(((i, t), s), u)| (i, t, s, u))
 }
@@ -247,9 +243,7 @@ impl ReferralService for ReferralApi {
         let r = request.get_ref();
         let mut v = FieldViolations::new();
         let region = v.check("insured_region", Region::parse(&r.insured_region));
-        if !person_id_is_valid(&r.person_id) {
-            v.add("person_id", "must be 1 to 30 printable characters");
-        }
+        v.check("person_id", PersonId::parse(&r.person_id));
         let after = if r.page_token.is_empty() {
             None
         } else {

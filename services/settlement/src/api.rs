@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clearinghouse_domain::{
     dates::Clock,
+    identity::{ClaimId, PersonId, RequestId},
     money::{format2, parse_decimal},
     region::Region,
 };
@@ -116,25 +117,23 @@ fn parse_as_treatment(
     Ok(parsed)
 }
 
-fn claim_key(treatment_region: &str, claim_id: &str) -> Result<Region> {
+/// A claim's key: its treatment region and id.
+fn claim_key(treatment_region: &str, claim_id: &str) -> Result<(Region, ClaimId)> {
     let mut v = FieldViolations::new();
     let region = v.check("treatment_region", Region::parse(treatment_region));
-    if !(1..=64).contains(&claim_id.len()) {
-        v.add("claim_id", "must be 1 to 64 characters");
-    }
-    Ok(v.finish_with(region)?)
+    let claim_id = v.check("claim_id", ClaimId::parse(claim_id));
+    Ok(v.finish_with(region.zip(claim_id))?)
 }
 
-fn person_key(insured_region: &str, person_id: &str, year: i32) -> Result<Region> {
+/// A person-year's key: the insured region and the person (the year is checked).
+fn person_key(insured_region: &str, person_id: &str, year: i32) -> Result<(Region, PersonId)> {
     let mut v = FieldViolations::new();
     let region = v.check("insured_region", Region::parse(insured_region));
-    if !clearinghouse_domain::identity::person_id_is_valid(person_id) {
-        v.add("person_id", "must be 1 to 30 printable characters");
-    }
+    let person_id = v.check("person_id", PersonId::parse(person_id));
     if !clearinghouse_domain::dates::YEARS.contains(&year) {
         v.add("year", "must be a calendar year from 2000 to 2100");
     }
-    Ok(v.finish_with(region)?)
+    Ok(v.finish_with(region.zip(person_id))?)
 }
 
 #[tonic::async_trait]
@@ -226,13 +225,13 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<ReverseResponse>, Status> {
         let audit = audit::context(&request);
         let r = request.get_ref();
-        let region = claim_key(&r.treatment_region, &r.claim_id)?;
+        let (region, claim_id) = claim_key(&r.treatment_region, &r.claim_id)?;
         if !clearinghouse_platform::error::is_plain_text(&r.reason, 200) {
             return Err(invalid_field("reason", "must be at most 200 bytes"));
         }
         authorize_request(&request, Action::WriteAsTreatment { treatment: region })?;
-        let subject = format!("claim {region}/{}", r.claim_id);
-        let key = (region.to_string(), r.claim_id.clone());
+        let subject = format!("claim {region}/{claim_id}");
+        let key = (region.to_string(), claim_id.into());
         let reversed = reversal::reverse(
             &self.pool,
             &self.topic,
@@ -261,14 +260,11 @@ impl SettlementService for SettlementApi {
         request: Request<GetClaimRequest>,
     ) -> Result<Response<GetClaimResponse>, Status> {
         let r = request.get_ref();
-        let region = claim_key(&r.treatment_region, &r.claim_id)?;
-        let key = (region.to_string(), r.claim_id.clone());
+        let (region, claim_id) = claim_key(&r.treatment_region, &r.claim_id)?;
+        let key = (region.to_string(), claim_id.to_string());
         let (result, reversed, insured) =
             store::claim(&self.pool, &key).await?.ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no claim {} of treatment region {region}",
-                    r.claim_id
-                ))
+                Error::NotFound(format!("no claim {claim_id} of treatment region {region}"))
             })?;
         let insured = Region::parse(&insured).map_err(|_| Error::Corrupt("region"))?;
         authorize_request(
@@ -288,7 +284,7 @@ impl SettlementService for SettlementApi {
         request: Request<ListClaimsRequest>,
     ) -> Result<Response<ListClaimsResponse>, Status> {
         let r = request.get_ref();
-        let region = person_key(&r.insured_region, &r.person_id, r.year)?;
+        let (region, person_id) = person_key(&r.insured_region, &r.person_id, r.year)?;
         authorize_request(&request, Action::ReadPerson { insured: region })?;
         let page_size = page_size(r.page_size, 50, 500)?;
         let offset: i64 = if r.page_token.is_empty() {
@@ -300,7 +296,7 @@ impl SettlementService for SettlementApi {
                 .filter(|o| *o >= 0)
                 .ok_or_else(|| invalid_field("page_token", "is not a token this service issued"))?
         };
-        let year = (region.to_string(), r.person_id.clone(), r.year);
+        let year = (region.to_string(), person_id.into(), r.year);
         let results = store::claims_of(&self.pool, &year, page_size, offset)
             .await?
             .iter()
@@ -323,18 +319,22 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<CreditPersonalAccountResponse>, Status> {
         let audit = audit::context(&request);
         let r = request.get_ref();
-        let (region, amount) = parse_credit(r)?;
+        let Credit {
+            region,
+            person_id,
+            request_id,
+            amount,
+        } = parse_credit(r)?;
         authorize_request(&request, Action::WriteAsInsured { insured: region })?;
-        let subject = format!("personal account {region}/{}", r.person_id);
-        let account = (region.to_string(), r.person_id.clone());
+        let subject = format!("personal account {region}/{person_id}");
+        let account = (region.to_string(), person_id.to_string());
         let mut tx = self.pool.begin().await.map_err(Error::from)?;
         if let Some((person, credited, balance)) =
-            store::credit_made(&mut tx, &account.0, &r.request_id).await?
+            store::credit_made(&mut tx, &account.0, &request_id).await?
         {
-            if person != r.person_id || credited != amount {
+            if person != person_id.as_str() || credited != amount {
                 return Err(Error::AlreadyExists(format!(
-                    "credit request {} was already used for another credit",
-                    r.request_id
+                    "credit request {request_id} was already used for another credit"
                 ))
                 .into());
             }
@@ -343,7 +343,7 @@ impl SettlementService for SettlementApi {
             };
             return Ok(with_subject(response, subject));
         }
-        let balance = store::credit(&mut tx, &account, &r.request_id, amount).await?;
+        let balance = store::credit(&mut tx, &account, &request_id, amount).await?;
         audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
             .await
             .map_err(Error::from)?;
@@ -361,9 +361,9 @@ impl SettlementService for SettlementApi {
         request: Request<GetAccumulatorsRequest>,
     ) -> Result<Response<GetAccumulatorsResponse>, Status> {
         let r = request.get_ref();
-        let region = person_key(&r.insured_region, &r.person_id, r.year)?;
+        let (region, person_id) = person_key(&r.insured_region, &r.person_id, r.year)?;
         authorize_request(&request, Action::ReadPerson { insured: region })?;
-        let year = (region.to_string(), r.person_id.clone(), r.year);
+        let year = (region.to_string(), person_id.into(), r.year);
         let (ytd, rows, balance) = store::accumulators(&self.pool, &year).await?;
         // General outpatient's row is kept with the diseases' (see `claim::disease_of`).
         let (mut general_deductible_met, mut general_fund_paid) = ("0.00".into(), "0.00".into());
@@ -393,24 +393,30 @@ impl SettlementService for SettlementApi {
     }
 }
 
-/// A credit's insured region and amount, every field checked.
-fn parse_credit(
-    r: &CreditPersonalAccountRequest,
-) -> Result<(Region, rust_decimal::Decimal), Status> {
+/// A credit as asked.
+struct Credit {
+    region: Region,
+    person_id: PersonId,
+    request_id: RequestId,
+    amount: rust_decimal::Decimal,
+}
+
+/// A credit, every field checked.
+fn parse_credit(r: &CreditPersonalAccountRequest) -> Result<Credit, Status> {
     let mut v = FieldViolations::new();
     let region = v.check("insured_region", Region::parse(&r.insured_region));
-    if !clearinghouse_domain::identity::person_id_is_valid(&r.person_id) {
-        v.add("person_id", "must be 1 to 30 printable characters");
-    }
-    if !(1..=64).contains(&r.request_id.len()) {
-        v.add(
-            "request_id",
-            "is required (1 to 64 bytes): credits are idempotent by it",
-        );
-    }
+    let person_id = v.check("person_id", PersonId::parse(&r.person_id));
+    let request_id = v.check("request_id", RequestId::required(&r.request_id));
     let amount = v.check("amount", parse_decimal(&r.amount, 2));
     if amount.is_some_and(|a| a.is_zero()) {
         v.add("amount", "must be positive");
     }
-    v.finish_with(region.zip(amount))
+    let parsed = region.zip(person_id).zip(request_id.zip(amount));
+    let ((region, person_id), (request_id, amount)) = v.finish_with(parsed)?;
+    Ok(Credit {
+        region,
+        person_id,
+        request_id,
+        amount,
+    })
 }

@@ -238,7 +238,7 @@ impl Fold {
             result: result.encode_to_vec(),
             event_id: Uuid::nil(),
             delta: d.clone(),
-            account_holder: p.parsed.account_holder.clone(),
+            account_holder: p.parsed.account_holder.as_ref().map(|h| h.to_string()),
         });
         Ok(Settled {
             result,

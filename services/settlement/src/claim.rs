@@ -75,7 +75,7 @@ impl Pending {
     pub fn key(&self) -> ClaimKey {
         (
             self.parsed.treatment_region.to_string(),
-            self.parsed.claim_id.clone(),
+            self.parsed.claim_id.to_string(),
         )
     }
 
@@ -83,7 +83,7 @@ impl Pending {
     pub fn person(&self) -> PersonKey {
         (
             self.parsed.insured_region.to_string(),
-            self.parsed.person_id.clone(),
+            self.parsed.person_id.to_string(),
         )
     }
 
@@ -92,7 +92,7 @@ impl Pending {
         let holder = self.parsed.account_holder.as_ref();
         (
             self.parsed.insured_region.to_string(),
-            holder.unwrap_or(&self.parsed.person_id).clone(),
+            holder.unwrap_or(&self.parsed.person_id).to_string(),
         )
     }
 
@@ -293,6 +293,7 @@ pub(crate) fn result_proto(
             c.account_holder
                 .clone()
                 .unwrap_or_else(|| c.person_id.clone())
+                .into()
         } else {
             String::new()
         },

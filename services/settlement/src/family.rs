@@ -6,7 +6,7 @@
 
 use clearinghouse_domain::{
     dates::{Clock, format_date, parse_date},
-    identity::person_id_is_valid,
+    identity::PersonId,
     region::Region,
 };
 use clearinghouse_platform::{
@@ -51,9 +51,7 @@ fn parse_link(l: &FamilyLink, today: Date) -> Result<(Region, FamilyRelation, Da
         ("link.holder_person_id", &l.holder_person_id),
         ("link.member_person_id", &l.member_person_id),
     ] {
-        if !person_id_is_valid(id) {
-            v.add(field, "must be 1 to 30 printable characters");
-        }
+        v.check(field, PersonId::parse(id));
     }
     if l.holder_person_id == l.member_person_id {
         v.add("link.member_person_id", "must differ from the holder");
@@ -166,9 +164,7 @@ fn parse_unlink(r: &UnlinkFamilyAccountRequest, today: Date) -> Result<(Region, 
         ("holder_person_id", &r.holder_person_id),
         ("member_person_id", &r.member_person_id),
     ] {
-        if !person_id_is_valid(id) {
-            v.add(field, "must be 1 to 30 printable characters");
-        }
+        v.check(field, PersonId::parse(id));
     }
     let from = if r.effective_date.is_empty() {
         Some(today)

@@ -98,7 +98,7 @@ impl Preparer {
             .lookups
             .lookup(projection::LookupKey {
                 insured_region: c.insured_region,
-                person_id: c.person_id.clone(),
+                person_id: c.person_id.to_string(),
                 treatment_region: c.treatment_region,
                 date: c.claim.visit.service_date(),
             })
@@ -137,7 +137,7 @@ impl Preparer {
         };
         let mut ask = tonic::Request::new(CheckEligibilityRequest {
             insured_region: c.insured_region.to_string(),
-            person_id: c.person_id.clone(),
+            person_id: c.person_id.to_string(),
             treatment_region: c.treatment_region.to_string(),
             date: format_date(c.claim.visit.service_date()),
         });

@@ -121,9 +121,7 @@ impl ReferenceApi {
         r: PutPolicyRequest,
     ) -> Result<Response<PutPolicyResponse>> {
         let (parsed, _) = parse::policy(r.policy.as_ref())?;
-        if r.request_id.len() > 64 {
-            return Err(invalid_field("request_id", "must be at most 64 bytes").into());
-        }
+        check_request_id(&r.request_id)?;
         let region = parsed.insured_region;
         authorize(caller, Action::WriteAsInsured { insured: region })?;
         let mut policy = r.policy.unwrap_or_default();

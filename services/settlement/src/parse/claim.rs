@@ -2,7 +2,7 @@
 
 use clearinghouse_domain::{
     dates::parse_date,
-    identity::person_id_is_valid,
+    identity::{ClaimId, PersonId},
     money::parse_decimal,
     region::Region,
     settlement::{Claim, HospitalLevel, Line, Visit},
@@ -21,14 +21,14 @@ const MAX_UNIT_PRICE: Decimal = Decimal::from_parts(100_000_000, 0, 0, false, 0)
 /// A claim after validation.
 #[derive(Debug, Clone)]
 pub struct ParsedClaim {
-    pub claim_id: String,
-    pub person_id: String,
+    pub claim_id: ClaimId,
+    pub person_id: PersonId,
     pub insured_region: Region,
     pub treatment_region: Region,
     pub claim: Claim,
     /// Family mutual aid: the employee (same insured region) whose account pays, when not
     /// the patient.
-    pub account_holder: Option<String>,
+    pub account_holder: Option<PersonId>,
 }
 
 pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> {
@@ -37,12 +37,8 @@ pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> 
         v.add("claim", "is required");
         return v.finish_with(None);
     };
-    if !(1..=64).contains(&c.claim_id.len()) || !c.claim_id.bytes().all(|b| b.is_ascii_graphic()) {
-        v.add("claim.claim_id", "must be 1 to 64 printable characters");
-    }
-    if !person_id_is_valid(&c.person_id) {
-        v.add("claim.person_id", "must be 1 to 30 printable characters");
-    }
+    let claim_id = v.check("claim.claim_id", ClaimId::parse(&c.claim_id));
+    let person_id = v.check("claim.person_id", PersonId::parse(&c.person_id));
     let insured_region = v.check("claim.insured_region", Region::parse(&c.insured_region));
     let treatment_region = v.check("claim.treatment_region", Region::parse(&c.treatment_region));
     if let (Some(i), Some(t)) = (insured_region, treatment_region)
@@ -57,11 +53,15 @@ pub fn claim(c: Option<&pb::Claim>, today: Date) -> Result<ParsedClaim, Status> 
     let visit = visit(&mut v, c.visit.as_ref(), today);
     let account_holder = account_holder(&mut v, c);
     let lines = lines(&mut v, &c.lines);
-    let parsed = insured_region.zip(treatment_region).zip(level).zip(visit);
-    let (((insured_region, treatment_region), level), visit) = v.finish_with(parsed)?;
+    let ids = claim_id.zip(person_id);
+    let parsed = ids
+        .zip(insured_region.zip(treatment_region))
+        .zip(level.zip(visit));
+    let (((claim_id, person_id), (insured_region, treatment_region)), (level, visit)) =
+        v.finish_with(parsed)?;
     Ok(ParsedClaim {
-        claim_id: c.claim_id.clone(),
-        person_id: c.person_id.clone(),
+        claim_id,
+        person_id,
         insured_region,
         treatment_region,
         claim: Claim {
@@ -158,16 +158,10 @@ fn visit(v: &mut FieldViolations, visit: Option<&pb::claim::Visit>, today: Date)
 }
 
 /// Family mutual aid: whose account pays when not the patient's own.
-fn account_holder(v: &mut FieldViolations, c: &pb::Claim) -> Option<String> {
+fn account_holder(v: &mut FieldViolations, c: &pb::Claim) -> Option<PersonId> {
     let holder = &c.personal_account_holder;
     if holder.is_empty() || *holder == c.person_id {
         return None;
-    }
-    if !person_id_is_valid(holder) {
-        v.add(
-            "claim.personal_account_holder",
-            "must be 1 to 30 printable characters",
-        );
     }
     if !c.use_personal_account {
         v.add(
@@ -175,7 +169,7 @@ fn account_holder(v: &mut FieldViolations, c: &pb::Claim) -> Option<String> {
             "names whose account pays: set use_personal_account too",
         );
     }
-    Some(holder.clone())
+    v.check("claim.personal_account_holder", PersonId::parse(holder))
 }
 
 fn lines(v: &mut FieldViolations, lines: &[pb::ClaimLine]) -> Vec<Line> {
