@@ -8,6 +8,7 @@ use clearinghouse_domain::{
 };
 use clearinghouse_events::{Body, outbox::Outgoing};
 use clearinghouse_platform::db::Pool as PgPool;
+use clearinghouse_platform::error::Error;
 use clearinghouse_platform::{
     access::{Action, authorize_request},
     audit::{self},
@@ -15,7 +16,7 @@ use clearinghouse_platform::{
     error::check_request_id,
 };
 use clearinghouse_platform::{
-    error::{FieldViolations, db_status as db, invalid_field, page_size},
+    error::{FieldViolations, invalid_field, page_size},
     telemetry::mask,
 };
 use clearinghouse_proto::{
@@ -66,9 +67,8 @@ async fn changeable(
     person_id: &str,
 ) -> Result<FilingRow, Status> {
     let current = store::get_filing(tx, filing_id, true)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no filing {filing_id}")))?;
     if current.insured_region != insured_region || current.person_id != person_id {
         return Err(invalid_field(
             "filing.person_id",
@@ -76,9 +76,7 @@ async fn changeable(
         ));
     }
     if current.cover.revoked_from.is_some() {
-        return Err(Status::failed_precondition(format!(
-            "filing {filing_id} is revoked"
-        )));
+        return Err(Error::FailedPrecondition(format!("filing {filing_id} is revoked")).into());
     }
     Ok(current)
 }
@@ -92,9 +90,7 @@ async fn record_override(
     let Some(o) = lock_override else {
         return Ok(());
     };
-    store::record_override(tx, filing.filing_id, o)
-        .await
-        .map_err(db)?;
+    store::record_override(tx, filing.filing_id, o).await?;
     tracing::info!(filing = %filing.filing_id, by = %o.by, reason = %o.reason, "long-term lock overridden by the insured place");
     filing.lock_override = Some(o.clone());
     Ok(())
@@ -116,13 +112,12 @@ impl FilingService for FilingApi {
             },
         )?;
         let subject = format!("person {}/{}", person.insured_region, person.person_id);
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        if !store::insert_person(&mut tx, &person).await.map_err(db)? {
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
+        if !store::insert_person(&mut tx, &person).await? {
             // Idempotent by person id: the same registration again returns the original.
             let existing = store::get_person(&mut tx, person.insured_region, &person.person_id)
-                .await
-                .map_err(db)?
-                .ok_or_else(|| Status::aborted("person vanished, retry"))?;
+                .await?
+                .ok_or_else(|| Error::Aborted("person vanished, retry".into()))?;
             if existing == person {
                 return Ok(with_subject(
                     RegisterPersonResponse {
@@ -131,10 +126,11 @@ impl FilingService for FilingApi {
                     subject,
                 ));
             }
-            return Err(Status::already_exists(format!(
+            return Err(Error::AlreadyExists(format!(
                 "person {} is already registered in {} with other data; use UpdatePerson",
                 person.person_id, person.insured_region
-            )));
+            ))
+            .into());
         }
         let body = Body::PersonRegistered(ev::PersonRegistered {
             person: Some(person.to_proto(false)),
@@ -167,11 +163,10 @@ impl FilingService for FilingApi {
                 insured: person.insured_region,
             },
         )?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
         if !person.retired
             && store::lock_person(&mut tx, person.insured_region, &person.person_id)
-                .await
-                .map_err(db)?
+                .await?
                 .is_some_and(|p| p.retired)
             && store::holds_retiree_filing(
                 &mut tx,
@@ -179,19 +174,19 @@ impl FilingService for FilingApi {
                 &person.person_id,
                 self.clock.today(),
             )
-            .await
-            .map_err(db)?
+            .await?
         {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "person {} holds a RESETTLED_RETIREE filing: revoke it before registering the person as not retired",
                 person.person_id
-            )));
+            )).into());
         }
-        if !store::update_person(&mut tx, &person).await.map_err(db)? {
-            return Err(Status::not_found(format!(
+        if !store::update_person(&mut tx, &person).await? {
+            return Err(Error::NotFound(format!(
                 "no person {} in {}",
                 person.person_id, person.insured_region
-            )));
+            ))
+            .into());
         }
         let body = Body::PersonUpdated(ev::PersonUpdated {
             person: Some(person.to_proto(false)),
@@ -218,11 +213,10 @@ impl FilingService for FilingApi {
         let r = request.get_ref();
         let region = parse::person_key(&r.insured_region, &r.person_id)?;
         authorize_request(&request, Action::ReadPerson { insured: region })?;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let person = store::get_person(&mut conn, region, &r.person_id)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| Status::not_found(format!("no person {} in {}", r.person_id, region)))?;
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no person {} in {}", r.person_id, region)))?;
         Ok(Response::new(GetPersonResponse {
             person: Some(person.to_proto(true)),
         }))
@@ -244,19 +238,18 @@ impl FilingService for FilingApi {
         if let Some(insured) = insured {
             authorize_request(&request, Action::WriteAsInsured { insured })?;
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
         // A repeated request returns the original filing, whatever day it is repeated on.
         if let (Some(request_id), Some(insured)) = (request_id, insured)
-            && let Some(original) = store::filing_by_request(&mut tx, insured, request_id)
-                .await
-                .map_err(db)?
+            && let Some(original) = store::filing_by_request(&mut tx, insured, request_id).await?
         {
             if !parse::same_registration(f, &original) {
-                return Err(Status::already_exists(format!(
+                return Err(Error::AlreadyExists(format!(
                     "request_id {} already registered filing {} with another payload",
                     r.request_id, original.filing_id
-                )));
+                ))
+                .into());
             }
             return Ok(Response::new(RegisterFilingResponse {
                 filing: Some(original.to_proto()),
@@ -265,11 +258,8 @@ impl FilingService for FilingApi {
         let (insured_region, person_id, cover, residence_proof, proof_reference) =
             parse::filing(&self.rules, f, self.clock.today())?;
         let person = store::lock_person(&mut tx, insured_region, &person_id)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| {
-                Status::not_found(format!("no person {person_id} in {insured_region}"))
-            })?;
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no person {person_id} in {insured_region}")))?;
         let filing_id = Uuid::now_v7();
         rules::check_long_term(&mut tx, &person, filing_id, &cover).await?;
         let filing = FilingRow {
@@ -282,7 +272,7 @@ impl FilingService for FilingApi {
             lock_override: None,
         };
         if let Err(e) = store::insert_filing(&mut tx, &filing, request_id).await {
-            return Err(rules::long_term_conflict(e, &filing.person_id));
+            return Err(rules::long_term_conflict(e, &filing.person_id).into());
         }
         let body = Body::FilingRegistered(ev::FilingRegistered {
             filing: Some(filing.to_proto()),
@@ -321,13 +311,10 @@ impl FilingService for FilingApi {
                 insured: insured_region,
             },
         )?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
         let person = store::lock_person(&mut tx, insured_region, &person_id)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| {
-                Status::not_found(format!("no person {person_id} in {insured_region}"))
-            })?;
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no person {person_id} in {insured_region}")))?;
         let current = changeable(&mut tx, filing_id, insured_region, &person_id).await?;
         let mut changed = FilingRow {
             filing_id,
@@ -354,7 +341,7 @@ impl FilingService for FilingApi {
         )?;
         rules::check_long_term(&mut tx, &person, filing_id, &changed.cover).await?;
         if let Err(e) = store::change_filing(&mut tx, &changed).await {
-            return Err(rules::long_term_conflict(e, &changed.person_id));
+            return Err(rules::long_term_conflict(e, &changed.person_id).into());
         }
         record_override(&mut tx, &mut changed, lock_override.as_ref()).await?;
         let body = Body::FilingChanged(ev::FilingChanged {
@@ -386,11 +373,10 @@ impl FilingService for FilingApi {
         let filing_id = v.check("filing_id", Uuid::parse_str(&r.filing_id));
         let from = v.check("effective_date", parse_date(&r.effective_date));
         let (filing_id, from) = v.finish_with(filing_id.zip(from))?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
         let mut filing = store::get_filing(&mut tx, filing_id, true)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no filing {filing_id}")))?;
         let caller = authorize_request(
             &request,
             Action::WriteAsInsured {
@@ -403,9 +389,10 @@ impl FilingService for FilingApi {
                     filing: Some(filing.to_proto()),
                 }));
             }
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "filing {filing_id} is already revoked"
-            )));
+            ))
+            .into());
         }
         let today = self.clock.today();
         if from < today {
@@ -427,9 +414,7 @@ impl FilingService for FilingApi {
             &r.override_reason,
         )?;
         record_override(&mut tx, &mut filing, lock_override.as_ref()).await?;
-        store::revoke_filing(&mut tx, filing_id, from)
-            .await
-            .map_err(db)?;
+        store::revoke_filing(&mut tx, filing_id, from).await?;
         filing.cover.revoked_from = Some(from);
         let body = Body::FilingRevoked(ev::FilingRevoked {
             filing: Some(filing.to_proto()),
@@ -454,11 +439,10 @@ impl FilingService for FilingApi {
         request: Request<GetFilingRequest>,
     ) -> Result<Response<GetFilingResponse>, Status> {
         let filing_id = parse::filing_id(&request.get_ref().filing_id, "filing_id")?;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let filing = store::get_filing(&mut conn, filing_id, false)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| Status::not_found(format!("no filing {filing_id}")))?;
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no filing {filing_id}")))?;
         authorize_request(
             &request,
             Action::ReadCase {
@@ -484,10 +468,9 @@ impl FilingService for FilingApi {
             Some(parse::filing_id(&r.page_token, "page_token")?)
         };
         let page_size = page_size(r.page_size, 50, 500)?;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let filings = store::list_filings(&mut conn, region, &r.person_id, after, page_size)
-            .await
-            .map_err(db)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let filings =
+            store::list_filings(&mut conn, region, &r.person_id, after, page_size).await?;
         let next_page_token = if filings.len() as i64 == page_size {
             filings
                 .last()
@@ -521,12 +504,11 @@ impl FilingService for FilingApi {
                 treatment: treatment_region,
             },
         )?;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let person = store::get_person(&mut conn, insured_region, &r.person_id)
-            .await
-            .map_err(db)?
+            .await?
             .ok_or_else(|| {
-                Status::not_found(format!("no person {} in {}", r.person_id, insured_region))
+                Error::NotFound(format!("no person {} in {}", r.person_id, insured_region))
             })?;
         let covering = store::covering_filings(
             &mut conn,
@@ -535,8 +517,7 @@ impl FilingService for FilingApi {
             treatment_region,
             date,
         )
-        .await
-        .map_err(db)?;
+        .await?;
         let category = covering
             .iter()
             .map(|f| f.cover.category)

@@ -8,6 +8,7 @@ use clearinghouse_domain::{
     identity::{IdNumber, PersonId},
     region::Region,
 };
+use clearinghouse_platform::error::Error;
 use clearinghouse_platform::error::{FieldViolations, invalid_field};
 use clearinghouse_proto::{
     convert::{category_from_proto, scheme_from_proto},
@@ -122,7 +123,7 @@ pub(crate) fn filing(
     rules: &FilingRules,
     f: &Filing,
     today: Date,
-) -> Result<(Region, String, FilingCover, bool, String), Status> {
+) -> Result<(Region, String, FilingCover, bool, String), Error> {
     let mut v = FieldViolations::new();
     let fields = filing_fields(&mut v, rules, f, today);
     let Fields {
@@ -134,7 +135,7 @@ pub(crate) fn filing(
         validity,
     } = v.finish_with(fields)?;
     if start < today - time::Duration::days(rules.backdate_window_days) {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::FailedPrecondition(format!(
             "filing.start_date lies more than {} days back: beyond the back-dating window",
             rules.backdate_window_days
         )));
@@ -162,9 +163,9 @@ pub(crate) fn filing(
 
 pub(crate) const MAX_TEXT: usize = 200;
 
-pub(crate) fn person(p: Option<&Person>) -> Result<PersonRow, Status> {
+pub(crate) fn person(p: Option<&Person>) -> Result<PersonRow, Error> {
     let Some(p) = p else {
-        return Err(invalid_field("person", "is required"));
+        return Err(invalid_field("person", "is required").into());
     };
     let mut v = FieldViolations::new();
     let region = v.check("person.insured_region", Region::parse(&p.insured_region));

@@ -2,12 +2,12 @@
 //! period and its override, one long-term filing at a time, and resettled retirees.
 
 use clearinghouse_domain::{dates::format_date, filing::FilingCover, settlement::Category};
+use clearinghouse_platform::error::Error;
 use clearinghouse_platform::{
     access::Caller,
-    error::{StorageError, db_status as db, invalid_field},
+    error::{StorageError, invalid_field},
 };
 use time::Date;
-use tonic::Status;
 use uuid::Uuid;
 
 use crate::{
@@ -26,14 +26,14 @@ pub(crate) fn check_lock(
     caller: &Caller,
     override_lock: bool,
     reason: &str,
-) -> Result<Option<LockOverride>, Status> {
+) -> Result<Option<LockOverride>, Error> {
     let locked = filing.cover.category.is_long_term()
         && today < filing.cover.start + time::Duration::days(rules.long_term_lock_days);
     if !locked {
         return Ok(None);
     }
     if !override_lock {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::FailedPrecondition(format!(
             "filing {} is a long-term filing inside its {}-day lock period; the insured place may override",
             filing.filing_id, rules.long_term_lock_days
         )));
@@ -42,7 +42,8 @@ pub(crate) fn check_lock(
         return Err(invalid_field(
             "override_reason",
             "an override of the lock period must say why (1 to 200 bytes)",
-        ));
+        )
+        .into());
     }
     Ok(Some(LockOverride {
         by: caller.to_string(),
@@ -62,9 +63,9 @@ pub(crate) async fn check_long_term(
     person: &PersonRow,
     filing_id: Uuid,
     cover: &FilingCover,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     if cover.category == Category::ResettledRetiree && !person.retired {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::FailedPrecondition(format!(
             "person {} is not retired: a RESETTLED_RETIREE filing needs a retired person",
             person.person_id
         )));
@@ -79,17 +80,16 @@ pub(crate) async fn check_long_term(
         filing_id,
         cover.start,
     )
-    .await
-    .map_err(db)?;
+    .await?;
     match overlap {
         None => Ok(()),
-        Some((other, Some(end))) => Err(Status::failed_precondition(format!(
+        Some((other, Some(end))) => Err(Error::FailedPrecondition(format!(
             "person {} has long-term filing {other} covering until {}: a new long-term filing may start on {} or later",
             person.person_id,
             format_date(end - time::Duration::days(1)),
             format_date(end)
         ))),
-        Some((other, None)) => Err(Status::failed_precondition(format!(
+        Some((other, None)) => Err(Error::FailedPrecondition(format!(
             "person {} already has an active long-term filing {other}",
             person.person_id
         ))),
@@ -97,14 +97,14 @@ pub(crate) async fn check_long_term(
 }
 
 /// A second active long-term filing is a precondition failure, not a storage error.
-pub(crate) fn long_term_conflict(e: sqlx::Error, person_id: &str) -> Status {
-    match StorageError::from_sqlx(e) {
-        StorageError::UniqueViolation(c) if c == "one_active_long_term" => {
-            Status::failed_precondition(format!(
+pub(crate) fn long_term_conflict(e: Error, person_id: &str) -> Error {
+    match e {
+        Error::Storage(StorageError::UniqueViolation(c)) if c == "one_active_long_term" => {
+            Error::FailedPrecondition(format!(
                 "person {person_id} already has an active long-term filing"
             ))
         }
-        other => other.into(),
+        other => other,
     }
 }
 

@@ -2,14 +2,14 @@
 
 use clearinghouse_domain::{dates::format_date, filing::FilingCover, region::Region};
 use clearinghouse_events::outbox::{self, Outgoing};
-use clearinghouse_platform::{audit::AuditContext, error::db_status as db};
+use clearinghouse_platform::audit::AuditContext;
+use clearinghouse_platform::error::{Error, Result};
 use clearinghouse_proto::{
     convert::{category_from_name, category_name, category_to_proto, scheme_to_proto},
     filing::v1::{self as pb, Filing, FilingStatus, Person},
 };
 use sqlx::{PgConnection, Row, postgres::PgRow};
 use time::{Date, OffsetDateTime, format_description::well_known::Rfc3339};
-use tonic::Status;
 use uuid::Uuid;
 
 /// A person as stored, already validated.
@@ -45,7 +45,7 @@ impl PersonRow {
         }
     }
 
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+    fn from_row(row: &PgRow) -> Result<Self> {
         let region: String = row.try_get("insured_region")?;
         let scheme: String = row.try_get("scheme")?;
         Ok(Self {
@@ -73,7 +73,7 @@ pub async fn get_person(
     conn: &mut PgConnection,
     insured_region: Region,
     person_id: &str,
-) -> sqlx::Result<Option<PersonRow>> {
+) -> Result<Option<PersonRow>> {
     person_query(conn, insured_region, person_id, false).await
 }
 
@@ -83,7 +83,7 @@ pub async fn lock_person(
     conn: &mut PgConnection,
     insured_region: Region,
     person_id: &str,
-) -> sqlx::Result<Option<PersonRow>> {
+) -> Result<Option<PersonRow>> {
     person_query(conn, insured_region, person_id, true).await
 }
 
@@ -92,7 +92,7 @@ async fn person_query(
     insured_region: Region,
     person_id: &str,
     lock: bool,
-) -> sqlx::Result<Option<PersonRow>> {
+) -> Result<Option<PersonRow>> {
     let sql = if lock {
         "SELECT * FROM persons WHERE insured_region = $1 AND person_id = $2 FOR UPDATE"
     } else {
@@ -108,7 +108,7 @@ async fn person_query(
 }
 
 /// Inserts the person; returns false when one with this id already exists.
-pub async fn insert_person(conn: &mut PgConnection, p: &PersonRow) -> sqlx::Result<bool> {
+pub async fn insert_person(conn: &mut PgConnection, p: &PersonRow) -> Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO persons (insured_region, person_id, id_number, name, scheme, retired, assistance_category)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -127,7 +127,7 @@ pub async fn insert_person(conn: &mut PgConnection, p: &PersonRow) -> sqlx::Resu
 }
 
 /// Updates the person; returns false when there is none.
-pub async fn update_person(conn: &mut PgConnection, p: &PersonRow) -> sqlx::Result<bool> {
+pub async fn update_person(conn: &mut PgConnection, p: &PersonRow) -> Result<bool> {
     let updated = sqlx::query(
         "UPDATE persons SET id_number = $3, name = $4, scheme = $5, retired = $6,
                 assistance_category = $7, updated_at = now()
@@ -199,10 +199,10 @@ impl FilingRow {
         }
     }
 
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        let region = |col: &str| -> sqlx::Result<Region> {
+    fn from_row(row: &PgRow) -> Result<Self> {
+        let region = |col: &str| -> Result<Region> {
             let text: String = row.try_get(col)?;
-            Region::parse(&text).map_err(|e| decode_error(col, e))
+            Region::parse(&text).map_err(|e| Error::from(decode_error(col, e)))
         };
         let category: String = row.try_get("category")?;
         let overridden_at: Option<OffsetDateTime> = row.try_get("lock_overridden_at")?;
@@ -241,7 +241,7 @@ pub async fn filing_by_request(
     conn: &mut PgConnection,
     insured_region: Region,
     request_id: &str,
-) -> sqlx::Result<Option<FilingRow>> {
+) -> Result<Option<FilingRow>> {
     sqlx::query("SELECT * FROM filings WHERE insured_region = $1 AND request_id = $2")
         .bind(insured_region.to_string())
         .bind(request_id)
@@ -255,7 +255,7 @@ pub async fn insert_filing(
     conn: &mut PgConnection,
     f: &FilingRow,
     request_id: Option<&str>,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO filings (filing_id, request_id, insured_region, person_id, treatment_region,
                               category, long_term, start_date, end_date, residence_proof, proof_reference)
@@ -281,7 +281,7 @@ pub async fn get_filing(
     conn: &mut PgConnection,
     filing_id: Uuid,
     lock: bool,
-) -> sqlx::Result<Option<FilingRow>> {
+) -> Result<Option<FilingRow>> {
     let sql = if lock {
         "SELECT * FROM filings WHERE filing_id = $1 FOR UPDATE"
     } else {
@@ -295,11 +295,7 @@ pub async fn get_filing(
         .transpose()
 }
 
-pub async fn revoke_filing(
-    conn: &mut PgConnection,
-    filing_id: Uuid,
-    from: Date,
-) -> sqlx::Result<()> {
+pub async fn revoke_filing(conn: &mut PgConnection, filing_id: Uuid, from: Date) -> Result<()> {
     sqlx::query("UPDATE filings SET status = 'REVOKED', revoked_from = $2 WHERE filing_id = $1")
         .bind(filing_id)
         .bind(from)
@@ -315,7 +311,7 @@ pub async fn list_filings(
     person_id: &str,
     after: Option<Uuid>,
     limit: i64,
-) -> sqlx::Result<Vec<FilingRow>> {
+) -> Result<Vec<FilingRow>> {
     sqlx::query(
         "SELECT * FROM filings WHERE insured_region = $1 AND person_id = $2
            AND ($3::uuid IS NULL OR filing_id > $3)
@@ -339,7 +335,7 @@ pub async fn covering_filings(
     person_id: &str,
     treatment_region: Region,
     date: Date,
-) -> sqlx::Result<Vec<FilingRow>> {
+) -> Result<Vec<FilingRow>> {
     let rows = sqlx::query(
         "SELECT * FROM filings WHERE insured_region = $1 AND person_id = $2
            AND start_date <= $3 AND (end_date IS NULL OR end_date >= $3)
@@ -365,7 +361,7 @@ pub async fn insert_referral_filing(
     conn: &mut PgConnection,
     f: &FilingRow,
     referral_id: Uuid,
-) -> sqlx::Result<bool> {
+) -> Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO filings (filing_id, referral_id, insured_region, person_id, treatment_region,
                               category, long_term, start_date, end_date, residence_proof, proof_reference)
@@ -390,7 +386,7 @@ pub async fn insert_referral_filing(
 pub async fn filing_of_referral(
     conn: &mut PgConnection,
     referral_id: Uuid,
-) -> sqlx::Result<Option<FilingRow>> {
+) -> Result<Option<FilingRow>> {
     sqlx::query("SELECT * FROM filings WHERE referral_id = $1 FOR UPDATE")
         .bind(referral_id)
         .fetch_optional(conn)
@@ -401,7 +397,7 @@ pub async fn filing_of_referral(
 
 /// Changes a filing's treatment region, category, start and end (a new state, announced
 /// as `FilingChanged`), with the lock override it needed, if any.
-pub async fn change_filing(conn: &mut PgConnection, f: &FilingRow) -> sqlx::Result<()> {
+pub async fn change_filing(conn: &mut PgConnection, f: &FilingRow) -> Result<()> {
     sqlx::query(
         "UPDATE filings SET treatment_region = $2, category = $3, long_term = $4, start_date = $5, end_date = $6,
                 residence_proof = $7, proof_reference = $8
@@ -424,7 +420,7 @@ pub async fn record_override(
     conn: &mut PgConnection,
     filing_id: Uuid,
     o: &LockOverride,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     sqlx::query(
         "UPDATE filings SET lock_overridden_at = $2, lock_overridden_by = $3, lock_override_reason = $4
          WHERE filing_id = $1",
@@ -447,7 +443,7 @@ pub async fn overlapping_long_term(
     person_id: &str,
     except: Uuid,
     start: Date,
-) -> sqlx::Result<Option<(Uuid, Option<Date>)>> {
+) -> Result<Option<(Uuid, Option<Date>)>> {
     let row = sqlx::query(
         "SELECT filing_id, revoked_from FROM filings
          WHERE insured_region = $1 AND person_id = $2 AND long_term AND filing_id <> $3
@@ -470,7 +466,7 @@ pub async fn holds_retiree_filing(
     insured_region: Region,
     person_id: &str,
     today: Date,
-) -> sqlx::Result<bool> {
+) -> Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM filings
            WHERE insured_region = $1 AND person_id = $2 AND category = $4
@@ -484,6 +480,7 @@ pub async fn holds_retiree_filing(
     ))
     .fetch_one(conn)
     .await
+    .map_err(Error::from)
 }
 
 /// Writes the event in the transaction of the change it announces, then commits both.
@@ -492,8 +489,8 @@ pub(crate) async fn commit_with_event(
     tx: sqlx::Transaction<'_, sqlx::Postgres>,
     event: Outgoing,
     audit: (Option<&AuditContext>, &str),
-) -> Result<(), Status> {
+) -> Result<()> {
     outbox::commit_announced(tx, vec![event], &[audit])
         .await
-        .map_err(db)
+        .map_err(Error::from)
 }

@@ -8,7 +8,7 @@ use clearinghouse_platform::{
     access::{Action, authorize, authorize_request, caller},
     audit,
     audit::{recorded, with_subject},
-    error::{check_request_id, db_status as db, invalid_field, page_size},
+    error::{Error, check_request_id, invalid_field, page_size},
 };
 use clearinghouse_proto::ledger::v1::{ledger_service_server::LedgerService, *};
 use tonic::{Request, Response, Status};
@@ -95,6 +95,7 @@ impl LedgerApi {
             asked,
         )
         .await
+        .map_err(Status::from)
     }
 
     /// A province's answer to its statement: parsed, authorized and recorded.
@@ -139,9 +140,7 @@ impl LedgerService for LedgerApi {
         authorize_request(&request, read_accounts(province))?;
         let filter = province.map(|p| p.to_string());
         let (balances, total, entry_count) =
-            store::journal::balances(&self.pool, filter.as_deref())
-                .await
-                .map_err(db)?;
+            store::journal::balances(&self.pool, filter.as_deref()).await?;
         Ok(Response::new(GetBalancesResponse {
             balances,
             total: format2(total),
@@ -165,9 +164,8 @@ impl LedgerService for LedgerApi {
                 .map_err(|_| invalid_field("page_token", "is not a token this service issued"))?
         };
         let filter = province.map(|p| p.to_string());
-        let entries = store::journal::entries(&self.pool, after, filter.as_deref(), page_size)
-            .await
-            .map_err(db)?;
+        let entries =
+            store::journal::entries(&self.pool, after, filter.as_deref(), page_size).await?;
         let next_page_token = match entries.last() {
             Some(last) if entries.len() as i64 == page_size => last.entry_id.to_string(),
             _ => String::new(),
@@ -219,9 +217,7 @@ impl LedgerService for LedgerApi {
         let province = province_filter(&request.get_ref().province)?;
         authorize_request(&request, read_accounts(province))?;
         let filter = province.map(|p| p.to_string());
-        let rows = store::reserves::reserves(&self.pool, filter.as_deref())
-            .await
-            .map_err(db)?;
+        let rows = store::reserves::reserves(&self.pool, filter.as_deref()).await?;
         Ok(Response::new(GetReservesResponse {
             reserves: rows.iter().map(reserves::reserve_proto).collect(),
         }))
@@ -256,11 +252,9 @@ impl LedgerService for LedgerApi {
         let province = province_filter(&r.province)?;
         check_period(&r.period)?;
         authorize_request(&request, read_accounts(province))?;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let state = periods::state(&mut conn, &r.period).await?;
-        let pairs = store::periods::period_pairs(&mut conn, &r.period)
-            .await
-            .map_err(db)?;
+        let pairs = store::periods::period_pairs(&mut conn, &r.period).await?;
         let nets = ledger::nets(&pairs);
         let net = province
             .map(|p| nets.get(&p).copied().unwrap_or_default())
@@ -365,7 +359,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<ReconcileTotalsRequest>,
     ) -> Result<Response<ReconcileTotalsResponse>, Status> {
-        crate::reconcile::totals(&self.pool, request).await
+        Ok(crate::reconcile::totals(&self.pool, request).await?)
     }
 
     type ReconcileDetailStream =
@@ -375,28 +369,28 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<tonic::Streaming<ReconcileDetailRequest>>,
     ) -> Result<Response<Self::ReconcileDetailStream>, Status> {
-        crate::reconcile::detail(&self.pool, &self.clearing.topic, request).await
+        Ok(crate::reconcile::detail(&self.pool, &self.clearing.topic, request).await?)
     }
 
     async fn list_discrepancies(
         &self,
         request: Request<ListDiscrepanciesRequest>,
     ) -> Result<Response<ListDiscrepanciesResponse>, Status> {
-        crate::reconcile::list(&self.pool, request).await
+        Ok(crate::reconcile::list(&self.pool, request).await?)
     }
 
     async fn resolve_discrepancy(
         &self,
         request: Request<ResolveDiscrepancyRequest>,
     ) -> Result<Response<ResolveDiscrepancyResponse>, Status> {
-        crate::reconcile::accept(&self.pool, request).await
+        Ok(crate::reconcile::accept(&self.pool, request).await?)
     }
 
     async fn list_clearing_detail(
         &self,
         request: Request<ListClearingDetailRequest>,
     ) -> Result<Response<ListClearingDetailResponse>, Status> {
-        crate::reconcile::clearing_detail(&self.pool, request).await
+        Ok(crate::reconcile::clearing_detail(&self.pool, request).await?)
     }
 
     async fn reconcile(
@@ -406,11 +400,9 @@ impl LedgerService for LedgerApi {
         let period = &request.get_ref().period;
         check_period(period)?;
         authorize_request(&request, Action::Supervise)?;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         periods::state(&mut conn, period).await?;
-        let pairs = store::periods::period_pairs(&mut conn, period)
-            .await
-            .map_err(db)?;
+        let pairs = store::periods::period_pairs(&mut conn, period).await?;
         let pairs = pairs
             .iter()
             .map(|(k, v)| clearing::pair_proto(k, v))

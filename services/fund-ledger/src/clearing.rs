@@ -9,6 +9,7 @@ use clearinghouse_domain::{
     region::Region,
 };
 use clearinghouse_events::{Body, outbox::Outgoing};
+use clearinghouse_platform::error::Result;
 use clearinghouse_proto::{events::v1 as ev, ledger::v1::PairStatement};
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -108,7 +109,7 @@ impl Clearing {
         tx: &mut PgConnection,
         changes: &BTreeMap<(String, String), Decimal>,
         top_up: bool,
-    ) -> sqlx::Result<Vec<Outgoing>> {
+    ) -> Result<Vec<Outgoing>> {
         let mut warnings = Vec::new();
         for reserve in store::draw(tx, changes).await? {
             warnings.extend(self.rearm(tx, &reserve, top_up).await?);
@@ -123,7 +124,7 @@ impl Clearing {
         tx: &mut PgConnection,
         r: &ReserveRow,
         top_up: bool,
-    ) -> sqlx::Result<Option<Outgoing>> {
+    ) -> Result<Option<Outgoing>> {
         let recorded = level_from(&r.level);
         let now = ledger::level(r.sized, r.drawn, self.thresholds);
         self.metrics

@@ -30,7 +30,7 @@ pub async fn export_clearing_detail(
         let (rows, next) =
             store::reconcile::detail_page(pool, period, insured, treatment, after, 10_000)
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         for r in &rows {
             let reversal = r.kind == DetailKind::Reversal as i32;
             let sign = |a: &str| {

@@ -15,39 +15,35 @@ use clearinghouse_domain::{
 use clearinghouse_events::{Body, outbox};
 use clearinghouse_platform::{
     audit::{self, AuditContext},
-    error::{db_status as db, invalid_field},
+    error::{Error, Result, invalid_field},
 };
 use clearinghouse_proto::{events::v1 as ev, ledger::v1::PairStatement};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
-use tonic::Status;
 
 use crate::{clearing::Clearing, store::periods as store};
 
 /// `INVALID_ARGUMENT` unless `period` is a month `YYYY-MM`.
-pub(crate) fn check_period(period: &str) -> Result<(), Status> {
+pub(crate) fn check_period(period: &str) -> Result<()> {
     crate::clearing::next_period(period, 1)
         .map(|_| ())
-        .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))
+        .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM").into())
 }
 
 /// A period's state as stored; `NOT_FOUND` when there is no such period.
-pub(crate) async fn state(conn: &mut PgConnection, period: &str) -> Result<String, Status> {
+pub(crate) async fn state(conn: &mut PgConnection, period: &str) -> Result<String> {
     check_period(period)?;
     store::state_of(conn, period)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| Status::not_found(format!("no clearing period {period}")))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no clearing period {period}")))
 }
 
 /// The period's state, its row locked until the transaction ends.
-async fn lock(conn: &mut PgConnection, period: &str) -> Result<PeriodState, Status> {
+async fn lock(conn: &mut PgConnection, period: &str) -> Result<PeriodState> {
     let state = store::lock(conn, period)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| Status::not_found(format!("no clearing period {period}")))?;
-    PeriodState::parse(&state)
-        .ok_or_else(|| Status::internal(format!("period {period} has an unknown state")))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no clearing period {period}")))?;
+    PeriodState::parse(&state).ok_or(Error::Corrupt("period state"))
 }
 
 /// Each pair's statement of a period with its figures per visit type.
@@ -55,10 +51,8 @@ pub(crate) async fn statements(
     conn: &mut PgConnection,
     period: &str,
     mut pairs: Vec<PairStatement>,
-) -> Result<Vec<PairStatement>, Status> {
-    let mut by_visit = store::visit_type_statements(conn, period)
-        .await
-        .map_err(db)?;
+) -> Result<Vec<PairStatement>> {
+    let mut by_visit = store::visit_type_statements(conn, period).await?;
     for pair in &mut pairs {
         let key = (
             pair.insured_province.clone(),
@@ -84,27 +78,25 @@ pub(crate) async fn close(
     clearing: &Clearing,
     period: &str,
     audit: (Option<&AuditContext>, &str),
-) -> Result<bool, Status> {
+) -> Result<bool> {
     let next = crate::clearing::next_period(period, clearing.period_months)
-        .ok_or_else(|| invalid_field("period", "must be a month YYYY-MM"))?;
-    let mut tx = pool.begin().await.map_err(db)?;
+        .ok_or_else(|| Error::from(invalid_field("period", "must be a month YYYY-MM")))?;
+    let mut tx = pool.begin().await?;
     // The row lock waits for postings in flight into this period (they hold a share lock).
     match lock(&mut tx, period).await?.close() {
         Ok(_) => {}
         Err(TransitionError::Already(_)) => return Ok(false),
         Err(e @ TransitionError::NotYet(..)) => {
-            return Err(Status::failed_precondition(format!("period {period}: {e}")));
+            return Err(Error::FailedPrecondition(format!("period {period}: {e}")));
         }
     }
-    store::close(&mut tx, period, &next).await.map_err(db)?;
+    store::close(&mut tx, period, &next).await?;
     let body = Body::ClearingPeriodClosed(ev::ClearingPeriodClosed {
         period: period.to_string(),
     });
-    outbox::enqueue(&mut tx, vec![event(clearing, period, body)])
-        .await
-        .map_err(db)?;
-    audit::record_in(&mut tx, [audit]).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    outbox::enqueue(&mut tx, vec![event(clearing, period, body)]).await?;
+    audit::record_in(&mut tx, [audit]).await?;
+    tx.commit().await?;
     Ok(true)
 }
 
@@ -125,34 +117,32 @@ pub(crate) async fn respond(
     clearing: &Clearing,
     a: Answer<'_>,
     audit: (Option<&AuditContext>, &str),
-) -> Result<(String, bool), Status> {
+) -> Result<(String, bool)> {
     let (period, province) = (a.period, a.province.to_string());
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await?;
     let state = lock(&mut tx, period).await?;
     match state.respond(false) {
         Ok(_) => {}
         Err(TransitionError::Already(state)) => return Ok((state.name().to_string(), false)),
         Err(TransitionError::NotYet(..)) => {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "period {period} is still open"
             )));
         }
     }
     let provinces = provinces_of(&mut tx, period).await?;
     if !provinces.contains(&province) {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::FailedPrecondition(format!(
             "province {province} has no statement in period {period}"
         )));
     }
     let confirming = a.answer == "CONFIRMED";
     if confirming && crate::reconcile::open_in_period(&mut tx, &province, period).await? {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::FailedPrecondition(format!(
             "province {province} has open discrepancies in period {period}: dispute the statement, or resolve them first"
         )));
     }
-    store::record_answer(&mut tx, period, &province, a.answer, a.reason)
-        .await
-        .map_err(db)?;
+    store::record_answer(&mut tx, period, &province, a.answer, a.reason).await?;
     let mut events = Vec::new();
     if confirming {
         let body = Body::StatementConfirmed(ev::StatementConfirmed {
@@ -162,28 +152,26 @@ pub(crate) async fn respond(
         events.push(event(clearing, period, body));
     }
     let provinces: Vec<String> = provinces.into_iter().collect();
-    let confirmed = store::confirmed(&mut tx, period, &provinces)
-        .await
-        .map_err(db)?;
+    let confirmed = store::confirmed(&mut tx, period, &provinces).await?;
     let next = state
         .respond(confirmed as usize == provinces.len())
-        .map_err(|e| Status::failed_precondition(format!("period {period}: {e}")))?;
+        .map_err(|e| Error::FailedPrecondition(format!("period {period}: {e}")))?;
     if next == PeriodState::Confirmed {
-        store::set_state(&mut tx, period, next).await.map_err(db)?;
+        store::set_state(&mut tx, period, next).await?;
         let body = Body::ClearingPeriodConfirmed(ev::ClearingPeriodConfirmed {
             period: period.into(),
         });
         events.push(event(clearing, period, body));
     }
-    outbox::enqueue(&mut tx, events).await.map_err(db)?;
-    audit::record_in(&mut tx, [audit]).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    outbox::enqueue(&mut tx, events).await?;
+    audit::record_in(&mut tx, [audit]).await?;
+    tx.commit().await?;
     Ok((next.name().to_string(), true))
 }
 
 /// Every province with a statement in the period: each pair's two.
-async fn provinces_of(tx: &mut PgConnection, period: &str) -> Result<BTreeSet<String>, Status> {
-    let pairs = store::period_pairs(tx, period).await.map_err(db)?;
+async fn provinces_of(tx: &mut PgConnection, period: &str) -> Result<BTreeSet<String>> {
+    let pairs = store::period_pairs(tx, period).await?;
     Ok(pairs
         .keys()
         .flat_map(|(i, t)| [i.to_string(), t.to_string()])
@@ -198,11 +186,11 @@ pub(crate) async fn settle(
     clearing: &Clearing,
     period: &str,
     audit: (Option<&AuditContext>, &str),
-) -> Result<(Vec<(Region, Decimal)>, bool), Status> {
+) -> Result<(Vec<(Region, Decimal)>, bool)> {
     check_period(period)?;
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await?;
     let state = lock(&mut tx, period).await?;
-    let pairs = store::period_pairs(&mut tx, period).await.map_err(db)?;
+    let pairs = store::period_pairs(&mut tx, period).await?;
     let nets = ledger::nets(&pairs);
     match state.settle() {
         Ok(_) => {}
@@ -211,17 +199,13 @@ pub(crate) async fn settle(
             return Ok((nets.into_iter().collect(), false));
         }
         Err(e) => {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "period {period} cannot be settled: {e} (every province must confirm its statement first)"
             )));
         }
     }
-    store::insert_instructions(&mut tx, period, &ledger::instructions(&nets))
-        .await
-        .map_err(db)?;
-    store::set_state(&mut tx, period, PeriodState::Settled)
-        .await
-        .map_err(db)?;
+    store::insert_instructions(&mut tx, period, &ledger::instructions(&nets)).await?;
+    store::set_state(&mut tx, period, PeriodState::Settled).await?;
     let body = Body::ClearingSettled(ev::ClearingSettled {
         period: period.into(),
         nets: nets
@@ -232,10 +216,8 @@ pub(crate) async fn settle(
             })
             .collect(),
     });
-    outbox::enqueue(&mut tx, vec![event(clearing, period, body)])
-        .await
-        .map_err(db)?;
-    audit::record_in(&mut tx, [audit]).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    outbox::enqueue(&mut tx, vec![event(clearing, period, body)]).await?;
+    audit::record_in(&mut tx, [audit]).await?;
+    tx.commit().await?;
     Ok((nets.into_iter().collect(), true))
 }

@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use clearinghouse_platform::error::db_status as db;
+use clearinghouse_platform::error::Result;
 
 use crate::store::reconcile::{self as store, PARTS, TheirClaim};
 
@@ -191,7 +191,7 @@ impl Sums {
 pub async fn totals(
     pool: &PgPool,
     request: Request<ReconcileTotalsRequest>,
-) -> Result<Response<ReconcileTotalsResponse>, Status> {
+) -> Result<Response<ReconcileTotalsResponse>> {
     let caller = caller(&request)?;
     let r = request.get_ref();
     let mut v = FieldViolations::new();
@@ -327,7 +327,7 @@ fn their_claims(v: &mut FieldViolations, offset: usize, claims: &[DetailClaim]) 
 }
 
 /// The cell a detail reconciliation's first message names.
-fn parse_cell(first: &ReconcileDetailRequest) -> Result<Cell, Status> {
+fn parse_cell(first: &ReconcileDetailRequest) -> Result<Cell> {
     let mut v = FieldViolations::new();
     let province = province_field(&mut v, "province", &first.province);
     let role = role_field(&mut v, first.role);
@@ -381,7 +381,7 @@ async fn load_claims(
     tx: &mut PgConnection,
     first: ReconcileDetailRequest,
     stream: &mut Streaming<ReconcileDetailRequest>,
-) -> Result<usize, Status> {
+) -> Result<usize> {
     let mut offset = 0usize;
     let mut message = Some(first);
     while let Some(m) = message.take() {
@@ -389,7 +389,8 @@ async fn load_claims(
             return Err(invalid_field(
                 "claims",
                 format!("at most {MAX_CLAIMS_PER_MESSAGE} claims per message"),
-            ));
+            )
+            .into());
         }
         let mut v = FieldViolations::new();
         let claims = their_claims(&mut v, offset, &m.claims);
@@ -408,7 +409,7 @@ pub async fn detail(
     pool: &PgPool,
     topic: &str,
     request: Request<Streaming<ReconcileDetailRequest>>,
-) -> Result<Response<ReceiverStream<Result<ReconcileDetailResponse, Status>>>, Status> {
+) -> Result<Response<ReceiverStream<Result<ReconcileDetailResponse, Status>>>> {
     let caller = caller(&request)?;
     let mut stream = request.into_inner();
     let first = stream
@@ -423,7 +424,7 @@ pub async fn detail(
         },
     )?;
     let key = cell.key();
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await?;
     store::create_input(&mut tx).await?;
     let compared = load_claims(&mut tx, first, &mut stream).await?;
     let run = Uuid::now_v7();
@@ -447,8 +448,8 @@ pub async fn detail(
             }),
         })
         .collect();
-    outbox::enqueue(&mut tx, events).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    outbox::enqueue(&mut tx, events).await?;
+    tx.commit().await?;
     let last = ReconcileDetailResponse {
         done: true,
         compared: compared as i64,
@@ -473,7 +474,7 @@ fn stream_differences(
             match row {
                 Ok(d) => page.push(d),
                 Err(status) => {
-                    let _ = sender.send(Err(status)).await;
+                    let _ = sender.send(Err(Status::from(status))).await;
                     return;
                 }
             }
@@ -501,7 +502,7 @@ fn stream_differences(
 pub async fn list(
     pool: &PgPool,
     request: Request<ListDiscrepanciesRequest>,
-) -> Result<Response<ListDiscrepanciesResponse>, Status> {
+) -> Result<Response<ListDiscrepanciesResponse>> {
     let caller = caller(&request)?;
     let r = request.get_ref();
     let province = if r.province.is_empty() {
@@ -520,7 +521,7 @@ pub async fn list(
                 .trim_start_matches("DISCREPANCY_STATUS_")
                 .to_string(),
         ),
-        Err(_) => return Err(invalid_field("status", "is not a discrepancy status")),
+        Err(_) => return Err(invalid_field("status", "is not a discrepancy status").into()),
     };
     let size = page_size(r.page_size, 100, 1000)?;
     let before: Option<i64> = if r.page_token.is_empty() {
@@ -547,12 +548,12 @@ pub async fn list(
 pub async fn accept(
     pool: &PgPool,
     request: Request<ResolveDiscrepancyRequest>,
-) -> Result<Response<ResolveDiscrepancyResponse>, Status> {
+) -> Result<Response<ResolveDiscrepancyResponse>> {
     let caller = caller(&request)?;
     let r = request.get_ref();
     clearinghouse_platform::error::check_request_id(&r.request_id)?;
     if r.reason.trim().is_empty() || !clearinghouse_platform::error::is_plain_text(&r.reason, 500) {
-        return Err(invalid_field("reason", "must say why, in 1 to 500 bytes"));
+        return Err(invalid_field("reason", "must say why, in 1 to 500 bytes").into());
     }
     authorize(&caller, Action::OperateClearing)?;
     let discrepancy = store::accept(pool, r.id, &r.reason).await?;
@@ -565,7 +566,7 @@ pub async fn accept(
 pub async fn clearing_detail(
     pool: &PgPool,
     request: Request<ListClearingDetailRequest>,
-) -> Result<Response<ListClearingDetailResponse>, Status> {
+) -> Result<Response<ListClearingDetailResponse>> {
     let caller = caller(&request)?;
     let r = request.get_ref();
     let mut v = FieldViolations::new();

@@ -12,12 +12,11 @@ use clearinghouse_events::outbox;
 use clearinghouse_platform::{
     access::{Action, Caller, authorize},
     audit::{self, AuditContext},
-    error::{FieldViolations, db_status as db},
+    error::{Error, FieldViolations, Result},
 };
 use clearinghouse_proto::ledger::v1::Reserve;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use tonic::Status;
 
 use crate::{
     clearing::Clearing,
@@ -67,7 +66,7 @@ pub(crate) fn reserve_proto(r: &ReserveRow) -> Reserve {
 }
 
 /// The pair and amount of a reserve call, every field checked.
-fn parse(asked: &Asked<'_>) -> Result<(Region, Region, Decimal), Status> {
+fn parse(asked: &Asked<'_>) -> Result<(Region, Region, Decimal)> {
     let mut v = FieldViolations::new();
     v.check("request_id", RequestId::required(asked.request_id));
     let insured = v.check("insured_province", Region::parse(asked.insured));
@@ -88,7 +87,8 @@ fn parse(asked: &Asked<'_>) -> Result<(Region, Region, Decimal), Status> {
     }
     let amount = v.check("amount", parse_decimal(asked.amount, 2));
     let parsed = insured.zip(treatment).zip(amount);
-    v.finish_with(parsed).map(|((i, t), a)| (i, t, a))
+    let ((i, t), a) = v.finish_with(parsed)?;
+    Ok((i, t, a))
 }
 
 /// Sizes a reserve or tops it up, idempotent by request id, and returns it.
@@ -99,7 +99,7 @@ pub(crate) async fn request(
     audit: Option<&AuditContext>,
     kind: Kind,
     asked: Asked<'_>,
-) -> Result<Reserve, Status> {
+) -> Result<Reserve> {
     let (insured, treatment, amount) = parse(&asked)?;
     // Sizing is clearing's; a top-up is the insured province's own money.
     let action = match kind {
@@ -114,30 +114,24 @@ pub(crate) async fn request(
         amount,
     };
     let (insured, treatment) = (&request.insured, &request.treatment);
-    let mut tx = pool.begin().await.map_err(db)?;
-    match store::record_request(&mut tx, asked.request_id, &request)
-        .await
-        .map_err(db)?
-    {
+    let mut tx = pool.begin().await?;
+    match store::record_request(&mut tx, asked.request_id, &request).await? {
         None => apply(&mut tx, clearing, kind, &request).await?,
         // A repeat must carry the payload of the request that used the id first.
         Some(first) if first == request => {}
         Some(_) => {
-            return Err(Status::already_exists(format!(
+            return Err(Error::AlreadyExists(format!(
                 "request_id {} was used for another reserve request",
                 asked.request_id
             )));
         }
     }
     let reserve = store::reserve(&mut tx, insured, treatment)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| Status::failed_precondition("the reserve was never sized"))?;
+        .await?
+        .ok_or_else(|| Error::FailedPrecondition("the reserve was never sized".into()))?;
     let subject = format!("reserve {insured} at {treatment}");
-    audit::record_in(&mut tx, [(audit, subject.as_str())])
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    audit::record_in(&mut tx, [(audit, subject.as_str())]).await?;
+    tx.commit().await?;
     Ok(reserve_proto(&reserve))
 }
 
@@ -148,13 +142,11 @@ async fn apply(
     clearing: &Clearing,
     kind: Kind,
     r: &ReserveRequest,
-) -> Result<(), Status> {
+) -> Result<()> {
     let events = match kind {
         Kind::Size => {
-            let reserve = store::size(tx, &r.insured, &r.treatment, r.amount)
-                .await
-                .map_err(db)?;
-            let warning = clearing.rearm(tx, &reserve, true).await.map_err(db)?;
+            let reserve = store::size(tx, &r.insured, &r.treatment, r.amount).await?;
+            let warning = clearing.rearm(tx, &reserve, true).await?;
             warning.into_iter().collect()
         }
         Kind::TopUp => {
@@ -162,22 +154,15 @@ async fn apply(
                 (r.insured.clone(), r.treatment.clone()),
                 -r.amount,
             )]);
-            let warnings = clearing
-                .change_reserves(tx, &changes, true)
-                .await
-                .map_err(db)?;
+            let warnings = clearing.change_reserves(tx, &changes, true).await?;
             let today = clearing.clock.today();
-            let period = periods::open_period(tx, clearing.period_months, today)
-                .await
-                .map_err(db)?;
-            journal::post_top_up(tx, &r.insured, &r.treatment, r.amount, &period)
-                .await
-                .map_err(db)?;
+            let period = periods::open_period(tx, clearing.period_months, today).await?;
+            journal::post_top_up(tx, &r.insured, &r.treatment, r.amount, &period).await?;
             warnings
         }
     };
     if !events.is_empty() {
-        outbox::enqueue(tx, events).await.map_err(db)?;
+        outbox::enqueue(tx, events).await?;
     }
     Ok(())
 }

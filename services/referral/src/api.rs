@@ -12,11 +12,12 @@ use clearinghouse_events::{
 
 use crate::store;
 use clearinghouse_platform::db::Pool as PgPool;
+use clearinghouse_platform::error::Error;
 use clearinghouse_platform::{
     access::{Action, authorize_request},
     audit,
     audit::recorded,
-    error::{FieldViolations, check_request_id, db_status as db, invalid_field},
+    error::{FieldViolations, check_request_id, invalid_field},
 };
 use clearinghouse_proto::{
     events::v1 as ev,
@@ -131,17 +132,18 @@ impl ReferralService for ReferralApi {
             parse_referral(r, self.clock.today(), self.validity)?;
         let referral = r.referral.clone().unwrap_or_default();
         authorize_request(&request, Action::WriteAsInsured { insured })?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
         if let Some(request_id) = request_id
             && let Some(original) =
                 store::by_request(&mut tx, &insured.to_string(), request_id).await?
         {
             if !same_referral(&original, &referral) {
-                return Err(Status::already_exists(format!(
+                return Err(Error::AlreadyExists(format!(
                     "request_id {request_id} already issued referral {} with another payload",
                     original.referral_id
-                )));
+                ))
+                .into());
             }
             return Ok(Response::new(IssueReferralResponse {
                 referral: Some(original),
@@ -168,7 +170,7 @@ impl ReferralService for ReferralApi {
         let event = self.outgoing(&issued_referral, body);
         outbox::commit_announced(tx, vec![event], &[(audit.as_ref(), &subject)])
             .await
-            .map_err(db)?;
+            .map_err(Error::from)?;
         Ok(recorded(
             IssueReferralResponse {
                 referral: Some(issued_referral),
@@ -185,10 +187,10 @@ impl ReferralService for ReferralApi {
         check_request_id(&request.get_ref().request_id)?;
         let id = Uuid::parse_str(&request.get_ref().referral_id)
             .map_err(|_| invalid_field("referral_id", "must be a referral id (UUID)"))?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
         let mut referral = store::for_update(&mut tx, id)
             .await?
-            .ok_or_else(|| Status::not_found(format!("no referral {id}")))?;
+            .ok_or_else(|| Error::NotFound(format!("no referral {id}")))?;
         authorize_request(
             &request,
             Action::WriteAsInsured {
@@ -211,7 +213,7 @@ impl ReferralService for ReferralApi {
         let event = self.outgoing(&referral, body);
         outbox::commit_announced(tx, vec![event], &[(audit.as_ref(), &subject)])
             .await
-            .map_err(db)?;
+            .map_err(Error::from)?;
         Ok(recorded(
             CancelReferralResponse {
                 referral: Some(referral),
@@ -228,7 +230,7 @@ impl ReferralService for ReferralApi {
             .map_err(|_| invalid_field("referral_id", "must be a referral id (UUID)"))?;
         let referral = store::get(&self.pool, id)
             .await?
-            .ok_or_else(|| Status::not_found(format!("no referral {id}")))?;
+            .ok_or_else(|| Error::NotFound(format!("no referral {id}")))?;
         let (insured, treatment) = regions(&referral)?;
         authorize_request(&request, Action::ReadCase { insured, treatment })?;
         Ok(Response::new(GetReferralResponse {

@@ -1,27 +1,26 @@
 //! Every SQL statement of the referral service.
 
 use clearinghouse_domain::dates::{china_date, format_date};
-use clearinghouse_platform::error::db_status as db;
+use clearinghouse_platform::error::{Error, Result};
 use clearinghouse_proto::referral::v1::{Referral, ReferralStatus};
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use time::{Date, OffsetDateTime};
-use tonic::Status;
 use uuid::Uuid;
 
-fn from_row(row: &PgRow) -> Result<Referral, Status> {
-    let status: String = row.try_get("status").map_err(db)?;
+fn from_row(row: &PgRow) -> Result<Referral> {
+    let status: String = row.try_get("status").map_err(Error::from)?;
     Ok(Referral {
         referral_id: row
             .try_get::<Uuid, _>("referral_id")
-            .map_err(db)?
+            .map_err(Error::from)?
             .to_string(),
-        person_id: row.try_get("person_id").map_err(db)?,
-        insured_region: row.try_get("insured_region").map_err(db)?,
-        referring_hospital: row.try_get("referring_hospital").map_err(db)?,
-        target_region: row.try_get("target_region").map_err(db)?,
-        diagnosis: row.try_get("diagnosis").map_err(db)?,
-        issue_date: format_date(row.try_get("issue_date").map_err(db)?),
-        valid_until: format_date(row.try_get("valid_until").map_err(db)?),
+        person_id: row.try_get("person_id").map_err(Error::from)?,
+        insured_region: row.try_get("insured_region").map_err(Error::from)?,
+        referring_hospital: row.try_get("referring_hospital").map_err(Error::from)?,
+        target_region: row.try_get("target_region").map_err(Error::from)?,
+        diagnosis: row.try_get("diagnosis").map_err(Error::from)?,
+        issue_date: format_date(row.try_get("issue_date").map_err(Error::from)?),
+        valid_until: format_date(row.try_get("valid_until").map_err(Error::from)?),
         status: if status == "CANCELLED" {
             ReferralStatus::Cancelled
         } else {
@@ -29,7 +28,7 @@ fn from_row(row: &PgRow) -> Result<Referral, Status> {
         } as i32,
         cancelled_on: row
             .try_get::<Option<OffsetDateTime>, _>("cancelled_at")
-            .map_err(db)?
+            .map_err(Error::from)?
             .map(|at| format_date(china_date(at)))
             .unwrap_or_default(),
     })
@@ -40,13 +39,13 @@ pub(crate) async fn by_request(
     conn: &mut PgConnection,
     insured_region: &str,
     request_id: &str,
-) -> Result<Option<Referral>, Status> {
+) -> Result<Option<Referral>> {
     let row = sqlx::query("SELECT * FROM referrals WHERE insured_region = $1 AND request_id = $2")
         .bind(insured_region)
         .bind(request_id)
         .fetch_optional(conn)
         .await
-        .map_err(db)?;
+        .map_err(Error::from)?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -57,7 +56,7 @@ pub(crate) async fn insert(
     id: Uuid,
     request_id: Option<&str>,
     (issued, until): (Date, Date),
-) -> Result<(), Status> {
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO referrals (referral_id, request_id, insured_region, person_id, referring_hospital,
                                 target_region, diagnosis, issue_date, valid_until)
@@ -74,29 +73,22 @@ pub(crate) async fn insert(
     .bind(until)
     .execute(conn)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     Ok(())
 }
 
 /// The referral, its row locked until the transaction ends.
-pub(crate) async fn for_update(
-    conn: &mut PgConnection,
-    id: Uuid,
-) -> Result<Option<Referral>, Status> {
+pub(crate) async fn for_update(conn: &mut PgConnection, id: Uuid) -> Result<Option<Referral>> {
     let row = sqlx::query("SELECT * FROM referrals WHERE referral_id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(conn)
         .await
-        .map_err(db)?;
+        .map_err(Error::from)?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Cancels the referral from `at`.
-pub(crate) async fn cancel(
-    conn: &mut PgConnection,
-    id: Uuid,
-    at: OffsetDateTime,
-) -> Result<(), Status> {
+pub(crate) async fn cancel(conn: &mut PgConnection, id: Uuid, at: OffsetDateTime) -> Result<()> {
     sqlx::query(
         "UPDATE referrals SET status = 'CANCELLED', cancelled_at = $2 WHERE referral_id = $1",
     )
@@ -104,16 +96,16 @@ pub(crate) async fn cancel(
     .bind(at)
     .execute(conn)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     Ok(())
 }
 
-pub(crate) async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Referral>, Status> {
+pub(crate) async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Referral>> {
     let row = sqlx::query("SELECT * FROM referrals WHERE referral_id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await
-        .map_err(db)?;
+        .map_err(Error::from)?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -124,7 +116,7 @@ pub(crate) async fn of_person(
     person_id: &str,
     after: Option<Uuid>,
     limit: i64,
-) -> Result<Vec<Referral>, Status> {
+) -> Result<Vec<Referral>> {
     let rows = sqlx::query(
         "SELECT * FROM referrals WHERE insured_region = $1 AND person_id = $2
            AND ($3::uuid IS NULL OR referral_id > $3) ORDER BY referral_id LIMIT $4",
@@ -135,6 +127,6 @@ pub(crate) async fn of_person(
     .bind(limit)
     .fetch_all(pool)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     rows.iter().map(from_row).collect()
 }

@@ -23,11 +23,12 @@ use clearinghouse_proto::{
 use prost::Message;
 use tonic::{Request, Response, Status, transport::Channel};
 
+use clearinghouse_platform::error::{Error, Result};
+
 use crate::{
     batch::Batcher,
     cache::PolicyCache,
     claim::{self, GENERAL_OUTPATIENT, Pending, Settled},
-    error::{Error, Result},
     parse::{self, ParsedClaim},
     prepare::Preparer,
     projection, reversal, store,

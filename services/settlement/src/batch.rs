@@ -25,9 +25,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
+use clearinghouse_platform::error::{Error, Result};
+
 use crate::{
     claim::{self, Pending, Settled},
-    error::{Error, Result},
     store::{self, ClaimRow, Locked, ToLock, Writes},
 };
 

@@ -19,11 +19,9 @@ use prost::Message;
 use sqlx::PgPool;
 use time::Date;
 
-use crate::{
-    error::{Error, Result},
-    parse,
-    store::reference as store,
-};
+use clearinghouse_platform::error::{Error, Result};
+
+use crate::{parse, store::reference as store};
 
 /// How long a key's list of versions is reused to answer "which version is in force". A
 /// version put with an effective date already past is picked up by settlements within

@@ -24,10 +24,9 @@ use prost::Message;
 use rust_decimal::Decimal;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::{
-    error::{Error, Result},
-    parse::ParsedClaim,
-};
+use clearinghouse_platform::error::{Error, Result};
+
+use crate::parse::ParsedClaim;
 
 /// Everything a claim needs that does not change while it is settled.
 pub(crate) struct Prepared {

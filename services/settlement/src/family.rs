@@ -23,10 +23,9 @@ use sqlx::{PgConnection, PgPool};
 use time::{Date, Duration};
 use tonic::{Request, Response, Status};
 
-use crate::{
-    error::{Error, Result},
-    store::family as store,
-};
+use clearinghouse_platform::error::{Error, Result};
+
+use crate::store::family as store;
 
 /// How far back a link may start (as a filing may be back-dated).
 const BACKDATE_DAYS: i64 = 90;

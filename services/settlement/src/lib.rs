@@ -5,7 +5,6 @@ mod api;
 mod batch;
 mod cache;
 mod claim;
-mod error;
 mod family;
 mod metrics;
 mod parse;

@@ -12,10 +12,11 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tonic::transport::Channel;
 
+use clearinghouse_platform::error::{Error, Result};
+
 use crate::{
     cache::{self as reference, PolicyCache},
     claim::Prepared,
-    error::{Error, Result},
     parse::ParsedClaim,
     projection, store,
 };

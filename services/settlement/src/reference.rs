@@ -26,9 +26,10 @@ use time::Date;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use clearinghouse_platform::error::{Error, Result};
+
 use crate::{
     cache::{self, PolicyCache, decode_policy, visit_name},
-    error::{Error, Result},
     parse,
     store::reference::{self as store, Page, PolicyKey},
 };

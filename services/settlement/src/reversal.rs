@@ -14,9 +14,10 @@ use clearinghouse_proto::{
 };
 use sqlx::PgPool;
 
+use clearinghouse_platform::error::{Error, Result};
+
 use crate::{
     claim::{self, ClaimKey},
-    error::{Error, Result},
     store::{self, ToLock, Writes},
 };
 

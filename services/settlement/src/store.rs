@@ -13,10 +13,9 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 
-use crate::{
-    claim::{ClaimKey, DiseaseKey, PersonKey, YearKey},
-    error::{Error, Result},
-};
+use clearinghouse_platform::error::{Error, Result};
+
+use crate::claim::{ClaimKey, DiseaseKey, PersonKey, YearKey};
 
 /// The lock-and-read statement: takes the locks (every personal account named, then every
 /// person-year, then every disease, each in the order given — key order, so that writers

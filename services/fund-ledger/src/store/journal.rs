@@ -6,6 +6,7 @@ use clearinghouse_domain::{
     ledger::{InsuredShare, Leg as EntryLeg, Posting},
     money::format2,
 };
+use clearinghouse_platform::error::Result;
 use clearinghouse_proto::ledger::v1::{AccountBalance, JournalEntry, Leg};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row};
@@ -39,7 +40,7 @@ pub(crate) struct Detail {
 pub(crate) async fn balances(
     pool: &PgPool,
     province: Option<&str>,
-) -> sqlx::Result<(Vec<AccountBalance>, Decimal, i64)> {
+) -> Result<(Vec<AccountBalance>, Decimal, i64)> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
@@ -67,7 +68,7 @@ pub(crate) async fn balances(
                 balance: format2(r.try_get("balance")?),
             })
         })
-        .collect::<sqlx::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok((balances, total, entry_count))
 }
 
@@ -77,7 +78,7 @@ pub(crate) async fn entries(
     after: i64,
     province: Option<&str>,
     limit: i64,
-) -> sqlx::Result<Vec<JournalEntry>> {
+) -> Result<Vec<JournalEntry>> {
     let rows = sqlx::query(
         "SELECT e.entry_id, e.event_id, e.kind, e.insured_province, e.treatment_province, e.claim_id,
                 e.treatment_region, e.posted_at::text AS posted_at,
@@ -126,7 +127,7 @@ pub(crate) async fn post_top_up(
     treatment: &str,
     amount: Decimal,
     period: &str,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     let entry_id: i64 = sqlx::query_scalar(
         "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region, claim_id,
                                       fund, serious_illness, assistance, personal_account, period)
@@ -167,7 +168,7 @@ pub(crate) async fn insert_entries(
     tx: &mut PgConnection,
     entries: &[Entry],
     period: &str,
-) -> sqlx::Result<HashMap<Uuid, i64>> {
+) -> Result<HashMap<Uuid, i64>> {
     let inserted: Vec<(i64, Uuid)> = sqlx::query_as(
         "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
                                       claim_id, original_event_id, fund, serious_illness, assistance,
@@ -206,7 +207,7 @@ pub(crate) async fn insert_detail(
     tx: &mut PgConnection,
     posted: &[(&Entry, i64)],
     period: &str,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     let part = |f: fn(&InsuredShare) -> Decimal| {
         posted
             .iter()
@@ -250,10 +251,7 @@ pub(crate) async fn insert_detail(
 
 /// The legs of the entries posted, and each account's balance changed once, in account
 /// order, so concurrent batches cannot deadlock.
-pub(crate) async fn insert_legs(
-    tx: &mut PgConnection,
-    posted: &[(&Entry, i64)],
-) -> sqlx::Result<()> {
+pub(crate) async fn insert_legs(tx: &mut PgConnection, posted: &[(&Entry, i64)]) -> Result<()> {
     let legs: Vec<(i64, &EntryLeg)> = posted
         .iter()
         .flat_map(|(e, id)| e.legs.iter().map(move |leg| (*id, leg)))

@@ -9,6 +9,7 @@ use clearinghouse_domain::{
     money::format2,
     region::Region,
 };
+use clearinghouse_platform::error::{Error, Result};
 use clearinghouse_proto::ledger::v1::VisitTypeStatement;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row};
@@ -20,7 +21,7 @@ pub(crate) async fn open_period(
     tx: &mut PgConnection,
     months: u32,
     today: time::Date,
-) -> sqlx::Result<String> {
+) -> Result<String> {
     sqlx::query(
         "INSERT INTO clearing_periods (period, state)
          SELECT to_char(make_date(extract(year FROM d)::int, ((extract(month FROM d)::int - 1) / $1) * $1 + 1, 1), 'YYYY-MM'),
@@ -36,6 +37,7 @@ pub(crate) async fn open_period(
     sqlx::query_scalar("SELECT period FROM clearing_periods WHERE state = 'OPEN' FOR SHARE")
         .fetch_one(&mut *tx)
         .await
+        .map_err(Error::from)
 }
 
 /// Adds a batch's claim postings to their period's totals per province pair, pairs in
@@ -44,7 +46,7 @@ pub(crate) async fn add_to_period(
     tx: &mut PgConnection,
     period: &str,
     pairs: &BTreeMap<(Region, Region), PairTotals>,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     let totals: Vec<&PairTotals> = pairs.values().collect();
     sqlx::query(
         "INSERT INTO period_pair_totals AS p (period, insured_province, treatment_province, settled, reversed, fund,
@@ -75,7 +77,7 @@ pub(crate) async fn add_to_period(
 pub(crate) async fn period_pairs(
     conn: &mut PgConnection,
     period: &str,
-) -> sqlx::Result<BTreeMap<(Region, Region), PairTotals>> {
+) -> Result<BTreeMap<(Region, Region), PairTotals>> {
     let rows = sqlx::query(
         "SELECT insured_province, treatment_province, settled, reversed, fund, serious_illness, assistance,
                 personal_account
@@ -86,9 +88,8 @@ pub(crate) async fn period_pairs(
     .await?;
     let mut pairs = BTreeMap::new();
     for row in rows {
-        let region = |col: &str| -> sqlx::Result<Region> {
-            Region::parse(&row.try_get::<String, _>(col)?)
-                .map_err(|e| sqlx::Error::Decode(e.to_string().into()))
+        let region = |col: &str| -> Result<Region> {
+            Region::parse(&row.try_get::<String, _>(col)?).map_err(|_| Error::Corrupt("region"))
         };
         pairs.insert(
             (region("insured_province")?, region("treatment_province")?),
@@ -112,7 +113,7 @@ pub(crate) async fn period_pairs(
 pub(crate) async fn visit_type_statements(
     conn: &mut PgConnection,
     period: &str,
-) -> sqlx::Result<BTreeMap<(String, String), Vec<VisitTypeStatement>>> {
+) -> Result<BTreeMap<(String, String), Vec<VisitTypeStatement>>> {
     let rows = sqlx::query(
         "SELECT insured_province, treatment_province, visit_type,
                 count(*) FILTER (WHERE kind = 'CLAIM') AS claims,
@@ -157,27 +158,26 @@ pub(crate) async fn visit_type_statements(
 }
 
 /// A period's state as stored, if the period exists.
-pub(crate) async fn state_of(
-    conn: &mut PgConnection,
-    period: &str,
-) -> sqlx::Result<Option<String>> {
+pub(crate) async fn state_of(conn: &mut PgConnection, period: &str) -> Result<Option<String>> {
     sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1")
         .bind(period)
         .fetch_optional(conn)
         .await
+        .map_err(Error::from)
 }
 
 /// A period's state, its row locked until the transaction ends (postings in flight into
 /// it hold a share lock: this waits for them).
-pub(crate) async fn lock(conn: &mut PgConnection, period: &str) -> sqlx::Result<Option<String>> {
+pub(crate) async fn lock(conn: &mut PgConnection, period: &str) -> Result<Option<String>> {
     sqlx::query_scalar("SELECT state FROM clearing_periods WHERE period = $1 FOR UPDATE")
         .bind(period)
         .fetch_optional(conn)
         .await
+        .map_err(Error::from)
 }
 
 /// Closes `period` and opens `next`.
-pub(crate) async fn close(tx: &mut PgConnection, period: &str, next: &str) -> sqlx::Result<()> {
+pub(crate) async fn close(tx: &mut PgConnection, period: &str, next: &str) -> Result<()> {
     sqlx::query(
         "UPDATE clearing_periods SET state = 'CLOSED', closed_at = now() WHERE period = $1",
     )
@@ -199,7 +199,7 @@ pub(crate) async fn set_state(
     conn: &mut PgConnection,
     period: &str,
     state: PeriodState,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     let sql = match state {
         PeriodState::Confirmed => {
             "UPDATE clearing_periods SET state = $2, confirmed_at = now() WHERE period = $1"
@@ -225,7 +225,7 @@ pub(crate) async fn record_answer(
     province: &str,
     answer: &str,
     reason: &str,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO statement_responses (period, province, state, reason) VALUES ($1, $2, $3, $4)
          ON CONFLICT (period, province) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = now()",
@@ -244,7 +244,7 @@ pub(crate) async fn confirmed(
     tx: &mut PgConnection,
     period: &str,
     provinces: &[String],
-) -> sqlx::Result<i64> {
+) -> Result<i64> {
     sqlx::query_scalar(
         "SELECT count(*) FROM statement_responses WHERE period = $1 AND state = 'CONFIRMED' AND province = ANY($2)",
     )
@@ -252,6 +252,7 @@ pub(crate) async fn confirmed(
     .bind(provinces)
     .fetch_one(&mut *tx)
     .await
+    .map_err(Error::from)
 }
 
 /// Stores a settled period's payment instructions: (payer, payee, amount).
@@ -259,7 +260,7 @@ pub(crate) async fn insert_instructions(
     tx: &mut PgConnection,
     period: &str,
     instructions: &[(Region, Region, Decimal)],
-) -> sqlx::Result<()> {
+) -> Result<()> {
     for (payer, payee, amount) in instructions {
         sqlx::query(
             "INSERT INTO settlement_instructions (period, payer, payee, amount) VALUES ($1, $2, $3, $4)",
@@ -276,9 +277,7 @@ pub(crate) async fn insert_instructions(
 
 /// Open discrepancies by (province, counterparty): how many, and the oldest's age in
 /// seconds.
-pub(crate) async fn open_discrepancies(
-    pool: &PgPool,
-) -> sqlx::Result<Vec<(String, String, i64, f64)>> {
+pub(crate) async fn open_discrepancies(pool: &PgPool) -> Result<Vec<(String, String, i64, f64)>> {
     sqlx::query_as(
         "SELECT province, counterparty, count(*),
                 COALESCE(EXTRACT(EPOCH FROM now() - min(found_at))::float8, 0)
@@ -286,18 +285,21 @@ pub(crate) async fn open_discrepancies(
     )
     .fetch_all(pool)
     .await
+    .map_err(Error::from)
 }
 
 /// How many periods are in each state.
-pub(crate) async fn count_by_state(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+pub(crate) async fn count_by_state(pool: &PgPool) -> Result<Vec<(String, i64)>> {
     sqlx::query_as("SELECT state, count(*) FROM clearing_periods GROUP BY state")
         .fetch_all(pool)
         .await
+        .map_err(Error::from)
 }
 
 /// The open period, if there is one.
-pub(crate) async fn open(conn: &mut PgConnection) -> sqlx::Result<Option<String>> {
+pub(crate) async fn open(conn: &mut PgConnection) -> Result<Option<String>> {
     sqlx::query_scalar("SELECT period FROM clearing_periods WHERE state = 'OPEN'")
         .fetch_optional(conn)
         .await
+        .map_err(Error::from)
 }

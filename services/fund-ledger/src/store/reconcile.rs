@@ -3,12 +3,11 @@
 //! discrepancies found and their lifecycle.
 
 use clearinghouse_domain::{dates::format_date, money::format2, region::Region};
-use clearinghouse_platform::error::db_status as db;
+use clearinghouse_platform::error::{Error, Result};
 use clearinghouse_proto::{ledger::v1::*, settlement::v1::VisitType};
 use futures::{Stream, StreamExt};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
-use tonic::Status;
 use uuid::Uuid;
 
 /// The six amounts of a claim or a cell, in this order.
@@ -33,7 +32,7 @@ pub(crate) async fn cell_sums(
     insured_role: bool,
     day: Option<time::Date>,
     period: Option<String>,
-) -> Result<Vec<CellSums>, Status> {
+) -> Result<Vec<CellSums>> {
     let (own, other) = if insured_role {
         ("insured_province", "treatment_province")
     } else {
@@ -51,8 +50,7 @@ pub(crate) async fn cell_sums(
     .bind(day)
     .bind(period)
     .fetch_all(pool)
-    .await
-    .map_err(db)?;
+    .await?;
     rows.iter()
         .map(|row| {
             let mut parts = [Decimal::ZERO; 6];
@@ -67,8 +65,7 @@ pub(crate) async fn cell_sums(
                 parts,
             ))
         })
-        .collect::<sqlx::Result<_>>()
-        .map_err(db)
+        .collect::<Result<_>>()
 }
 
 /// One claim of the province's list, validated.
@@ -80,7 +77,7 @@ pub(crate) struct TheirClaim {
 }
 
 /// The temporary table a detail reconciliation loads the province's claims into.
-pub(crate) async fn create_input(tx: &mut PgConnection) -> Result<(), Status> {
+pub(crate) async fn create_input(tx: &mut PgConnection) -> Result<()> {
     sqlx::query(
         "CREATE TEMP TABLE reconcile_input (
              treatment_region TEXT NOT NULL, claim_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -90,12 +87,11 @@ pub(crate) async fn create_input(tx: &mut PgConnection) -> Result<(), Status> {
          ) ON COMMIT DROP",
     )
     .execute(&mut *tx)
-    .await
-    .map_err(db)?;
+    .await?;
     Ok(())
 }
 
-pub(crate) async fn load_input(tx: &mut PgConnection, claims: &[TheirClaim]) -> Result<(), Status> {
+pub(crate) async fn load_input(tx: &mut PgConnection, claims: &[TheirClaim]) -> Result<()> {
     if claims.is_empty() {
         return Ok(());
     }
@@ -117,8 +113,7 @@ pub(crate) async fn load_input(tx: &mut PgConnection, claims: &[TheirClaim]) -> 
     .bind(col(4))
     .bind(col(5))
     .execute(&mut *tx)
-    .await
-    .map_err(db)?;
+    .await?;
     Ok(())
 }
 
@@ -155,7 +150,7 @@ pub(crate) async fn record_differences(
     tx: &mut PgConnection,
     cell: &CellKey,
     run: Uuid,
-) -> Result<Vec<Found>, Status> {
+) -> Result<Vec<Found>> {
     let rows = sqlx::query(
         "WITH ours AS (
              SELECT treatment_region, claim_id, kind, period, total, fund, serious_illness, assistance,
@@ -206,8 +201,7 @@ pub(crate) async fn record_differences(
     .bind(&cell.scope)
     .bind(run)
     .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
+    .await?;
     rows.iter()
         .map(|row| {
             Ok(Found {
@@ -219,8 +213,7 @@ pub(crate) async fn record_differences(
                 new: row.try_get("new")?,
             })
         })
-        .collect::<sqlx::Result<_>>()
-        .map_err(db)
+        .collect::<Result<_>>()
 }
 
 /// Resolves the cell's open discrepancies this run did not find again; returns how many.
@@ -228,7 +221,7 @@ pub(crate) async fn resolve_unseen(
     tx: &mut PgConnection,
     cell: &CellKey,
     run: Uuid,
-) -> Result<u64, Status> {
+) -> Result<u64> {
     Ok(sqlx::query(
         "UPDATE discrepancies SET status = 'RESOLVED', closed_at = now()
          WHERE province = $1 AND counterparty = $2 AND role = $3 AND visit_type = $4 AND scope = $5
@@ -241,8 +234,7 @@ pub(crate) async fn resolve_unseen(
     .bind(&cell.scope)
     .bind(run)
     .execute(&mut *tx)
-    .await
-    .map_err(db)?
+    .await?
     .rows_affected())
 }
 
@@ -250,22 +242,22 @@ pub(crate) async fn resolve_unseen(
 pub(crate) fn differences_of_run(
     pool: &PgPool,
     run: Uuid,
-) -> impl Stream<Item = Result<Difference, Status>> + '_ {
+) -> impl Stream<Item = Result<Difference>> + '_ {
     sqlx::query(
         "SELECT * FROM discrepancies WHERE last_seen = $1 ORDER BY treatment_region, claim_id, kind",
     )
     .bind(run)
     .fetch(pool)
-    .map(|row| row.map_err(db).and_then(|r| difference_of(&r)))
+    .map(|row| row.map_err(Error::from).and_then(|r| difference_of(&r)))
 }
 
-fn difference_of(row: &PgRow) -> Result<Difference, Status> {
-    let kind: String = row.try_get("kind").map_err(db)?;
-    let side: String = row.try_get("side").map_err(db)?;
-    let fields: String = row.try_get("fields").map_err(db)?;
+fn difference_of(row: &PgRow) -> Result<Difference> {
+    let kind: String = row.try_get("kind")?;
+    let side: String = row.try_get("side")?;
+    let fields: String = row.try_get("fields")?;
     Ok(Difference {
-        treatment_region: row.try_get("treatment_region").map_err(db)?,
-        claim_id: row.try_get("claim_id").map_err(db)?,
+        treatment_region: row.try_get("treatment_region")?,
+        claim_id: row.try_get("claim_id")?,
         kind: if kind == "REVERSAL" {
             DetailKind::Reversal
         } else {
@@ -286,14 +278,14 @@ fn difference_of(row: &PgRow) -> Result<Difference, Status> {
                 })
             })
             .collect(),
-        discrepancy_id: row.try_get("id").map_err(db)?,
+        discrepancy_id: row.try_get("id")?,
     })
 }
 
-fn discrepancy_of(row: &PgRow) -> Result<Discrepancy, Status> {
-    let status: String = row.try_get("status").map_err(db)?;
-    let role: String = row.try_get("role").map_err(db)?;
-    let visit: String = row.try_get("visit_type").map_err(db)?;
+fn discrepancy_of(row: &PgRow) -> Result<Discrepancy> {
+    let status: String = row.try_get("status")?;
+    let role: String = row.try_get("role")?;
+    let visit: String = row.try_get("visit_type")?;
     let rfc = |t: Option<time::OffsetDateTime>| {
         t.and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
@@ -302,23 +294,23 @@ fn discrepancy_of(row: &PgRow) -> Result<Discrepancy, Status> {
         .unwrap_or_default()
     };
     Ok(Discrepancy {
-        id: row.try_get("id").map_err(db)?,
-        province: row.try_get("province").map_err(db)?,
-        counterparty_province: row.try_get("counterparty").map_err(db)?,
+        id: row.try_get("id")?,
+        province: row.try_get("province")?,
+        counterparty_province: row.try_get("counterparty")?,
         role: if role == "INSURED" {
             ReconcileRole::Insured
         } else {
             ReconcileRole::Treatment
         } as i32,
         visit_type: VisitType::from_str_name(&visit).unwrap_or(VisitType::Unspecified) as i32,
-        scope: row.try_get("scope").map_err(db)?,
-        period: row.try_get("period").map_err(db)?,
+        scope: row.try_get("scope")?,
+        period: row.try_get("period")?,
         difference: Some(difference_of(row)?),
         status: DiscrepancyStatus::from_str_name(&format!("DISCREPANCY_STATUS_{status}"))
             .unwrap_or(DiscrepancyStatus::Unspecified) as i32,
-        reason: row.try_get("reason").map_err(db)?,
-        found_at: rfc(row.try_get("found_at").map_err(db)?),
-        closed_at: rfc(row.try_get("closed_at").map_err(db)?),
+        reason: row.try_get("reason")?,
+        found_at: rfc(row.try_get("found_at")?),
+        closed_at: rfc(row.try_get("closed_at")?),
     })
 }
 
@@ -330,7 +322,7 @@ pub(crate) async fn discrepancies(
     status: Option<String>,
     before: Option<i64>,
     size: i64,
-) -> Result<Vec<Discrepancy>, Status> {
+) -> Result<Vec<Discrepancy>> {
     let rows = sqlx::query(
         "SELECT * FROM discrepancies
          WHERE ($1::text IS NULL OR province = $1 OR counterparty = $1)
@@ -342,40 +334,39 @@ pub(crate) async fn discrepancies(
     .bind(before)
     .bind(size)
     .fetch_all(pool)
-    .await
-    .map_err(db)?;
+    .await?;
     rows.iter().map(discrepancy_of).collect()
 }
 
 /// Accepts an open discrepancy with a reason; an accepted one is answered as it is.
 /// `NOT_FOUND` when there is none, `FAILED_PRECONDITION` when it was resolved.
-pub(crate) async fn accept(pool: &PgPool, id: i64, reason: &str) -> Result<Discrepancy, Status> {
-    let mut tx = pool.begin().await.map_err(db)?;
+pub(crate) async fn accept(pool: &PgPool, id: i64, reason: &str) -> Result<Discrepancy> {
+    let mut tx = pool.begin().await?;
     let row = sqlx::query("SELECT * FROM discrepancies WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| Status::not_found(format!("no discrepancy {id}")))?;
-    let status: String = row.try_get("status").map_err(db)?;
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no discrepancy {id}")))?;
+    let status: String = row.try_get("status")?;
     let row = match status.as_str() {
-        "OPEN" => sqlx::query(
-            "UPDATE discrepancies SET status = 'ACCEPTED', reason = $2, closed_at = now()
+        "OPEN" => {
+            sqlx::query(
+                "UPDATE discrepancies SET status = 'ACCEPTED', reason = $2, closed_at = now()
              WHERE id = $1 RETURNING *",
-        )
-        .bind(id)
-        .bind(reason)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?,
+            )
+            .bind(id)
+            .bind(reason)
+            .fetch_one(&mut *tx)
+            .await?
+        }
         "ACCEPTED" => row,
         other => {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "discrepancy {id} is {other}"
             )));
         }
     };
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     discrepancy_of(&row)
 }
 
@@ -384,7 +375,7 @@ pub(crate) async fn open_in_period(
     conn: &mut PgConnection,
     province: &str,
     period: &str,
-) -> Result<bool, Status> {
+) -> Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM discrepancies
            WHERE (province = $1 OR counterparty = $1) AND period = $2 AND status = 'OPEN')",
@@ -393,7 +384,7 @@ pub(crate) async fn open_in_period(
     .bind(period)
     .fetch_one(conn)
     .await
-    .map_err(db)
+    .map_err(Error::from)
 }
 
 /// One page of a period's clearing detail for a pair, in posting order.
@@ -404,7 +395,7 @@ pub(crate) async fn detail_page(
     treatment: Region,
     after: Option<i64>,
     size: i64,
-) -> Result<(Vec<ClearingDetailRow>, Option<i64>), Status> {
+) -> Result<(Vec<ClearingDetailRow>, Option<i64>)> {
     let rows = sqlx::query(
         "SELECT * FROM clearing_detail
          WHERE period = $1 AND insured_province = $2 AND treatment_province = $3
@@ -417,24 +408,20 @@ pub(crate) async fn detail_page(
     .bind(after)
     .bind(size)
     .fetch_all(pool)
-    .await
-    .map_err(db)?;
+    .await?;
     let last = rows
         .last()
         .map(|r| r.try_get::<i64, _>("entry_id"))
-        .transpose()
-        .map_err(db)?;
+        .transpose()?;
     let rows = rows
         .iter()
         .map(|row| {
-            let kind: String = row.try_get("kind").map_err(db)?;
-            let visit: String = row.try_get("visit_type").map_err(db)?;
-            let amount = |c: &str| -> Result<String, Status> {
-                Ok(format2(row.try_get::<Decimal, _>(c).map_err(db)?))
-            };
+            let kind: String = row.try_get("kind")?;
+            let visit: String = row.try_get("visit_type")?;
+            let amount = |c: &str| -> Result<String> { Ok(format2(row.try_get::<Decimal, _>(c)?)) };
             Ok(ClearingDetailRow {
-                treatment_region: row.try_get("treatment_region").map_err(db)?,
-                claim_id: row.try_get("claim_id").map_err(db)?,
+                treatment_region: row.try_get("treatment_region")?,
+                claim_id: row.try_get("claim_id")?,
                 kind: if kind == "REVERSAL" {
                     DetailKind::Reversal
                 } else {
@@ -442,7 +429,7 @@ pub(crate) async fn detail_page(
                 } as i32,
                 visit_type: VisitType::from_str_name(&visit).unwrap_or(VisitType::Unspecified)
                     as i32,
-                day: format_date(row.try_get("day").map_err(db)?),
+                day: format_date(row.try_get("day")?),
                 total: amount("total")?,
                 fund: amount("fund")?,
                 serious_illness: amount("serious_illness")?,
@@ -451,7 +438,7 @@ pub(crate) async fn detail_page(
                 cash: amount("cash")?,
             })
         })
-        .collect::<Result<Vec<_>, Status>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let next = (rows.len() as i64 == size).then_some(last).flatten();
     Ok((rows, next))
 }

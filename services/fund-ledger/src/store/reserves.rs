@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use clearinghouse_platform::error::Result;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 
@@ -16,7 +17,7 @@ pub(crate) struct ReserveRow {
     pub level: String,
 }
 
-fn reserve_row(row: &PgRow) -> sqlx::Result<ReserveRow> {
+fn reserve_row(row: &PgRow) -> Result<ReserveRow> {
     Ok(ReserveRow {
         insured: row.try_get("insured_province")?,
         treatment: row.try_get("treatment_province")?,
@@ -41,7 +42,7 @@ pub(crate) async fn record_request(
     tx: &mut PgConnection,
     request_id: &str,
     r: &ReserveRequest,
-) -> sqlx::Result<Option<ReserveRequest>> {
+) -> Result<Option<ReserveRequest>> {
     let fresh = sqlx::query(
         "INSERT INTO reserve_requests (request_id, kind, insured_province, treatment_province, amount)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -78,7 +79,7 @@ pub(crate) async fn size(
     insured: &str,
     treatment: &str,
     amount: Decimal,
-) -> sqlx::Result<ReserveRow> {
+) -> Result<ReserveRow> {
     let row = sqlx::query(
         "INSERT INTO reserves (insured_province, treatment_province, sized) VALUES ($1, $2, $3)
          ON CONFLICT (insured_province, treatment_province) DO UPDATE SET sized = EXCLUDED.sized
@@ -97,7 +98,7 @@ pub(crate) async fn size(
 pub(crate) async fn draw(
     tx: &mut PgConnection,
     changes: &BTreeMap<(String, String), Decimal>,
-) -> sqlx::Result<Vec<ReserveRow>> {
+) -> Result<Vec<ReserveRow>> {
     let rows = sqlx::query(
         "INSERT INTO reserves (insured_province, treatment_province, drawn)
          SELECT i, t, d FROM UNNEST($1::text[], $2::text[], $3::numeric[]) WITH ORDINALITY AS u(i, t, d, n)
@@ -110,10 +111,7 @@ pub(crate) async fn draw(
     .bind(changes.values().copied().collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    let mut reserves = rows
-        .iter()
-        .map(reserve_row)
-        .collect::<sqlx::Result<Vec<_>>>()?;
+    let mut reserves = rows.iter().map(reserve_row).collect::<Result<Vec<_>>>()?;
     reserves.sort_by(|a, b| (&a.insured, &a.treatment).cmp(&(&b.insured, &b.treatment)));
     Ok(reserves)
 }
@@ -124,7 +122,7 @@ pub(crate) async fn set_level(
     insured: &str,
     treatment: &str,
     level: &str,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     sqlx::query(
         "UPDATE reserves SET level = $3 WHERE insured_province = $1 AND treatment_province = $2",
     )
@@ -141,7 +139,7 @@ pub(crate) async fn reserve(
     tx: &mut PgConnection,
     insured: &str,
     treatment: &str,
-) -> sqlx::Result<Option<ReserveRow>> {
+) -> Result<Option<ReserveRow>> {
     let row = sqlx::query(
         "SELECT * FROM reserves WHERE insured_province = $1 AND treatment_province = $2",
     )
@@ -153,10 +151,7 @@ pub(crate) async fn reserve(
 }
 
 /// The reserves of pairs naming `province` (or all), in pair order.
-pub(crate) async fn reserves(
-    pool: &PgPool,
-    province: Option<&str>,
-) -> sqlx::Result<Vec<ReserveRow>> {
+pub(crate) async fn reserves(pool: &PgPool, province: Option<&str>) -> Result<Vec<ReserveRow>> {
     let rows = sqlx::query(
         "SELECT * FROM reserves WHERE $1::text IS NULL OR insured_province = $1 OR treatment_province = $1
          ORDER BY insured_province, treatment_province",

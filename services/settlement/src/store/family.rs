@@ -5,7 +5,7 @@ use clearinghouse_proto::settlement::v1::{FamilyLink, FamilyRelation};
 use sqlx::{PgConnection, Row, postgres::PgRow};
 use time::Date;
 
-use crate::error::Result;
+use clearinghouse_platform::error::Result;
 
 fn link_from_row(row: &PgRow) -> Result<FamilyLink> {
     let relation: String = row.try_get("relation")?;

@@ -8,10 +8,9 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row};
 use time::Date;
 
-use crate::{
-    error::{Error, Result},
-    parse::ParsedItem,
-};
+use clearinghouse_platform::error::{Error, Result};
+
+use crate::parse::ParsedItem;
 
 /// A catalogue item's class as stored.
 pub(crate) fn class_letter(c: CatalogueClass) -> &'static str {
