@@ -278,10 +278,8 @@ impl ReferralService for ReferralApi {
 }
 
 /// The insured and target regions of a stored referral.
-fn regions(referral: &Referral) -> Result<(Region, Region), Status> {
-    let parse = |code: &str| {
-        Region::parse(code).map_err(|_| Status::internal("stored referral has a bad region"))
-    };
+fn regions(referral: &Referral) -> Result<(Region, Region), Error> {
+    let parse = |code: &str| Region::parse(code).map_err(|_| Error::Corrupt("referral region"));
     Ok((
         parse(&referral.insured_region)?,
         parse(&referral.target_region)?,
