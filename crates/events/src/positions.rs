@@ -38,11 +38,8 @@ pub const DEDUPE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// Forgets applied event ids of `group` older than `retention`, a bounded chunk at a time;
 /// returns how many were forgotten.
 pub async fn prune_processed(pool: &PgPool, group: &str, retention: Duration) -> sqlx::Result<u64> {
-    // Rows one statement deletes at most, so that the table is never locked for long.
-    const CHUNK: i64 = 5000;
-    let mut forgotten = 0;
-    loop {
-        let n = sqlx::query(
+    crate::chunks::delete_in_chunks(|chunk| async move {
+        Ok(sqlx::query(
             "DELETE FROM processed_events WHERE (consumer_group, event_id) IN (
                  SELECT consumer_group, event_id FROM processed_events
                  WHERE consumer_group = $1 AND processed_at < now() - make_interval(secs => $2)
@@ -50,15 +47,12 @@ pub async fn prune_processed(pool: &PgPool, group: &str, retention: Duration) ->
         )
         .bind(group)
         .bind(retention.as_secs_f64())
-        .bind(CHUNK)
+        .bind(chunk)
         .execute(pool)
         .await?
-        .rows_affected();
-        forgotten += n;
-        if n < CHUNK as u64 {
-            return Ok(forgotten);
-        }
-    }
+        .rows_affected())
+    })
+    .await
 }
 
 /// Locks the group's positions of these partitions (created at 0 when new): a second

@@ -287,24 +287,19 @@ fn spawn_pruning(pool: PgPool, retention: Duration, shutdown: CancellationToken)
 
 /// Deletes sent events older than `retention` in chunks; returns how many.
 pub async fn prune_sent(pool: &PgPool, retention: Duration) -> sqlx::Result<u64> {
-    const CHUNK: i64 = 5000;
-    let mut forgotten = 0;
-    loop {
-        let n = sqlx::query(
+    crate::chunks::delete_in_chunks(|chunk| async move {
+        Ok(sqlx::query(
             "DELETE FROM outbox_sent WHERE id IN (
                  SELECT id FROM outbox_sent WHERE sent_at < now() - make_interval(secs => $1)
                  ORDER BY id LIMIT $2)",
         )
         .bind(retention.as_secs_f64())
-        .bind(CHUNK)
+        .bind(chunk)
         .execute(pool)
         .await?
-        .rows_affected();
-        forgotten += n;
-        if n < CHUNK as u64 {
-            return Ok(forgotten);
-        }
-    }
+        .rows_affected())
+    })
+    .await
 }
 
 /// Queues every event sent since `since` to be published again, in their first order, and

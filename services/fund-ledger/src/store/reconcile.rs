@@ -258,11 +258,7 @@ fn difference_of(row: &PgRow) -> Result<Difference> {
     Ok(Difference {
         treatment_region: row.try_get("treatment_region")?,
         claim_id: row.try_get("claim_id")?,
-        kind: if kind == "REVERSAL" {
-            DetailKind::Reversal
-        } else {
-            DetailKind::Claim
-        } as i32,
+        kind: detail_kind(&kind),
         side: DifferenceSide::from_str_name(&format!("DIFFERENCE_SIDE_{side}"))
             .unwrap_or(DifferenceSide::Unspecified) as i32,
         fields: fields
@@ -422,11 +418,7 @@ pub(crate) async fn detail_page(
             Ok(ClearingDetailRow {
                 treatment_region: row.try_get("treatment_region")?,
                 claim_id: row.try_get("claim_id")?,
-                kind: if kind == "REVERSAL" {
-                    DetailKind::Reversal
-                } else {
-                    DetailKind::Claim
-                } as i32,
+                kind: detail_kind(&kind),
                 visit_type: VisitType::from_str_name(&visit).unwrap_or(VisitType::Unspecified)
                     as i32,
                 day: format_date(row.try_get("day")?),
@@ -441,4 +433,13 @@ pub(crate) async fn detail_page(
         .collect::<Result<Vec<_>>>()?;
     let next = (rows.len() as i64 == size).then_some(last).flatten();
     Ok((rows, next))
+}
+
+/// A stored kind (`CLAIM` or `REVERSAL`) as the contract's.
+fn detail_kind(kind: &str) -> i32 {
+    if kind == "REVERSAL" {
+        DetailKind::Reversal as i32
+    } else {
+        DetailKind::Claim as i32
+    }
 }
