@@ -256,7 +256,7 @@ pub async fn insert_filing(
     f: &FilingRow,
     request_id: Option<&str>,
 ) -> Result<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO filings (filing_id, request_id, insured_region, person_id, treatment_region,
                               category, long_term, start_date, end_date, residence_proof, proof_reference)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -264,16 +264,8 @@ pub async fn insert_filing(
     .bind(f.filing_id)
     .bind(request_id)
     .bind(f.insured_region.to_string())
-    .bind(&f.person_id)
-    .bind(f.cover.treatment_region.to_string())
-    .bind(category_name(f.cover.category))
-    .bind(f.cover.category.is_long_term())
-    .bind(f.cover.start)
-    .bind(f.cover.end)
-    .bind(f.residence_proof)
-    .bind(&f.proof_reference)
-    .execute(conn)
-    .await?;
+    .bind(&f.person_id);
+    bind_cover(query, f).execute(conn).await?;
     Ok(())
 }
 
@@ -398,21 +390,13 @@ pub async fn filing_of_referral(
 /// Changes a filing's treatment region, category, start and end (a new state, announced
 /// as `FilingChanged`), with the lock override it needed, if any.
 pub async fn change_filing(conn: &mut PgConnection, f: &FilingRow) -> Result<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE filings SET treatment_region = $2, category = $3, long_term = $4, start_date = $5, end_date = $6,
                 residence_proof = $7, proof_reference = $8
          WHERE filing_id = $1",
     )
-    .bind(f.filing_id)
-    .bind(f.cover.treatment_region.to_string())
-    .bind(category_name(f.cover.category))
-    .bind(f.cover.category.is_long_term())
-    .bind(f.cover.start)
-    .bind(f.cover.end)
-    .bind(f.residence_proof)
-    .bind(&f.proof_reference)
-    .execute(conn)
-    .await?;
+    .bind(f.filing_id);
+    bind_cover(query, f).execute(conn).await?;
     Ok(())
 }
 
@@ -493,4 +477,20 @@ pub(crate) async fn commit_with_event(
     outbox::commit_announced(tx, vec![event], &[audit])
         .await
         .map_err(Error::from)
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds what a filing covers, in the order both its insert and its change name the
+/// columns: treatment region, category, long term, start, end, residence proof, proof
+/// reference.
+fn bind_cover<'q>(query: Query<'q>, f: &'q FilingRow) -> Query<'q> {
+    query
+        .bind(f.cover.treatment_region.to_string())
+        .bind(category_name(f.cover.category))
+        .bind(f.cover.category.is_long_term())
+        .bind(f.cover.start)
+        .bind(f.cover.end)
+        .bind(f.residence_proof)
+        .bind(&f.proof_reference)
 }
