@@ -12,13 +12,11 @@
 //! ids skip what was applied.
 
 use std::{
-    collections::{BTreeMap, HashSet},
-    future::Future,
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use prometheus_client::{metrics::counter::Counter, metrics::gauge::Gauge, registry::Registry};
 use prost::Message as _;
 use rdkafka::{
     ClientContext, Message, Offset, TopicPartitionList,
@@ -26,76 +24,20 @@ use rdkafka::{
     message::Headers,
     types::RDKafkaRespErr,
 };
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::positions::{self, DEDUPE_RETENTION, load_positions, prune_processed};
-use crate::{Event, kafka::client_config};
+use crate::{
+    Event,
+    apply::{Raw, apply_batch},
+    kafka::client_config,
+};
+
+pub use crate::apply::{ConsumerMetrics, Handler, Received};
 use clearinghouse_platform::config::KafkaConfig;
-
-/// One decoded event, with where it came from.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub event_id: Uuid,
-    pub event: Event,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub traceparent: Option<String>,
-}
-
-/// What a consuming service does with new events: applies them inside `tx`, the
-/// transaction that also records their ids and the partition positions.
-pub trait Handler: Send + Sync + 'static {
-    fn apply(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Received],
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-}
-
-#[derive(Clone, Default)]
-pub struct ConsumerMetrics {
-    applied: Counter,
-    duplicates: Counter,
-    rejected: Counter,
-    position_resets: Counter,
-    lag: Gauge,
-}
-
-impl ConsumerMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self::default();
-        registry.register(
-            "consumer_events_applied",
-            "Events applied by this service's consumers",
-            m.applied.clone(),
-        );
-        registry.register(
-            "consumer_events_duplicate",
-            "Redelivered events skipped",
-            m.duplicates.clone(),
-        );
-        registry.register(
-            "consumer_events_rejected",
-            "Undecodable events set aside in rejected_events",
-            m.rejected.clone(),
-        );
-        registry.register(
-            "consumer_position_resets",
-            "Partitions read again from their start because the stored position lay beyond them (topic recreated or truncated)",
-            m.position_resets.clone(),
-        );
-        registry.register(
-            "consumer_lag_messages",
-            "Messages on assigned partitions not yet applied",
-            m.lag.clone(),
-        );
-        m
-    }
-}
 
 /// Consumer settings.
 #[derive(Clone)]
@@ -181,15 +123,6 @@ impl ConsumerContext for SeekingContext {
             }
         }
     }
-}
-
-/// A raw message taken off the broker.
-struct Raw {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    payload: Vec<u8>,
-    traceparent: Option<String>,
 }
 
 /// Starts the consumer on a thread of its own (librdkafka's calls block) and returns a
@@ -530,101 +463,4 @@ fn event_id_of<M: Message>(message: &M) -> Option<Uuid> {
             .ok()
             .and_then(|e| Uuid::parse_str(&e.event_id).ok())
     })
-}
-
-/// What a batch holds: the events decoded (each id once), the messages that do not
-/// decode, and where each partition resumes after it.
-struct Decoded<'a> {
-    events: Vec<Received>,
-    undecodable: Vec<positions::SetAside<'a>>,
-    resume: BTreeMap<(String, i32), i64>,
-}
-
-fn decode<'a>(batch: &'a [Raw], metrics: &ConsumerMetrics) -> Decoded<'a> {
-    let mut decoded = Decoded {
-        events: Vec::new(),
-        undecodable: Vec::new(),
-        resume: BTreeMap::new(),
-    };
-    let mut seen = HashSet::new();
-    for raw in batch {
-        // Where to resume: after the last message read, whatever was stored (a partition
-        // read again from its start resumes from where it is now). Which events apply is
-        // decided by their ids, never by offsets.
-        let position = decoded
-            .resume
-            .entry((raw.topic.clone(), raw.partition))
-            .or_insert(0);
-        *position = (*position).max(raw.offset + 1);
-        let event = Event::decode(raw.payload.as_slice())
-            .map_err(|e| e.to_string())
-            .and_then(|event| {
-                Uuid::parse_str(&event.event_id)
-                    .map(|id| (id, event))
-                    .map_err(|e| format!("bad event id: {e}"))
-            });
-        match event {
-            Ok((event_id, _)) if !seen.insert(event_id) => {
-                metrics.duplicates.inc();
-            }
-            Ok((event_id, event)) => decoded.events.push(Received {
-                event_id,
-                event,
-                topic: raw.topic.clone(),
-                partition: raw.partition,
-                offset: raw.offset,
-                traceparent: raw.traceparent.clone(),
-            }),
-            Err(reason) => {
-                tracing::error!(topic = %raw.topic, partition = raw.partition, offset = raw.offset, %reason, "undecodable event set aside");
-                metrics.rejected.inc();
-                decoded.undecodable.push(positions::SetAside {
-                    topic: &raw.topic,
-                    partition: raw.partition,
-                    offset: raw.offset,
-                    reason,
-                    payload: &raw.payload,
-                });
-            }
-        }
-    }
-    decoded
-}
-
-async fn apply_batch<H: Handler>(
-    pool: &PgPool,
-    group: &str,
-    handler: &H,
-    batch: &[Raw],
-    metrics: &ConsumerMetrics,
-) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    let mut partitions: Vec<(&str, i32)> = batch
-        .iter()
-        .map(|r| (r.topic.as_str(), r.partition))
-        .collect();
-    partitions.sort_unstable();
-    partitions.dedup();
-    positions::lock_positions(&mut tx, group, &partitions).await?;
-    let Decoded {
-        mut events,
-        undecodable,
-        resume,
-    } = decode(batch, metrics);
-    for message in undecodable {
-        positions::set_aside(&mut tx, group, message).await?;
-    }
-    // Keep only the events whose id was never applied before.
-    let ids: Vec<Uuid> = events.iter().map(|r| r.event_id).collect();
-    let new_ids = positions::first_applied(&mut tx, group, &ids).await?;
-    let before = events.len();
-    events.retain(|r| new_ids.contains(&r.event_id));
-    metrics.duplicates.inc_by((before - events.len()) as u64);
-    if !events.is_empty() {
-        handler.apply(&mut tx, &events).await?;
-    }
-    positions::advance(&mut tx, group, &resume).await?;
-    tx.commit().await?;
-    metrics.applied.inc_by(events.len() as u64);
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! ([`relay`]) and the idempotent consumer ([`consumer`]), all over the envelope of
 //! `clearinghouse.events.v1`.
 
+mod apply;
 mod chunks;
 pub mod consumer;
 pub mod foundation;

@@ -137,6 +137,18 @@ impl ServiceConfig for Config {
     }
 }
 
+/// The open period exists from the start, so its statement answers (with zeros) before
+/// the first posting.
+async fn open_current_period(
+    pool: &sqlx::PgPool,
+    clearing: &clearing::Clearing,
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    store::periods::open_period(&mut tx, clearing.period_months, clearing.clock.today()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Host> {
     anyhow::ensure!(
         [1, 2, 3, 4, 6, 12].contains(&config.clearing_period_months),
@@ -167,14 +179,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics: clearing::ReserveMetrics::register(&mut registry),
         clock: config.clock,
     };
-    // The open period exists from the start, so its statement answers (with zeros) before
-    // the first posting.
-    {
-        let mut tx = pool.begin().await?;
-        store::periods::open_period(&mut tx, clearing.period_months, clearing.clock.today())
-            .await?;
-        tx.commit().await?;
-    }
+    open_current_period(&pool, &clearing).await?;
     background.tasks.push(clearing::watch_periods(
         pool.clone(),
         config.discrepancy_alert_days,

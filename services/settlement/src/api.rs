@@ -331,7 +331,7 @@ impl SettlementService for SettlementApi {
         let account = (region.to_string(), person_id.to_string());
         let mut tx = self.pool.begin().await.map_err(Error::from)?;
         if let Some((person, credited, balance)) =
-            store::credit_made(&mut tx, &account.0, &request_id).await?
+            store::accounts::credit_made(&mut tx, &account.0, &request_id).await?
         {
             if person != person_id.as_str() || credited != amount {
                 return Err(Error::AlreadyExists(format!(
@@ -344,7 +344,7 @@ impl SettlementService for SettlementApi {
             };
             return Ok(with_subject(response, subject));
         }
-        let balance = store::credit(&mut tx, &account, &request_id, amount).await?;
+        let balance = store::accounts::credit(&mut tx, &account, &request_id, amount).await?;
         audit::record_in(&mut tx, [(audit.as_ref(), subject.as_str())])
             .await
             .map_err(Error::from)?;
@@ -365,7 +365,7 @@ impl SettlementService for SettlementApi {
         let (region, person_id) = person_key(&r.insured_region, &r.person_id, r.year)?;
         authorize_request(&request, Action::ReadPerson { insured: region })?;
         let year = (region.to_string(), person_id.into(), r.year);
-        let (ytd, rows, balance) = store::accumulators(&self.pool, &year).await?;
+        let (ytd, rows, balance) = store::accounts::accumulators(&self.pool, &year).await?;
         // General outpatient's row is kept with the diseases' (see `claim::disease_of`).
         let (mut general_deductible_met, mut general_fund_paid) = ("0.00".into(), "0.00".into());
         let mut diseases = Vec::with_capacity(rows.len());
