@@ -14,8 +14,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -33,9 +32,12 @@ use clearinghouse_proto::{
 };
 use clearinghouse_testkit::fixtures;
 use rust_decimal::Decimal;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
-use crate::faults::Broker;
+use crate::{
+    faults::Broker,
+    procs::{Proc, ServiceSpec, build_binaries, channel_to, run, service, wait_listening},
+};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -148,16 +150,6 @@ struct Cluster {
 const CLUSTER: &str = "chfaults";
 const CLUSTER_PORT: u16 = 5499;
 
-fn run(command: &mut Command) -> anyhow::Result<String> {
-    let output = command.output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 impl Cluster {
     fn ensure() -> anyhow::Result<Self> {
         let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")?
@@ -210,80 +202,6 @@ impl Cluster {
     }
 }
 
-/// One service process.
-struct Proc {
-    name: String,
-    binary: PathBuf,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn start(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(&self.binary)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// Whether it exited by itself since it was started (a crash), and which way.
-    fn exited(&mut self) -> Option<String> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(format!("{} exited: {status}", self.name))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds the service binaries (a no-op when they are current) and returns their folder.
-pub fn build_binaries() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).current_dir(workspace()).args([
-        "build",
-        "--quiet",
-        "--bin",
-        "clearinghouse-filing",
-        "--bin",
-        "clearinghouse-settlement",
-        "--bin",
-        "clearinghouse-fund-ledger",
-    ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    Ok(target.join("debug"))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 struct Services {
     procs: Vec<Proc>,
     /// gRPC addresses by process name.
@@ -304,67 +222,6 @@ impl Services {
             }
         }
     }
-}
-
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site, each argument a different part of the set-up"
-)]
-fn service(
-    name: &str,
-    binary: &Path,
-    run_dir: &Path,
-    database: &str,
-    schema: &str,
-    kafka: &str,
-    suffix: &str,
-    extra: &[(&str, String)],
-) -> anyhow::Result<(Proc, SocketAddr)> {
-    let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let tls = crate::service_tls();
-    let mut env: Vec<(String, String)> = [
-        ("SERVER__GRPC_ADDR", grpc.to_string()),
-        (
-            "SERVER__METRICS_ADDR",
-            format!("127.0.0.1:{}", free_port()?),
-        ),
-        ("SERVER__TLS__CA_CERT", tls.ca_cert.clone()),
-        ("SERVER__TLS__CERT", tls.cert.clone()),
-        ("SERVER__TLS__KEY", tls.key.clone()),
-        ("DATABASE__URL", database.to_string()),
-        ("DATABASE__SCHEMA", schema.to_string()),
-        ("DATABASE__MAX_CONNECTIONS", "8".to_string()),
-        ("KAFKA__BOOTSTRAP_SERVERS", kafka.to_string()),
-        ("KAFKA__NAME_SUFFIX", suffix.to_string()),
-        ("TELEMETRY__LOG_FILTER", "warn".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("CLEARINGHOUSE_{k}"), v))
-    .collect();
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| (format!("CLEARINGHOUSE_{k}"), v.clone())),
-    );
-    let mut proc = Proc {
-        name: name.to_string(),
-        binary: binary.to_path_buf(),
-        env,
-        log: run_dir.join(format!("{name}.log")),
-        child: None,
-    };
-    proc.start()?;
-    Ok((proc, grpc))
-}
-
-async fn channel_to(addr: SocketAddr, identity: &str) -> anyhow::Result<Channel> {
-    let tls = crate::caller_tls(identity);
-    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
-        .connect_timeout(Duration::from_secs(2));
-    if let Some(client) = tls.client()? {
-        endpoint = endpoint.tls_config(client)?;
-    }
-    Ok(endpoint.connect_lazy())
 }
 
 /// Retries `call` until it answers OK (each attempt with a 5 s deadline), counting the
@@ -428,7 +285,7 @@ fn dec(text: &str) -> Decimal {
 /// Runs the whole thing and checks it.
 pub async fn fault_run(options: Options) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let binaries = build_binaries()?;
+    let binaries = build_binaries(false)?;
     let nisshi = crate::faults::nisshi_binary().ok_or_else(|| {
         anyhow::anyhow!("the durable broker is built by scripts/setup.sh (~/.cache/clearinghouse)")
     })?;
@@ -464,45 +321,38 @@ pub async fn fault_run(options: Options) -> anyhow::Result<Report> {
 
     let mut procs = Vec::new();
     let mut addrs = HashMap::new();
-    let (filing, filing_addr) = service(
-        "filing",
-        &binaries.join("clearinghouse-filing"),
-        &run_dir,
-        &database,
-        "filing",
-        &broker.bootstrap,
-        &suffix,
-        &[],
-    )?;
+    let bins = ["filing", "settlement", "fund-ledger"]
+        .map(|b| binaries.join(format!("clearinghouse-{b}")));
+    let spec = |name, binary: usize, schema| ServiceSpec {
+        name,
+        binary: &bins[binary],
+        run_dir: &run_dir,
+        database: &database,
+        schema,
+        kafka: &broker.bootstrap,
+        suffix: &suffix,
+        max_connections: 8,
+        extra: &[],
+    };
+    let (filing, filing_addr) = service(&spec("filing", 0, "filing"))?;
+    let filing_addr = filing_addr.grpc;
     procs.push(filing);
     addrs.insert("filing".to_string(), filing_addr);
     for name in ["settlement-a", "settlement-b"] {
-        let (proc, addr) = service(
-            name,
-            &binaries.join("clearinghouse-settlement"),
-            &run_dir,
-            &database,
-            "settlement",
-            &broker.bootstrap,
-            &suffix,
-            &[("FILING_ENDPOINT", format!("https://{filing_addr}"))],
-        )?;
+        let extra = [("FILING_ENDPOINT", format!("https://{filing_addr}"))];
+        let (proc, addr) = service(&ServiceSpec {
+            extra: &extra,
+            ..spec(name, 1, "settlement")
+        })?;
+        let addr = addr.grpc;
         procs.push(proc);
         addrs.insert(name.to_string(), addr);
         // The first migrates the schema alone.
         wait_listening(addr).await?;
     }
     for name in ["ledger-a", "ledger-b"] {
-        let (proc, addr) = service(
-            name,
-            &binaries.join("clearinghouse-fund-ledger"),
-            &run_dir,
-            &database,
-            "ledger",
-            &broker.bootstrap,
-            &suffix,
-            &[],
-        )?;
+        let (proc, addr) = service(&spec(name, 2, "ledger"))?;
+        let addr = addr.grpc;
         procs.push(proc);
         addrs.insert(name.to_string(), addr);
         wait_listening(addr).await?;
@@ -793,16 +643,4 @@ pub async fn fault_run(options: Options) -> anyhow::Result<Report> {
     drop(services);
     drop(broker);
     Ok(report)
-}
-
-async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "nothing listens on {addr} after 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
 }

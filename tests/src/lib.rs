@@ -15,6 +15,7 @@ use clearinghouse_platform::{
 };
 pub mod faultrun;
 pub mod faults;
+pub mod procs;
 mod world;
 
 pub use world::World;

@@ -1,9 +1,14 @@
-//! The `Settle` load generator: starts the clearinghouse in-process (all four services,
-//! co-located with Postgres and the broker on this machine), seeds 31 provinces' policies
+//! The `Settle` load generator, a client in a process of its own: starts the services as
+//! their release binaries (filing, settlement, fund ledger; `--services in-process` runs
+//! them inside this process instead), co-located with Postgres and the broker on this
+//! machine, and talks to them over mutual TLS as the provincial platforms would. It seeds
+//! 31 provinces' policies
 //! and catalogues and many filed persons, then drives `Settle` open-loop at a fixed rate
 //! (or closed-loop as fast as it can) with realistic claims, and reports throughput,
 //! p50/p99/p999 latency and errors. Afterwards it checks that the ledger received every
-//! settled claim.
+//! settled claim, and reports the CPU seconds each process used per settled claim
+//! (settlement, ledger, filing, broker, PostgreSQL, itself) and the ledger lag (from
+//! `Settle` returning to the claim's journal entry) as p50/p99.
 //!
 //! ```sh
 //! cargo run --release -p clearinghouse-tests --bin clearinghouse-loadgen -- --rate 2000 --seconds 30
@@ -15,7 +20,8 @@
 )]
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -30,7 +36,7 @@ use clearinghouse_proto::{
         FilingCategory, RegisterFilingRequest, RegisterPersonRequest, Scheme,
         filing_service_client::FilingServiceClient,
     },
-    ledger::v1::GetBalancesRequest,
+    ledger::v1::{GetBalancesRequest, ledger_service_client::LedgerServiceClient},
     settlement::v1::{
         CatalogueClass, CatalogueItem, Claim, ClaimLine, CreditPersonalAccountRequest, Hospital,
         Inpatient, PutCatalogueRequest, PutPolicyRequest, SettleRequest, claim,
@@ -38,7 +44,10 @@ use clearinghouse_proto::{
     },
 };
 use clearinghouse_testkit::fixtures;
-use clearinghouse_tests::{channel_as, ledger_client, service_tls};
+use clearinghouse_tests::{
+    procs::{self, Proc, ServiceSpec, channel_to, cpu_seconds, cpu_seconds_of_all},
+    service_tls,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -70,7 +79,17 @@ enum Mix {
     Inpatient,
 }
 
+/// Where the services run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Services {
+    /// Their release binaries, a process each (the default).
+    Processes,
+    /// Inside the load generator's process (the earlier mode).
+    InProcess,
+}
+
 struct Args {
+    services: Services,
     mix: Mix,
     rate: u64,
     seconds: u64,
@@ -81,6 +100,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
+        services: Services::Processes,
         mix: Mix::Realistic,
         rate: 2000,
         seconds: 30,
@@ -98,6 +118,14 @@ fn args() -> Args {
             };
             continue;
         }
+        if flag == "--services" {
+            a.services = match it.next().as_deref() {
+                Some("processes") => Services::Processes,
+                Some("in-process") => Services::InProcess,
+                other => panic!("--services processes|in-process, not {other:?}"),
+            };
+            continue;
+        }
         let mut value = || {
             it.next()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -110,7 +138,7 @@ fn args() -> Args {
             "--persons" => a.persons = value() as usize,
             "--concurrency" => a.concurrency = value() as usize,
             other => panic!(
-                "unknown flag {other}: --mix realistic|inpatient, --rate N (0 = as fast as possible), --seconds N, --warmup N, --persons N, --concurrency N"
+                "unknown flag {other}: --services processes|in-process, --mix realistic|inpatient, --rate N (0 = as fast as possible), --seconds N, --warmup N, --persons N, --concurrency N"
             ),
         }
     }
@@ -193,19 +221,17 @@ fn random_claim(rng: &mut StdRng, n: u64, person: &Person, mix: Mix) -> Claim {
 
 /// One channel per province to `host`, each with that province's certificate, as each
 /// provincial platform holds its own connection.
-async fn per_province(
-    host: &clearinghouse_platform::host::Host,
-) -> BTreeMap<&'static str, Channel> {
+async fn per_province(addr: SocketAddr) -> BTreeMap<&'static str, Channel> {
     let mut channels = BTreeMap::new();
     for province in PROVINCES {
         let identity = format!("province:{province}");
-        channels.insert(province, channel_as(host, &identity).await.unwrap());
+        channels.insert(province, channel_to(addr, &identity).await.unwrap());
     }
     channels
 }
 
-async fn seed(stack: &Stack, persons: &[Person]) {
-    let references = per_province(&stack.settlement).await;
+async fn seed(at: &Endpoints, persons: &[Person]) {
+    let references = per_province(at.settlement).await;
     for (i, province) in PROVINCES.iter().enumerate() {
         // Each province puts its own policies (as insured place) and catalogue (as
         // treatment place).
@@ -260,8 +286,8 @@ async fn seed(stack: &Stack, persons: &[Person]) {
             .await
             .unwrap();
     }
-    let filings = Arc::new(per_province(&stack.filing).await);
-    let accounts = Arc::new(per_province(&stack.settlement).await);
+    let filings = Arc::new(per_province(at.filing).await);
+    let accounts = Arc::new(per_province(at.settlement).await);
     let next = Arc::new(AtomicU64::new(0));
     let persons = Arc::new(persons.to_vec());
     let workers = (0..32).map(|_| {
@@ -358,14 +384,10 @@ async fn main() {
         name_suffix: format!(".bench-{}", clearinghouse_testkit::unique_suffix()),
         ..KafkaConfig::default()
     };
-    let mut config = Config::ephemeral(&database_url, kafka, service_tls());
-    // The four pools together stay below PostgreSQL's default of 100 connections: a pool
-    // that cannot open a connection makes its callers wait until they time out.
-    config.settlement.database.max_connections = 40;
-    config.filing.database.max_connections = 12;
-    config.fund_ledger.database.max_connections = 16;
-    let shutdown = CancellationToken::new();
-    let stack = Stack::start(config, shutdown.clone()).await.unwrap();
+    let (running, at) = match args.services {
+        Services::InProcess => start_in_process(&database_url, kafka).await,
+        Services::Processes => start_processes(&database_url, &kafka).await,
+    };
 
     let mut rng = StdRng::seed_from_u64(2026);
     let persons: Vec<Person> = (0..args.persons)
@@ -384,7 +406,7 @@ async fn main() {
         })
         .collect();
     let started = Instant::now();
-    seed(&stack, &persons).await;
+    seed(&at, &persons).await;
     println!(
         "seeded 31 provinces' policies and catalogues ({ITEMS} items each) and {} filed persons in {:.1?}",
         persons.len(),
@@ -395,7 +417,7 @@ async fn main() {
 
     // Each claim goes in over its treatment province's own connection.
     let clients: Arc<BTreeMap<&'static str, SettlementServiceClient<Channel>>> = Arc::new(
-        per_province(&stack.settlement)
+        per_province(at.settlement)
             .await
             .into_iter()
             .map(|(p, c)| (p, SettlementServiceClient::new(c)))
@@ -423,6 +445,7 @@ async fn main() {
         args.concurrency.max(1) * if args.rate == 0 { 1 } else { 64 },
     ));
     let deadline = Duration::from_secs(seconds);
+    let cpu_before = cpu_snapshot(&running);
     let run_started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -450,7 +473,7 @@ async fn main() {
                     let started = sent - run_started;
                     record(
                         result.map(|_| ()),
-                        started,
+                        (started, n),
                         sent.elapsed(),
                         &latencies,
                         &errors,
@@ -491,7 +514,7 @@ async fn main() {
                 let started = scheduled - run_started;
                 record(
                     result.map(|_| ()),
-                    started,
+                    (started, n as usize),
                     scheduled.elapsed(),
                     &latencies,
                     &errors,
@@ -503,14 +526,15 @@ async fn main() {
     }
     futures::future::join_all(tasks).await;
     let elapsed = run_started.elapsed();
+    let cpu_after = cpu_snapshot(&running);
     let samples = std::mem::take(&mut *latencies.lock().await);
     let settled_in_all = samples.len() as u64;
     let warmup = Duration::from_secs(args.warmup);
     let measured = elapsed.saturating_sub(warmup);
     let mut latencies: Vec<u64> = samples
         .iter()
-        .filter(|(started, _)| *started >= warmup)
-        .map(|(_, latency)| *latency)
+        .filter(|s| s.started >= warmup)
+        .map(|s| s.latency_us)
         .collect();
     latencies.sort_unstable();
     let ok = latencies.len() as u64;
@@ -539,11 +563,11 @@ async fn main() {
     );
     // The run in 5-second windows by start time (warm-up included), to show stalls.
     let mut windows: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for (started, latency) in &samples {
+    for s in &samples {
         windows
-            .entry(started.as_secs() / 5 * 5)
+            .entry(s.started.as_secs() / 5 * 5)
             .or_default()
-            .push(*latency);
+            .push(s.latency_us);
     }
     for (from, mut window) in windows {
         window.sort_unstable();
@@ -561,7 +585,7 @@ async fn main() {
         );
     }
     // Batches that failed as a whole were settled again claim by claim (slower).
-    let metrics = clearinghouse_tests::scrape_metrics(stack.settlement.metrics_addr)
+    let metrics = clearinghouse_tests::scrape_metrics(at.settlement_metrics)
         .await
         .unwrap_or_default();
     let fallbacks = metrics
@@ -579,7 +603,7 @@ async fn main() {
     );
 
     // The ledger must receive every settled claim.
-    let mut ledger = ledger_client(&stack.fund_ledger).await.unwrap();
+    let mut ledger = LedgerServiceClient::new(channel_to(at.ledger, "national").await.unwrap());
     let waited = Instant::now();
     let entries = loop {
         let balances = ledger
@@ -600,26 +624,48 @@ async fn main() {
         waited.elapsed(),
         entries.total
     );
-    shutdown.cancel();
-    stack.wait().await.unwrap();
+    report_cpu(&cpu_before, &cpu_after, settled_in_all);
+    let measured_claims: Vec<(String, i64)> = samples
+        .iter()
+        .filter(|s| s.started >= warmup)
+        .map(|s| (claims[s.n].claim_id.clone(), s.returned_us))
+        .collect();
+    match ledger_lag(&database_url, &measured_claims).await {
+        Ok((p50, p99)) => println!(
+            "  ledger lag  p50 {p50:.1} ms  p99 {p99:.1} ms (Settle returned → journal entry)"
+        ),
+        Err(e) => println!("  ledger lag  not measured: {e}"),
+    }
+    running.stop().await;
     if entries.entry_count as u64 != settled_in_all || entries.total != "0.00" {
         eprintln!("the ledger does not match the settled claims");
         std::process::exit(1);
     }
 }
 
+/// One settled claim: when it was sent (from the run's start), how long it took, which
+/// claim, and when the answer came (microseconds since the epoch).
+struct Sample {
+    started: Duration,
+    latency_us: u64,
+    n: usize,
+    returned_us: i64,
+}
+
 async fn record(
     result: Result<(), tonic::Status>,
-    started: Duration,
+    (started, n): (Duration, usize),
     latency: Duration,
-    latencies: &Mutex<Vec<(Duration, u64)>>,
+    latencies: &Mutex<Vec<Sample>>,
     errors: &Mutex<BTreeMap<String, u64>>,
 ) {
     match result {
-        Ok(()) => latencies
-            .lock()
-            .await
-            .push((started, latency.as_micros() as u64)),
+        Ok(()) => latencies.lock().await.push(Sample {
+            started,
+            latency_us: latency.as_micros() as u64,
+            n,
+            returned_us: now_us(),
+        }),
         Err(status) => {
             let mut errors = errors.lock().await;
             let code = format!("{:?}", status.code());
@@ -629,4 +675,174 @@ async fn record(
             *errors.entry(code).or_default() += 1;
         }
     }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// Where the services answer.
+struct Endpoints {
+    filing: SocketAddr,
+    settlement: SocketAddr,
+    ledger: SocketAddr,
+    settlement_metrics: SocketAddr,
+}
+
+/// The services as they run.
+enum Running {
+    InProcess {
+        stack: Box<Stack>,
+        shutdown: CancellationToken,
+    },
+    Processes(Vec<Proc>),
+}
+
+impl Running {
+    async fn stop(self) {
+        match self {
+            Running::InProcess { stack, shutdown } => {
+                shutdown.cancel();
+                stack.wait().await.unwrap();
+            }
+            Running::Processes(mut procs) => {
+                for p in &mut procs {
+                    p.kill();
+                }
+            }
+        }
+    }
+}
+
+async fn start_in_process(database_url: &str, kafka: KafkaConfig) -> (Running, Endpoints) {
+    let mut config = Config::ephemeral(database_url, kafka, service_tls());
+    // The four pools together stay below PostgreSQL's default of 100 connections: a pool
+    // that cannot open a connection makes its callers wait until they time out.
+    config.settlement.database.max_connections = 40;
+    config.filing.database.max_connections = 12;
+    config.fund_ledger.database.max_connections = 16;
+    let shutdown = CancellationToken::new();
+    let stack = Stack::start(config, shutdown.clone()).await.unwrap();
+    let at = Endpoints {
+        filing: stack.filing.grpc_addr,
+        settlement: stack.settlement.grpc_addr,
+        ledger: stack.fund_ledger.grpc_addr,
+        settlement_metrics: stack.settlement.metrics_addr,
+    };
+    (
+        Running::InProcess {
+            stack: Box::new(stack),
+            shutdown,
+        },
+        at,
+    )
+}
+
+/// The services as their release binaries, each a process, with the same pool sizes.
+async fn start_processes(database_url: &str, kafka: &KafkaConfig) -> (Running, Endpoints) {
+    let binaries = procs::build_binaries(true).unwrap();
+    let run_dir = std::env::temp_dir().join(format!("ch-loadgen{}", kafka.name_suffix));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let bins = ["filing", "settlement", "fund-ledger"]
+        .map(|b| binaries.join(format!("clearinghouse-{b}")));
+    let spec = |name, binary: usize, schema, max_connections| ServiceSpec {
+        name,
+        binary: &bins[binary],
+        run_dir: &run_dir,
+        database: database_url,
+        schema,
+        kafka: &kafka.bootstrap_servers,
+        suffix: &kafka.name_suffix,
+        max_connections,
+        extra: &[],
+    };
+    let (filing, f) = procs::service(&spec("filing", 0, "filing", 12)).unwrap();
+    procs::wait_listening(f.grpc).await.unwrap();
+    let extra = [("FILING_ENDPOINT", format!("https://{}", f.grpc))];
+    let (settlement, s) = procs::service(&ServiceSpec {
+        extra: &extra,
+        ..spec("settlement", 1, "settlement", 40)
+    })
+    .unwrap();
+    let (ledger, l) = procs::service(&spec("ledger", 2, "ledger", 16)).unwrap();
+    procs::wait_listening(s.grpc).await.unwrap();
+    procs::wait_listening(l.grpc).await.unwrap();
+    println!(
+        "services started as processes; their logs in {}",
+        run_dir.display()
+    );
+    let at = Endpoints {
+        filing: f.grpc,
+        settlement: s.grpc,
+        ledger: l.grpc,
+        settlement_metrics: s.metrics,
+    };
+    (Running::Processes(vec![settlement, ledger, filing]), at)
+}
+
+/// The broker's pid, as the set-up recorded it.
+fn broker_pid() -> Option<u32> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    let file = cache.join("clearinghouse/broker.pid");
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// CPU seconds used so far by each process of the run.
+fn cpu_snapshot(running: &Running) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let this = match running {
+        Running::Processes(procs) => {
+            for p in procs {
+                let cpu = p.pid().and_then(cpu_seconds).unwrap_or(0.0);
+                out.push((p.name.clone(), cpu));
+            }
+            "load generator"
+        }
+        Running::InProcess { .. } => "load generator and services",
+    };
+    let broker = broker_pid().and_then(cpu_seconds).unwrap_or(0.0);
+    out.push(("broker".into(), broker));
+    out.push(("postgres".into(), cpu_seconds_of_all("postgres")));
+    out.push((this.into(), cpu_seconds(std::process::id()).unwrap_or(0.0)));
+    out
+}
+
+fn report_cpu(before: &[(String, f64)], after: &[(String, f64)], settled: u64) {
+    let before: HashMap<&str, f64> = before.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    let mut line = String::from("  CPU ms per settled claim:");
+    let mut total = 0.0;
+    for (name, cpu) in after {
+        let used = cpu - before.get(name.as_str()).copied().unwrap_or(0.0);
+        let per_claim = used * 1000.0 / settled.max(1) as f64;
+        total += per_claim;
+        line.push_str(&format!("  {name} {per_claim:.3}"));
+    }
+    println!("{line}  (all {total:.3})");
+}
+
+/// The ledger lag of each claim: from `Settle` returning to its journal entry's
+/// `posted_at` (the posting transaction's start, a little before it commits); p50 and p99
+/// in milliseconds.
+async fn ledger_lag(database_url: &str, returned: &[(String, i64)]) -> anyhow::Result<(f64, f64)> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let posted: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT claim_id, (extract(epoch FROM posted_at) * 1000000)::bigint
+         FROM ledger.journal_entries WHERE kind = 'CLAIM_SETTLED'",
+    )
+    .fetch_all(&pool)
+    .await?
+    .into_iter()
+    .collect();
+    let mut lags: Vec<u64> = returned
+        .iter()
+        .filter_map(|(id, at)| posted.get(id).map(|p| (p - at).max(0) as u64))
+        .collect();
+    anyhow::ensure!(!lags.is_empty(), "no journal entry matched a settled claim");
+    lags.sort_unstable();
+    Ok((percentile(&lags, 0.50), percentile(&lags, 0.99)))
 }
