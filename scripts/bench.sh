@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds="${1:-30}"
 rate="${2:-2000}"
 scripts/setup.sh >/dev/null
-cargo build --release --quiet -p clearinghouse-tests --bin clearinghouse-loadgen \
+cargo build --release --quiet -p clearinghouse-tests -p clearinghouse-filing -p clearinghouse-settlement -p clearinghouse-fund-ledger --bin clearinghouse-loadgen \
   --bin clearinghouse-filing --bin clearinghouse-settlement --bin clearinghouse-fund-ledger
 
 pg() { psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
