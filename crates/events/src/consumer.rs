@@ -151,6 +151,11 @@ pub fn spawn<H: Handler>(
         .set("auto.offset.reset", "error")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
+        // A fetch waits at most this long for new events. librdkafka's default (500 ms)
+        // was the ledger's lag: a broker that answers a waiting fetch only when its wait
+        // ends held each event for half of it on average (p50 250 ms, p99 870 ms at
+        // 2,000 claims/s); 100 ms costs a few idle fetches a second.
+        .set("fetch.wait.max.ms", "100")
         .set("partition.assignment.strategy", "range,roundrobin")
         .create_with_context(context)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();

@@ -446,6 +446,7 @@ async fn main() {
     ));
     let deadline = Duration::from_secs(seconds);
     let cpu_before = cpu_snapshot(&running);
+    let wal_before = wal_lsn(&database_url).await.unwrap_or_default();
     let run_started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -625,6 +626,10 @@ async fn main() {
         entries.total
     );
     report_cpu(&cpu_before, &cpu_after, settled_in_all);
+    match storage(&database_url, &wal_before, settled_in_all).await {
+        Ok(line) => println!("{line}"),
+        Err(e) => println!("  stored bytes not measured: {e}"),
+    }
     let measured_claims: Vec<(String, i64)> = samples
         .iter()
         .filter(|s| s.started >= warmup)
@@ -845,4 +850,45 @@ async fn ledger_lag(database_url: &str, returned: &[(String, i64)]) -> anyhow::R
     anyhow::ensure!(!lags.is_empty(), "no journal entry matched a settled claim");
     lags.sort_unstable();
     Ok((percentile(&lags, 0.50), percentile(&lags, 0.99)))
+}
+
+/// The cluster's current WAL position.
+async fn wal_lsn(database_url: &str) -> anyhow::Result<String> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    Ok(sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&pool)
+        .await?)
+}
+
+/// Bytes stored per settled claim: each schema's tables with their indexes and TOAST (the
+/// whole run's rows over the claims settled, warm-up included), and the WAL the cluster
+/// wrote since `wal_before` (the broker's own storage, on the same PostgreSQL, included).
+async fn storage(database_url: &str, wal_before: &str, settled: u64) -> anyhow::Result<String> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let per_schema: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT n.nspname::text, sum(pg_total_relation_size(c.oid))::bigint
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND n.nspname IN ('settlement', 'ledger', 'filing')
+         GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let wal: i64 =
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint")
+            .bind(wal_before)
+            .fetch_one(&pool)
+            .await?;
+    let n = settled.max(1) as f64;
+    let mut line = String::from("  bytes per settled claim:");
+    let mut total = 0.0;
+    for (schema, bytes) in per_schema {
+        let per_claim = bytes as f64 / n;
+        total += per_claim;
+        line.push_str(&format!("  {schema} {per_claim:.0}"));
+    }
+    line.push_str(&format!(
+        "  (tables and indexes {total:.0}); WAL {:.0}",
+        wal as f64 / n
+    ));
+    Ok(line)
 }
