@@ -12,10 +12,7 @@
 //! concurrent writer after it was looked for, a deadlock, a lost connection) is retried as
 //! batches of one, through the same code, so one claim never fails another.
 
-use std::{
-    collections::{BTreeSet, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashSet, sync::Arc};
 
 use clearinghouse_events::outbox;
 use clearinghouse_proto::settlement::v1::ClaimStatus;
@@ -29,7 +26,7 @@ use clearinghouse_platform::error::{Error, Result};
 
 use crate::{
     claim::{self, Pending, Settled},
-    store::{self, ClaimRow, Locked, ToLock, Writes},
+    store::{self, ClaimRow, Locked, ToLock, Writes, in_key_order},
 };
 
 /// Claims written by one transaction at most.
@@ -141,11 +138,6 @@ fn vanished() -> Result<Settled> {
     Err(Error::Aborted("claim vanished, retry".into()))
 }
 
-/// Distinct keys, sorted: the order locks are taken in.
-fn in_key_order<K: Ord>(keys: impl Iterator<Item = K>) -> Vec<K> {
-    keys.collect::<BTreeSet<_>>().into_iter().collect()
-}
-
 /// The batch's work inside the transaction; returns each claim's answer, in order.
 async fn settle_in(
     tx: &mut PgConnection,
@@ -217,12 +209,7 @@ impl Fold {
         let (outcome, result) = p.settle(&ytd, balance, ClaimStatus::Settled)?;
         let d = &outcome.delta;
         // The next claim of this person in the batch sees this one.
-        locked.years.entry(year.clone()).or_default().add_year(d);
-        if let Some(key) = &disease {
-            let entry = locked.diseases.entry(key.clone()).or_default();
-            entry.0 += d.disease_deductible_met;
-            entry.1 += d.disease_fund_paid;
-        }
+        locked.add_delta(&year, disease.clone(), d);
         let balance_after = balance - d.personal_account_debit;
         locked.balances.insert(account.clone(), balance_after);
         self.writes.add_delta(&year, disease, d);

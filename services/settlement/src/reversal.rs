@@ -18,7 +18,7 @@ use clearinghouse_platform::error::{Error, Result};
 
 use crate::{
     claim::{self, ClaimKey},
-    store::{self, ToLock, Writes},
+    store::{self, ToLock, Writes, in_key_order},
 };
 
 /// A reversed claim's result, and whether this call reversed it (else it was already).
@@ -90,11 +90,8 @@ async fn give_back(tx: &mut sqlx::PgConnection, stored: &store::StoredClaim) -> 
         .disease
         .clone()
         .map(|code| (person.0.clone(), person.1.clone(), stored.year.2, code));
-    let mut accounts = vec![person, account.clone()];
-    accounts.sort();
-    accounts.dedup();
     let keys = ToLock {
-        accounts,
+        accounts: in_key_order([person, account.clone()]),
         years: vec![stored.year.clone()],
         diseases: disease.iter().cloned().collect(),
         claims: Vec::new(),

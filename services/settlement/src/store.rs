@@ -112,10 +112,42 @@ pub(crate) struct ToLock {
 #[derive(Default)]
 pub(crate) struct Locked {
     pub balances: HashMap<PersonKey, Decimal>,
-    pub years: HashMap<YearKey, YearToDate>,
+    pub years: BTreeMap<YearKey, YearToDate>,
     /// Deductible met and fund paid of each disease (or general outpatient) row.
-    pub diseases: HashMap<DiseaseKey, (Decimal, Decimal)>,
+    pub diseases: BTreeMap<DiseaseKey, (Decimal, Decimal)>,
     pub taken: HashSet<ClaimKey>,
+}
+
+impl Locked {
+    /// What the rows hold after a claim of the batch took `d`: the next claim of the
+    /// person sees it.
+    pub fn add_delta(&mut self, year: &YearKey, disease: Option<DiseaseKey>, d: &AccumulatorDelta) {
+        add_delta(&mut self.years, &mut self.diseases, year, disease, d);
+    }
+}
+
+/// Adds a claim's changes (a reversal's, negated) to a person-year and its disease row.
+fn add_delta(
+    years: &mut BTreeMap<YearKey, YearToDate>,
+    diseases: &mut BTreeMap<DiseaseKey, (Decimal, Decimal)>,
+    year: &YearKey,
+    disease: Option<DiseaseKey>,
+    d: &AccumulatorDelta,
+) {
+    years.entry(year.clone()).or_default().add_year(d);
+    if let Some(key) = disease {
+        let e = diseases.entry(key).or_default();
+        e.0 += d.disease_deductible_met;
+        e.1 += d.disease_fund_paid;
+    }
+}
+
+/// Distinct keys, sorted: the order locks are taken in.
+pub(crate) fn in_key_order<K: Ord>(keys: impl IntoIterator<Item = K>) -> Vec<K> {
+    keys.into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Takes the locks of [`ToLock`] in one statement ([`LOCK_AND_READ`]) and reads what they
@@ -244,12 +276,7 @@ pub(crate) struct Writes {
 impl Writes {
     /// Adds a claim's (or, with `sign` -1, a reversal's) changes to the accumulators.
     pub fn add_delta(&mut self, year: &YearKey, disease: Option<DiseaseKey>, d: &AccumulatorDelta) {
-        self.years.entry(year.clone()).or_default().add_year(d);
-        if let Some(key) = disease {
-            let e = self.diseases.entry(key).or_default();
-            e.0 += d.disease_deductible_met;
-            e.1 += d.disease_fund_paid;
-        }
+        add_delta(&mut self.years, &mut self.diseases, year, disease, d);
     }
 }
 
