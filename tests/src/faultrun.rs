@@ -531,10 +531,13 @@ pub async fn fault_run(options: Options) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Stored once, with the split acknowledged.
-    let stored: Vec<(String, Decimal, String)> =
-        sqlx::query_as("SELECT claim_id, inpatient_fund_paid, status FROM claims")
-            .fetch_all(&settlement_db)
-            .await?;
+    let stored: Vec<(String, Decimal, String)> = sqlx::query_as(
+        "SELECT claim_id, inpatient_fund_paid,
+                    CASE WHEN reversed_event_id IS NULL THEN 'SETTLED' ELSE 'REVERSED' END
+             FROM claims",
+    )
+    .fetch_all(&settlement_db)
+    .await?;
     let mut seen = HashSet::new();
     for (id, fund, status) in &stored {
         if !seen.insert(id.clone()) {

@@ -489,11 +489,11 @@ async fn a_failed_batch_is_retried_claim_by_claim_through_the_same_path() {
     let mut other = db.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
-                             status, settled_event_id, inpatient_admissions, inpatient_fund_paid,
+                             settled_event_id, inpatient_admissions, inpatient_fund_paid,
                              disease_deductible_met, disease_fund_paid, serious_illness_base,
-                             serious_illness_paid, assistance_paid, personal_account_debit)
-         SELECT treatment_region, 'FB-1', insured_region, person_id, year, request, result, status,
-                gen_random_uuid(), 0, 0, 0, 0, 0, 0, 0, 0
+                             serious_illness_paid, assistance_paid, personal_account_debit, settled_at)
+         SELECT treatment_region, 'FB-1', insured_region, person_id, year, request, result,
+                gen_random_uuid(), 0, 0, 0, 0, 0, 0, 0, 0, settled_at
          FROM claims WHERE claim_id = 'FB-0'",
     )
     .execute(&mut *other)

@@ -37,6 +37,14 @@ pub mod account {
     pub fn payable(insured: Region, treatment: Region, fund: &str) -> String {
         format!("payable:{insured}:{treatment}:{fund}")
     }
+    /// The insured province's prepaid reserve at the treatment province.
+    pub fn reserve(insured: Region, treatment: Region) -> String {
+        format!("reserve:{insured}:{treatment}")
+    }
+    /// The insured province's own money, that tops reserves up.
+    pub fn treasury(insured: Region) -> String {
+        format!("treasury:{insured}")
+    }
 }
 
 /// The balanced entry of a settled claim, or of its reversal (every sign flipped).
@@ -73,6 +81,21 @@ pub fn claim_entry(
     }
     legs.retain(|leg| !leg.amount.is_zero());
     legs
+}
+
+/// The balanced entry of a reserve top-up: the insured province's treasury pays `amount`
+/// into its reserve at the treatment province.
+pub fn top_up_entry(insured: Region, treatment: Region, amount: Decimal) -> Vec<Leg> {
+    vec![
+        Leg {
+            account: account::reserve(insured.province(), treatment.province()),
+            amount,
+        },
+        Leg {
+            account: account::treasury(insured.province()),
+            amount: -amount,
+        },
+    ]
 }
 
 /// Whether the legs of an entry sum to zero.

@@ -2,10 +2,13 @@
 //! tables, audit trail, its own tables), its metrics registry, its topics, the pool
 //! watcher and, when it publishes, its outbox relay.
 
+use clearinghouse_domain::dates::Clock;
 use clearinghouse_platform::{
+    audit,
     config::{DatabaseConfig, KafkaConfig},
     db,
     host::Background,
+    partitions::{self, Monthly},
 };
 use prometheus_client::registry::Registry;
 use sqlx::{PgPool, migrate::Migrator};
@@ -19,12 +22,21 @@ pub struct Foundation {
     pub background: Background,
 }
 
-/// Migrates the schema (the shared migrators, then `own`), creates `topics`, starts the
-/// pool watcher and, with `relay`, the outbox relay.
+/// The service's own tables: their migrations and those partitioned by month.
+pub struct Tables<'a> {
+    pub migrator: &'a Migrator,
+    pub monthly: &'a [Monthly],
+    /// The service's clock, which decides the month a row goes to.
+    pub clock: Clock,
+}
+
+/// Migrates the schema (the shared migrators, then the service's own), creates the monthly
+/// partitions due (the audit trail's and the service's) and keeps them ahead of the clock,
+/// creates `topics`, starts the pool watcher and, with `relay`, the outbox relay.
 pub async fn lay(
     database: &DatabaseConfig,
     kafka_config: &KafkaConfig,
-    own: &Migrator,
+    own: Tables<'_>,
     topics: &[String],
     relay: bool,
 ) -> anyhow::Result<Foundation> {
@@ -33,7 +45,7 @@ pub async fn lay(
         &[
             &crate::migrator(),
             &clearinghouse_platform::audit::migrator(),
-            own,
+            own.migrator,
         ],
     )
     .await?;
@@ -42,6 +54,10 @@ pub async fn lay(
         kafka::ensure_topics(kafka_config, topics).await?;
     }
     let mut background = Background::default();
+    let monthly = [&[audit::AUDIT_LOG][..], own.monthly].concat();
+    background.tasks.push(
+        partitions::keep_ahead(pool.clone(), monthly, own.clock, background.token.clone()).await?,
+    );
     background.tasks.push(db::watch_pool(
         pool.clone(),
         &mut registry,

@@ -26,6 +26,12 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
+/// The trail, partitioned by China month of `at`.
+pub const AUDIT_LOG: crate::partitions::Monthly = crate::partitions::Monthly {
+    table: "audit_log",
+    per_partition: &[],
+};
+
 /// One line of the trail.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {

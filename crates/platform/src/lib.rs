@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod host;
 pub mod layer;
 pub mod metrics;
+pub mod partitions;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;

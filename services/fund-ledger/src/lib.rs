@@ -164,7 +164,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     } = foundation::lay(
         &config.database,
         &config.kafka,
-        &sqlx::migrate!("./migrations"),
+        foundation::Tables {
+            migrator: &sqlx::migrate!("./migrations"),
+            monthly: crate::store::MONTHLY,
+            clock: config.clock,
+        },
         &[settlement_topic.clone(), ledger_topic.clone()],
         true,
     )

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clearinghouse_domain::{
-    ledger::{InsuredShare, Posting, claim_entry, is_balanced, statement},
+    ledger::{InsuredShare, Leg as EntryLeg, Posting, claim_entry, is_balanced, statement},
     money::parse_decimal,
     region::Region,
 };
@@ -147,15 +147,15 @@ impl Handler for LedgerPosting {
             self.clearing.clock.today(),
         )
         .await?;
-        let ids = journal::insert_entries(tx, &entries, &period).await?;
-        // The clearing detail of what was posted, in the same transaction.
-        let posted: Vec<(&Entry, i64)> = entries
+        let posted_at = self.clearing.clock.now();
+        let written = journal::insert_entries(tx, &entries, (&period, posted_at)).await?;
+        let posted: Vec<&Entry> = entries
             .iter()
-            .filter_map(|e| ids.get(&e.event_id).map(|id| (e, *id)))
+            .filter(|e| written.contains(&e.event_id))
             .collect();
-        journal::insert_detail(tx, &posted, &period).await?;
-        journal::insert_legs(tx, &posted).await?;
-        let posted: Vec<Posting> = posted.iter().map(|(e, _)| e.posting.clone()).collect();
+        let legs: Vec<EntryLeg> = posted.iter().flat_map(|e| e.legs.iter().cloned()).collect();
+        journal::add_to_balances(tx, &legs).await?;
+        let posted: Vec<Posting> = posted.iter().map(|e| e.posting.clone()).collect();
         let pairs = statement(&posted);
         crate::store::periods::add_to_period(tx, &period, &pairs).await?;
         // Settled claims draw on the insured province's reserve at the treatment province,

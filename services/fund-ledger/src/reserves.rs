@@ -157,7 +157,8 @@ async fn apply(
             let warnings = clearing.change_reserves(tx, &changes, true).await?;
             let today = clearing.clock.today();
             let period = periods::open_period(tx, clearing.period_months, today).await?;
-            journal::post_top_up(tx, &r.insured, &r.treatment, r.amount, &period).await?;
+            let at = (period.as_str(), clearing.clock.now());
+            journal::post_top_up(tx, &r.insured, &r.treatment, r.amount, at).await?;
             warnings
         }
     };

@@ -6,3 +6,14 @@ pub(crate) mod journal;
 pub(crate) mod periods;
 pub(crate) mod reconcile;
 pub(crate) mod reserves;
+
+/// Ledger entries by China month of posting.
+pub(crate) const MONTHLY: &[clearinghouse_platform::partitions::Monthly] = &[
+    clearinghouse_platform::partitions::Monthly {
+        table: "journal_entries",
+        per_partition: &[
+            "CREATE UNIQUE INDEX {p}_event_once ON {p} (event_id)",
+            "CREATE UNIQUE INDEX {p}_one_reversal ON {p} (original_event_id) WHERE kind = 'CLAIM_REVERSED'",
+        ],
+    },
+];

@@ -61,7 +61,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     } = foundation::lay(
         &config.database,
         &config.kafka,
-        &sqlx::migrate!("./migrations"),
+        foundation::Tables {
+            migrator: &sqlx::migrate!("./migrations"),
+            monthly: &[],
+            clock: config.clock,
+        },
         std::slice::from_ref(&topic),
         true,
     )

@@ -17,7 +17,6 @@ use std::{collections::HashSet, sync::Arc};
 use clearinghouse_events::outbox;
 use clearinghouse_proto::settlement::v1::ClaimStatus;
 use prometheus_client::metrics::counter::Counter;
-use prost::Message;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
@@ -119,7 +118,12 @@ impl Writer {
             }
         };
         for (pending, reply) in alone.into_iter().chain(repeats) {
-            let answer = self.transaction(&[&pending]).await;
+            let mut answer = self.transaction(&[&pending]).await;
+            if matches!(answer, Err(Error::Aborted(_))) {
+                // Its id was stored by a concurrent call after this one looked (see
+                // `store::write`): looked for again, it is found and replayed.
+                answer = self.transaction(&[&pending]).await;
+            }
             let _ = reply.send(answer.and_then(|mut a| a.pop().unwrap_or_else(vanished)));
         }
     }
@@ -223,7 +227,8 @@ impl Fold {
             key: p.key(),
             year,
             request: p.request.clone(),
-            result: result.encode_to_vec(),
+            result: claim::encode_result(&result),
+            settled_at: p.prepared.at,
             event_id: Uuid::nil(),
             delta: d.clone(),
             account_holder: p.parsed.account_holder.as_ref().map(|h| h.to_string()),

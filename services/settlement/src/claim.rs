@@ -181,8 +181,38 @@ pub(crate) fn replayed(
     decode_result(stored_result)
 }
 
-pub(crate) fn decode_result(bytes: &[u8]) -> Result<SettlementResult> {
-    SettlementResult::decode(bytes).map_err(|_| Error::Corrupt("result"))
+/// How a result is stored: a format byte, then the encoded `SettlementResult` compressed
+/// with zstd (about half the bytes: it repeats the claim's lines, as asked and as settled).
+pub(crate) fn encode_result(result: &SettlementResult) -> Vec<u8> {
+    let encoded = result.encode_to_vec();
+    let mut stored = vec![ZSTD];
+    match zstd::bulk::compress(&encoded, 3) {
+        Ok(compressed) => stored.extend(compressed),
+        Err(_) => {
+            stored[0] = PLAIN;
+            stored.extend(encoded);
+        }
+    }
+    stored
+}
+
+/// Format bytes of a stored result.
+const PLAIN: u8 = 0;
+const ZSTD: u8 = 1;
+/// No stored result decompresses to more (a claim has at most a few thousand lines).
+const MAX_RESULT_BYTES: usize = 64 << 20;
+
+pub(crate) fn decode_result(stored: &[u8]) -> Result<SettlementResult> {
+    let corrupt = || Error::Corrupt("result");
+    let decoded = match stored.split_first() {
+        Some((&PLAIN, bytes)) => SettlementResult::decode(bytes),
+        Some((&ZSTD, bytes)) => {
+            let bytes = zstd::bulk::decompress(bytes, MAX_RESULT_BYTES).map_err(|_| corrupt())?;
+            SettlementResult::decode(bytes.as_slice())
+        }
+        _ => return Err(corrupt()),
+    };
+    decoded.map_err(|_| corrupt())
 }
 
 /// The stored result with its status as stored.

@@ -146,7 +146,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     } = foundation::lay(
         &config.database,
         &config.kafka,
-        &migrator(),
+        foundation::Tables {
+            migrator: &migrator(),
+            monthly: crate::store::MONTHLY,
+            clock: config.clock,
+        },
         &topics,
         config.relay_enabled,
     )

@@ -14,13 +14,28 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 
-use clearinghouse_platform::error::Result;
+use clearinghouse_platform::error::{Error, Result};
+use time::OffsetDateTime;
 
 use crate::claim::{ClaimKey, DiseaseKey, PersonKey, YearKey};
+
+/// Claims by China month of settlement; a claim id is unique within a month by each
+/// partition's index (across months, see [`LOCK_AND_READ`]).
+pub(crate) const MONTHLY: &[clearinghouse_platform::partitions::Monthly] =
+    &[clearinghouse_platform::partitions::Monthly {
+        table: "claims",
+        per_partition: &["CREATE UNIQUE INDEX {p}_claim_once ON {p} (treatment_region, claim_id)"],
+    }];
 
 /// The lock-and-read statement: takes the locks (every personal account named, then every
 /// person-year, then every disease, each in the order given — key order, so that writers
 /// cannot deadlock), reads what they guard and finds the claim ids already taken.
+///
+/// It also takes a transaction-scoped advisory lock per claim id: claims are partitioned
+/// by month, so no index spans every month, and two calls with one id (a platform's
+/// retry racing its first try at midnight of a month's end) would each find it free. The
+/// second waits here until the first commits; [`WRITE`], a later statement, then sees the
+/// first's row and inserts nothing, which fails the batch (see [`write`]).
 pub(crate) const LOCK_AND_READ: &str = "WITH persons AS (
          INSERT INTO personal_accounts (insured_region, person_id)
          SELECT r, p FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(r, p, n) ORDER BY n
@@ -38,6 +53,9 @@ pub(crate) const LOCK_AND_READ: &str = "WITH persons AS (
          ORDER BY n
          ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
          RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid),
+     claim_locks AS (
+         SELECT pg_advisory_xact_lock(1936, hashtext(r || ' ' || i))
+         FROM UNNEST($10::text[], $11::text[]) AS u(r, i) ORDER BY hashtext(r || ' ' || i)),
      taken AS (
          SELECT c.treatment_region, c.claim_id FROM UNNEST($10::text[], $11::text[]) AS u(r, i)
          CROSS JOIN LATERAL (SELECT treatment_region, claim_id FROM claims
@@ -55,7 +73,10 @@ pub(crate) const LOCK_AND_READ: &str = "WITH persons AS (
      FROM diseases
      UNION ALL
      SELECT 'T', treatment_region, claim_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-     FROM taken";
+     FROM taken
+     UNION ALL
+     SELECT 'L', '', '', NULL, NULL, NULL, count(*)::int, NULL, NULL, NULL, NULL
+     FROM claim_locks";
 
 /// The write statement: claims, and the accumulated changes.
 ///
@@ -67,15 +88,17 @@ pub(crate) const LOCK_AND_READ: &str = "WITH persons AS (
 /// the balance read under the lock still held (an upsert's proposed row must itself pass
 /// the account's `balance >= 0` check, so a negative change cannot be proposed).
 pub(crate) const WRITE: &str = "WITH claims_written AS (
-         INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result, status,
+         INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
                              settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
                              disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
-                             assistance_paid, personal_account_debit, personal_account_holder)
-         SELECT tr, ci, ir, pi, y, rq, rs, 'SETTLED', e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah
+                             assistance_paid, personal_account_debit, personal_account_holder, settled_at)
+         SELECT tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah, at
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[], $8::uuid[],
                      $9::int[], $10::numeric[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
-                     $15::numeric[], $16::numeric[], $17::numeric[], $18::text[])
-              AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah)),
+                     $15::numeric[], $16::numeric[], $17::numeric[], $18::text[], $36::timestamptz[])
+              AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah, at)
+         WHERE NOT EXISTS (SELECT 1 FROM claims c WHERE c.treatment_region = u.tr AND c.claim_id = u.ci)
+         RETURNING 1),
      years_written AS (
          INSERT INTO accumulators AS a (insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
                                         serious_illness_base, serious_illness_paid, assistance_paid)
@@ -96,7 +119,7 @@ pub(crate) const WRITE: &str = "WITH claims_written AS (
          INSERT INTO personal_accounts AS a (insured_region, person_id, balance)
          SELECT * FROM UNNEST($33::text[], $34::text[], $35::numeric[])
          ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = EXCLUDED.balance)
-     SELECT 1";
+     SELECT count(*) FROM claims_written";
 
 /// The rows to lock, each list in key order.
 #[derive(Default)]
@@ -243,9 +266,10 @@ fn read_locked_row(row: &PgRow, locked: &mut Locked) -> Result<()> {
                 .diseases
                 .insert(key, (row.try_get("n1")?, row.try_get("n2")?));
         }
-        _ => {
+        "T" => {
             locked.taken.insert((a, b));
         }
+        _ => {} // 'L': the claim ids' locks, taken
     }
     Ok(())
 }
@@ -259,6 +283,8 @@ pub(crate) struct ClaimRow {
     pub event_id: Uuid,
     pub delta: AccumulatorDelta,
     pub account_holder: Option<String>,
+    /// When it was settled, by the service's clock: the month's partition it goes to.
+    pub settled_at: OffsetDateTime,
 }
 
 /// Claims to insert and changes to the rows [`lock_and_read`] locked.
@@ -280,7 +306,9 @@ impl Writes {
     }
 }
 
-/// Writes [`Writes`] in one statement ([`WRITE`]).
+/// Writes [`Writes`] in one statement ([`WRITE`]). A claim id another call stored in
+/// the meantime (in another month's partition) fails the whole write `ABORTED`: nothing of
+/// it stays, and the claims are tried again each alone, when the id is found taken.
 pub(crate) async fn write(tx: &mut PgConnection, w: &Writes) -> Result<()> {
     let c = &w.claims;
     let y: Vec<(&YearKey, &YearToDate)> = w.years.iter().collect();
@@ -289,7 +317,7 @@ pub(crate) async fn write(tx: &mut PgConnection, w: &Writes) -> Result<()> {
     let delta =
         |f: fn(&AccumulatorDelta) -> Decimal| c.iter().map(|r| f(&r.delta)).collect::<Vec<_>>();
     let ytd = |f: fn(&YearToDate) -> Decimal| y.iter().map(|(_, v)| f(v)).collect::<Vec<_>>();
-    sqlx::query(WRITE)
+    let written: i64 = sqlx::query_scalar(WRITE)
         .bind(c.iter().map(|r| r.key.0.as_str()).collect::<Vec<_>>())
         .bind(c.iter().map(|r| r.key.1.as_str()).collect::<Vec<_>>())
         .bind(c.iter().map(|r| r.year.0.as_str()).collect::<Vec<_>>())
@@ -341,8 +369,14 @@ pub(crate) async fn write(tx: &mut PgConnection, w: &Writes) -> Result<()> {
         .bind(a.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
         .bind(a.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
         .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .bind(c.iter().map(|r| r.settled_at).collect::<Vec<_>>())
+        .fetch_one(&mut *tx)
         .await?;
+    if written != c.len() as i64 {
+        return Err(Error::Aborted(
+            "a claim id of the batch was taken by a concurrent call".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -432,10 +466,11 @@ pub(crate) async fn claim_for_update(
     .await?;
     let Some(row) = row else { return Ok(None) };
     let insured_region: String = row.try_get("insured_region")?;
-    let status: String = row.try_get("status")?;
     Ok(Some(StoredClaim {
         result: row.try_get("result")?,
-        reversed: status == "REVERSED",
+        reversed: row
+            .try_get::<Option<Uuid>, _>("reversed_event_id")?
+            .is_some(),
         year: (
             insured_region.clone(),
             row.try_get("person_id")?,
@@ -465,7 +500,7 @@ pub(crate) async fn mark_reversed(
     reversed_event_id: Uuid,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE claims SET status = 'REVERSED', reversed_event_id = $3, reversed_at = now()
+        "UPDATE claims SET reversed_event_id = $3, reversed_at = now()
          WHERE treatment_region = $1 AND claim_id = $2",
     )
     .bind(&key.0)
@@ -482,7 +517,8 @@ pub(crate) async fn claim(
     key: &ClaimKey,
 ) -> Result<Option<(Vec<u8>, bool, String)>> {
     let row = sqlx::query(
-        "SELECT result, status, insured_region FROM claims WHERE treatment_region = $1 AND claim_id = $2",
+        "SELECT result, reversed_event_id IS NOT NULL AS reversed, insured_region FROM claims
+         WHERE treatment_region = $1 AND claim_id = $2",
     )
     .bind(&key.0)
     .bind(&key.1)
@@ -491,7 +527,7 @@ pub(crate) async fn claim(
     Ok(match row {
         Some(row) => Some((
             row.try_get("result")?,
-            row.try_get::<String, _>("status")? == "REVERSED",
+            row.try_get("reversed")?,
             row.try_get("insured_region")?,
         )),
         None => None,
@@ -507,7 +543,8 @@ pub(crate) async fn claims_of(
     offset: i64,
 ) -> Result<Vec<(Vec<u8>, bool)>> {
     let rows = sqlx::query(
-        "SELECT result, status FROM claims WHERE insured_region = $1 AND person_id = $2 AND year = $3
+        "SELECT result, reversed_event_id IS NOT NULL AS reversed FROM claims
+         WHERE insured_region = $1 AND person_id = $2 AND year = $3
          ORDER BY settled_at, claim_id LIMIT $4 OFFSET $5",
     )
     .bind(&year.0)
@@ -518,11 +555,6 @@ pub(crate) async fn claims_of(
     .fetch_all(pool)
     .await?;
     rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("result")?,
-                row.try_get::<String, _>("status")? == "REVERSED",
-            ))
-        })
+        .map(|row| Ok((row.try_get("result")?, row.try_get("reversed")?)))
         .collect()
 }

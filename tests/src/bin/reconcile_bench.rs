@@ -45,27 +45,17 @@ fn main() -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province,
                                           treatment_region, claim_id, fund, serious_illness, assistance,
-                                          personal_account, period)
+                                          personal_account, period, visit_type, day, total, cash)
              SELECT gen_random_uuid(), 'CLAIM_SETTLED', '370000', '110000', '110105', 'B' || g,
-                    100.00, 0, 0, 0, $2
+                    100.00, 0, 0, 0, $2, 'VISIT_TYPE_GENERAL_OUTPATIENT', $3::date, 150.00, 50.00
              FROM generate_series(1, $1) AS g",
         )
         .bind(n)
         .bind(&period)
-        .execute(&db)
-        .await?;
-        sqlx::query(
-            "INSERT INTO clearing_detail (entry_id, kind, insured_province, treatment_province, treatment_region,
-                                          claim_id, visit_type, day, period, total, fund, serious_illness,
-                                          assistance, personal_account, cash)
-             SELECT entry_id, 'CLAIM', insured_province, treatment_province, treatment_region, claim_id,
-                    'VISIT_TYPE_GENERAL_OUTPATIENT', $1::date, period, 150.00, 100.00, 0, 0, 0, 50.00
-             FROM journal_entries",
-        )
         .bind(&day)
         .execute(&db)
         .await?;
-        sqlx::query("ANALYZE clearing_detail").execute(&db).await?;
+        sqlx::query("ANALYZE journal_entries").execute(&db).await?;
         println!(
             "{n} claims of the day loaded in {:.1} s",
             loading.elapsed().as_secs_f64()

@@ -1,15 +1,19 @@
-//! The journal: balanced entries, their legs, and the account balances they add up to.
+//! The journal: balanced entries (partitioned by China month of posting, each with its
+//! clearing detail), the legs the double-entry rule makes of them, and the account
+//! balances they add up to.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
 use clearinghouse_domain::{
-    ledger::{InsuredShare, Leg as EntryLeg, Posting},
+    ledger::{InsuredShare, Leg as EntryLeg, Posting, claim_entry, top_up_entry},
     money::format2,
+    region::Region,
 };
-use clearinghouse_platform::error::Result;
+use clearinghouse_platform::error::{Error, Result};
 use clearinghouse_proto::ledger::v1::{AccountBalance, JournalEntry, Leg};
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A claim event's entry, ready to be posted.
@@ -72,7 +76,8 @@ pub(crate) async fn balances(
     Ok((balances, total, entry_count))
 }
 
-/// A page of entries after `after` (of pairs naming `province`, or all), with their legs.
+/// A page of entries after `after` (of pairs naming `province`, or all), with their legs
+/// as the double-entry rule makes them from each entry (they are not stored twice).
 pub(crate) async fn entries(
     pool: &PgPool,
     after: i64,
@@ -80,13 +85,11 @@ pub(crate) async fn entries(
     limit: i64,
 ) -> Result<Vec<JournalEntry>> {
     let rows = sqlx::query(
-        "SELECT e.entry_id, e.event_id, e.kind, e.insured_province, e.treatment_province, e.claim_id,
-                e.treatment_region, e.posted_at::text AS posted_at,
-                COALESCE(array_agg(l.account ORDER BY l.account) FILTER (WHERE l.account IS NOT NULL), '{}') AS accounts,
-                COALESCE(array_agg(l.amount ORDER BY l.account) FILTER (WHERE l.account IS NOT NULL), '{}') AS amounts
-         FROM journal_entries e LEFT JOIN journal_legs l ON l.entry_id = e.entry_id
-         WHERE e.entry_id > $1 AND ($2::text IS NULL OR e.insured_province = $2 OR e.treatment_province = $2)
-         GROUP BY e.entry_id ORDER BY e.entry_id LIMIT $3",
+        "SELECT entry_id, event_id, kind, insured_province, treatment_province, claim_id, treatment_region,
+                posted_at::text AS posted_at, fund, serious_illness, assistance, personal_account, total
+         FROM journal_entries
+         WHERE entry_id > $1 AND ($2::text IS NULL OR insured_province = $2 OR treatment_province = $2)
+         ORDER BY entry_id LIMIT $3",
     )
     .bind(after)
     .bind(province)
@@ -95,22 +98,26 @@ pub(crate) async fn entries(
     .await?;
     rows.iter()
         .map(|r| {
-            let accounts: Vec<String> = r.try_get("accounts")?;
-            let amounts: Vec<Decimal> = r.try_get("amounts")?;
+            let kind: String = r.try_get("kind")?;
+            let (insured, treatment): (String, String) = (
+                r.try_get("insured_province")?,
+                r.try_get("treatment_province")?,
+            );
+            let mut legs = legs_of(&kind, &insured, &treatment, r)?;
+            legs.sort_by(|a, b| a.account.cmp(&b.account));
             Ok(JournalEntry {
                 entry_id: r.try_get("entry_id")?,
                 event_id: r.try_get::<uuid::Uuid, _>("event_id")?.to_string(),
-                kind: r.try_get("kind")?,
-                insured_province: r.try_get("insured_province")?,
-                treatment_province: r.try_get("treatment_province")?,
+                kind,
+                insured_province: insured,
+                treatment_province: treatment,
                 claim_id: r.try_get("claim_id")?,
                 treatment_region: r.try_get("treatment_region")?,
-                legs: accounts
+                legs: legs
                     .into_iter()
-                    .zip(amounts)
-                    .map(|(account, amount)| Leg {
-                        account,
-                        amount: format2(amount),
+                    .map(|leg| Leg {
+                        account: leg.account,
+                        amount: format2(leg.amount),
                     })
                     .collect(),
                 posted_at: r.try_get("posted_at")?,
@@ -119,67 +126,83 @@ pub(crate) async fn entries(
         .collect()
 }
 
+/// A stored entry's legs: a claim's (or reversal's) from its parts, a top-up's from its
+/// amount.
+fn legs_of(kind: &str, insured: &str, treatment: &str, r: &PgRow) -> Result<Vec<EntryLeg>> {
+    let region = |s: &str| Region::parse(s).map_err(|_| Error::Corrupt("journal entry province"));
+    let (insured, treatment) = (region(insured)?, region(treatment)?);
+    let part = |c: &str| -> Result<Decimal> { Ok(r.try_get::<Decimal, _>(c)?.abs()) };
+    Ok(match kind {
+        "RESERVE_TOP_UP" => top_up_entry(
+            insured,
+            treatment,
+            r.try_get::<Option<Decimal>, _>("total")?
+                .unwrap_or_default(),
+        ),
+        _ => {
+            let share = InsuredShare {
+                fund: part("fund")?,
+                serious_illness: part("serious_illness")?,
+                assistance: part("assistance")?,
+                personal_account: part("personal_account")?,
+            };
+            claim_entry(insured, treatment, &share, kind == "CLAIM_REVERSED")
+        }
+    })
+}
+
 /// A reserve top-up's entry: money from the insured province's treasury into its reserve
-/// at the treatment province, balanced, in `period`.
+/// at the treatment province, balanced, in `period`, posted at `at`.
 pub(crate) async fn post_top_up(
     tx: &mut PgConnection,
     insured: &str,
     treatment: &str,
     amount: Decimal,
-    period: &str,
+    (period, at): (&str, OffsetDateTime),
 ) -> Result<()> {
-    let entry_id: i64 = sqlx::query_scalar(
+    let region = |s: &str| Region::parse(s).map_err(|_| Error::Corrupt("reserve province"));
+    let legs = top_up_entry(region(insured)?, region(treatment)?, amount);
+    sqlx::query(
         "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region, claim_id,
-                                      fund, serious_illness, assistance, personal_account, period)
-         VALUES ($1, 'RESERVE_TOP_UP', $2, $3, '', '', 0, 0, 0, 0, $4) RETURNING entry_id",
+                                      fund, serious_illness, assistance, personal_account, period, total, posted_at)
+         VALUES ($1, 'RESERVE_TOP_UP', $2, $3, '', '', 0, 0, 0, 0, $4, $5, $6)",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(insured)
     .bind(treatment)
     .bind(period)
-    .fetch_one(&mut *tx)
+    .bind(amount)
+    .bind(at)
+    .execute(&mut *tx)
     .await?;
-    let legs = [
-        (format!("reserve:{insured}:{treatment}"), amount),
-        (format!("treasury:{insured}"), -amount),
-    ];
-    for (account, value) in &legs {
-        sqlx::query("INSERT INTO journal_legs (entry_id, account, amount) VALUES ($1, $2, $3)")
-            .bind(entry_id)
-            .bind(account)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO accounts (account, balance) VALUES ($1, $2)
-             ON CONFLICT (account) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance",
-        )
-        .bind(account)
-        .bind(value)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
+    add_to_balances(tx, &legs).await
 }
 
-/// Journals the entries of `period`; a second reversal of one claim is skipped by the
-/// unique index. Returns the ids of the entries written, by event id.
+/// Journals the entries of `period`, posted at `at`, with their clearing detail: a second
+/// posting of an event, or a second reversal of one claim, is skipped (in the month by the
+/// partition's unique indexes, across months by the check here). Returns the event ids of
+/// the entries written.
 pub(crate) async fn insert_entries(
     tx: &mut PgConnection,
     entries: &[Entry],
-    period: &str,
-) -> Result<HashMap<Uuid, i64>> {
-    let inserted: Vec<(i64, Uuid)> = sqlx::query_as(
+    (period, at): (&str, OffsetDateTime),
+) -> Result<HashSet<Uuid>> {
+    let part =
+        |f: fn(&InsuredShare) -> Decimal| entries.iter().map(|e| f(&e.share)).collect::<Vec<_>>();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
                                       claim_id, original_event_id, fund, serious_illness, assistance,
-                                      personal_account, period)
-         SELECT e, k, i, t, tr, c, o, f, s, a, p, $12
+                                      personal_account, visit_type, day, total, cash, period, posted_at)
+         SELECT e, k, i, t, tr, c, o, f, s, a, p, v, d, tot, cash, $16, $17
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],
-                     $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[])
-              WITH ORDINALITY AS u(e, k, i, t, tr, c, o, f, s, a, p, n)
+                     $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[], $13::date[],
+                     $14::numeric[], $15::numeric[])
+              WITH ORDINALITY AS u(e, k, i, t, tr, c, o, f, s, a, p, v, d, tot, cash, n)
+         WHERE o IS NULL OR NOT EXISTS (SELECT 1 FROM journal_entries j
+                                        WHERE j.original_event_id = u.o AND j.kind = 'CLAIM_REVERSED')
          ORDER BY n
          ON CONFLICT DO NOTHING
-         RETURNING entry_id, event_id",
+         RETURNING event_id",
     )
     .bind(entries.iter().map(|e| e.event_id).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.kind).collect::<Vec<_>>())
@@ -188,91 +211,28 @@ pub(crate) async fn insert_entries(
     .bind(entries.iter().map(|e| e.treatment_region.as_str()).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.claim_id.as_str()).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.original_event_id).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.share.fund).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.share.serious_illness).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.share.assistance).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.share.personal_account).collect::<Vec<_>>())
-    .bind(period)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(inserted
-        .into_iter()
-        .map(|(id, event)| (event, id))
-        .collect())
-}
-
-/// The clearing detail of the entries posted (with their ids): what reconciliation
-/// compares, amounts unsigned and the kind saying which way.
-pub(crate) async fn insert_detail(
-    tx: &mut PgConnection,
-    posted: &[(&Entry, i64)],
-    period: &str,
-) -> Result<()> {
-    let part = |f: fn(&InsuredShare) -> Decimal| {
-        posted
-            .iter()
-            .map(|(e, _)| f(&e.share).abs())
-            .collect::<Vec<_>>()
-    };
-    sqlx::query(
-        "INSERT INTO clearing_detail (entry_id, kind, insured_province, treatment_province, treatment_region,
-                                      claim_id, visit_type, day, period, total, fund, serious_illness,
-                                      assistance, personal_account, cash)
-         SELECT e, k, i, t, tr, c, v, d, $15, tot, f, s, a, p, cash
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::date[], $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],
-                     $14::numeric[])
-              AS u(e, k, i, t, tr, c, v, d, tot, f, s, a, p, cash)",
-    )
-    .bind(posted.iter().map(|(_, id)| *id).collect::<Vec<_>>())
-    .bind(
-        posted
-            .iter()
-            .map(|(e, _)| if e.posting.reversal { "REVERSAL" } else { "CLAIM" })
-            .collect::<Vec<_>>(),
-    )
-    .bind(posted.iter().map(|(e, _)| e.posting.insured.to_string()).collect::<Vec<_>>())
-    .bind(posted.iter().map(|(e, _)| e.posting.treatment.to_string()).collect::<Vec<_>>())
-    .bind(posted.iter().map(|(e, _)| e.treatment_region.as_str()).collect::<Vec<_>>())
-    .bind(posted.iter().map(|(e, _)| e.claim_id.as_str()).collect::<Vec<_>>())
-    .bind(posted.iter().map(|(e, _)| e.detail.visit_type).collect::<Vec<_>>())
-    .bind(posted.iter().map(|(e, _)| e.detail.day).collect::<Vec<_>>())
-    .bind(posted.iter().map(|(e, _)| e.detail.total).collect::<Vec<_>>())
     .bind(part(|s| s.fund))
     .bind(part(|s| s.serious_illness))
     .bind(part(|s| s.assistance))
     .bind(part(|s| s.personal_account))
-    .bind(posted.iter().map(|(e, _)| e.detail.cash).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.detail.visit_type).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.detail.day).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.detail.total).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.detail.cash).collect::<Vec<_>>())
     .bind(period)
-    .execute(&mut *tx)
+    .bind(at)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(())
+    Ok(inserted.into_iter().collect())
 }
 
-/// The legs of the entries posted, and each account's balance changed once, in account
-/// order, so concurrent batches cannot deadlock.
-pub(crate) async fn insert_legs(tx: &mut PgConnection, posted: &[(&Entry, i64)]) -> Result<()> {
-    let legs: Vec<(i64, &EntryLeg)> = posted
-        .iter()
-        .flat_map(|(e, id)| e.legs.iter().map(move |leg| (*id, leg)))
-        .collect();
+/// Each account's balance changed by `legs` once, in account order, so concurrent
+/// postings cannot deadlock.
+pub(crate) async fn add_to_balances(tx: &mut PgConnection, legs: &[EntryLeg]) -> Result<()> {
     let mut balances: BTreeMap<&str, Decimal> = BTreeMap::new();
-    for (_, leg) in &legs {
+    for leg in legs {
         *balances.entry(leg.account.as_str()).or_default() += leg.amount;
     }
-    sqlx::query(
-        "INSERT INTO journal_legs (entry_id, account, amount)
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::numeric[])",
-    )
-    .bind(legs.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(
-        legs.iter()
-            .map(|(_, l)| l.account.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(legs.iter().map(|(_, l)| l.amount).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
     let (accounts, amounts): (Vec<&str>, Vec<Decimal>) = balances.into_iter().unzip();
     sqlx::query(
         "INSERT INTO accounts (account, balance)

@@ -1,0 +1,199 @@
+//! Tables that grow with the traffic — claims, ledger entries, audit records — are
+//! partitioned by the China month (DESIGN.md §1) of a timestamp column: one partition per
+//! month, named `<table>_<yyyy>_<mm>`, bounded by midnight in China on the first of the
+//! month. The service that writes a table keeps partitions for its clock's (and the
+//! database's) month and [`AHEAD`] months after it, at start-up and every hour, so a month's
+//! first write never waits for DDL. Old months are detached for an operator to
+//! archive ([`detach_before`]); the service never drops or deletes them.
+
+use std::time::Duration;
+
+use clearinghouse_domain::dates::{CHINA, Clock};
+use sqlx::{PgPool, Row};
+use time::{Month, OffsetDateTime};
+use tokio_util::sync::CancellationToken;
+
+/// Months ahead of the current one whose partitions exist.
+pub const AHEAD: i32 = 2;
+
+/// A table partitioned by China month.
+#[derive(Clone, Copy, Debug)]
+pub struct Monthly {
+    pub table: &'static str,
+    /// Statements run on each new partition, `{p}` standing for its name: what the
+    /// partitioned parent cannot declare (uniqueness without the partition key).
+    pub per_partition: &'static [&'static str],
+}
+
+/// A China month: (year, month).
+pub type YearMonth = (i32, Month);
+
+/// The China month of an instant.
+pub fn china_month(at: OffsetDateTime) -> YearMonth {
+    let d = at.to_offset(CHINA).date();
+    (d.year(), d.month())
+}
+
+/// The month `n` months after (or, negative, before) `m`.
+pub fn add_months((year, month): YearMonth, n: i32) -> YearMonth {
+    let index = year * 12 + (month as i32 - 1) + n;
+    let month = Month::try_from((index.rem_euclid(12) + 1) as u8).unwrap_or(Month::January);
+    (index.div_euclid(12), month)
+}
+
+/// The partition of `table` holding month `m`.
+pub fn partition_name(table: &str, (year, month): YearMonth) -> String {
+    format!("{table}_{year:04}_{:02}", month as u8)
+}
+
+/// Creates the partitions missing from the earlier to [`AHEAD`] months after the later of
+/// `around` (the service's clock) and the database's clock, by the schema's
+/// `create_month_partitions` (the audit migration's: migrations and services create
+/// partitions the same way); returns those it created.
+pub async fn ensure(
+    pool: &PgPool,
+    spec: &Monthly,
+    around: OffsetDateTime,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT create_month_partitions($1, least($2, now()),
+                                         greatest($2, now()) + make_interval(months => $3), $4)",
+    )
+    .bind(spec.table)
+    .bind(around)
+    .bind(AHEAD)
+    .bind(spec.per_partition)
+    .fetch_all(pool)
+    .await
+}
+
+/// The months of `table`'s attached partitions, oldest first.
+pub async fn attached(pool: &PgPool, table: &str) -> sqlx::Result<Vec<YearMonth>> {
+    let rows = sqlx::query(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = to_regclass($1)",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await?;
+    let mut months: Vec<YearMonth> = rows
+        .iter()
+        .filter_map(|r| parse_suffix(table, r.try_get::<String, _>("relname").ok()?.as_str()))
+        .collect();
+    months.sort();
+    Ok(months)
+}
+
+fn parse_suffix(table: &str, name: &str) -> Option<YearMonth> {
+    let (year, month) = name
+        .strip_prefix(table)?
+        .strip_prefix('_')?
+        .split_once('_')?;
+    Some((
+        year.parse().ok()?,
+        Month::try_from(month.parse::<u8>().ok()?).ok()?,
+    ))
+}
+
+/// Detaches (never drops) every partition of `table` for a month before `before`, without
+/// blocking writers (`DETACH … CONCURRENTLY`); returns the detached tables, which stay in
+/// the schema for an operator to archive and drop.
+pub async fn detach_before(
+    pool: &PgPool,
+    table: &str,
+    before: YearMonth,
+) -> sqlx::Result<Vec<String>> {
+    let mut detached = Vec::new();
+    for month in attached(pool, table).await? {
+        if month >= before {
+            break;
+        }
+        let name = partition_name(table, month);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} DETACH PARTITION {name} CONCURRENTLY"
+        )))
+        .execute(pool)
+        .await?;
+        detached.push(name);
+    }
+    Ok(detached)
+}
+
+/// Creates the partitions `specs` need now (an error stops the service's start), then
+/// keeps them ahead of `clock` every hour until `stop`. A failure then is logged and tried
+/// again the next hour: [`AHEAD`] months of margin leave weeks for it to succeed.
+pub async fn keep_ahead(
+    pool: PgPool,
+    specs: Vec<Monthly>,
+    clock: Clock,
+    stop: CancellationToken,
+) -> sqlx::Result<tokio::task::JoinHandle<()>> {
+    for spec in &specs {
+        ensure(&pool, spec, clock.now()).await?;
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+            for spec in &specs {
+                match ensure(&pool, spec, clock.now()).await {
+                    Ok(created) if !created.is_empty() => {
+                        tracing::info!(table = spec.table, ?created, "created monthly partitions");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(table = spec.table, error = %e, "cannot create monthly partitions")
+                    }
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_month_is_the_china_month() {
+        assert_eq!(
+            china_month(datetime!(2026-11-30 15:59:59 UTC)),
+            (2026, Month::November)
+        );
+        assert_eq!(
+            china_month(datetime!(2026-11-30 16:00 UTC)),
+            (2026, Month::December)
+        );
+    }
+
+    #[test]
+    fn months_roll_over_years_both_ways() {
+        assert_eq!(
+            add_months((2026, Month::December), 1),
+            (2027, Month::January)
+        );
+        assert_eq!(
+            add_months((2027, Month::January), -1),
+            (2026, Month::December)
+        );
+        assert_eq!(
+            add_months((2026, Month::March), -15),
+            (2024, Month::December)
+        );
+        assert_eq!(add_months((2026, Month::March), 0), (2026, Month::March));
+    }
+
+    #[test]
+    fn partition_names_read_back_as_their_month() {
+        let name = partition_name("audit_log", (2027, Month::February));
+        assert_eq!(name, "audit_log_2027_02");
+        assert_eq!(
+            parse_suffix("audit_log", &name),
+            Some((2027, Month::February))
+        );
+        assert_eq!(parse_suffix("audit_log", "audit_log_by_caller"), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! Monthly partitions (issue 18): the services' clock stands seconds before midnight China
+//! time on the last day of a month while claims pour in — each sent twice at once, as a
+//! platform retrying a slow call would — and reversals follow. Across the roll-over every
+//! answered claim is stored once, in the partition of the China month it was settled in,
+//! posted once to the ledger in the partition of the month it was posted in, and the
+//! repeats answer the first result wherever the first landed; meanwhile an old month is
+//! detached (never deleted) without holding writers up.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+
+use std::{collections::HashMap, time::Duration};
+
+use clearinghouse_domain::dates::Clock;
+use clearinghouse_platform::partitions::{self, Monthly, add_months, china_month};
+use clearinghouse_proto::filing::v1::FilingCategory;
+use clearinghouse_testkit::fixtures;
+use clearinghouse_tests::*;
+use time::{Duration as Span, Time};
+
+const PERSONS: usize = 6;
+const ROUNDS: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_month_rolls_over_under_load_losing_nothing() {
+    // Half a minute before midnight China time on the last day of this China month; the
+    // load starts three seconds before it.
+    let today = fixtures::today();
+    let last_day = (0..31)
+        .map(|d| today + Span::days(d))
+        .take_while(|d| d.month() == today.month())
+        .last()
+        .unwrap();
+    let midnight = last_day
+        .with_time(Time::from_hms(16, 0, 0).unwrap())
+        .assume_utc();
+    let clock = Clock::starting_at(midnight - Span::seconds(30));
+    let persons: Vec<String> = (0..PERSONS).map(|i| format!("P-ROLL-{i}")).collect();
+    let registered: Vec<(&str, bool, &str, FilingCategory)> = persons
+        .iter()
+        .map(|p| (p.as_str(), false, "", FilingCategory::LongTermResident))
+        .collect();
+    let world = World::start_at(clock, false, &registered).await;
+    let settlement_db = world.env.schema_pool("settlement").await.unwrap();
+    let ledger_db = world.env.schema_pool("ledger").await.unwrap();
+    let this_month = china_month(midnight - Span::seconds(1));
+    let next_month = china_month(midnight);
+    for (db, table) in [(&settlement_db, "claims"), (&ledger_db, "journal_entries")] {
+        let months = partitions::attached(db, table).await.unwrap();
+        assert!(
+            months.contains(&this_month) && months.contains(&next_month),
+            "{table}: the next month's partition exists before it is needed: {months:?}"
+        );
+    }
+
+    let wait = midnight - Span::seconds(3) - clock.now();
+    assert!(
+        wait.is_positive(),
+        "the services took half a minute to start"
+    );
+    tokio::time::sleep(wait.unsigned_abs()).await;
+
+    // The load: each person's claims one after the other, every claim sent twice at once.
+    let mut load = Vec::new();
+    for person in &persons {
+        let world_settlement = world.settlement.clone();
+        let person = person.clone();
+        load.push(tokio::spawn(async move {
+            let mut answered = HashMap::new();
+            for round in 0..ROUNDS {
+                let claim = fixtures::small_claim(&format!("ROLL-{person}-{round}"), &person);
+                let request = || clearinghouse_proto::settlement::v1::SettleRequest {
+                    claim: Some(claim.clone()),
+                };
+                let (mut a, mut b) = (world_settlement.clone(), world_settlement.clone());
+                let (first, second) = tokio::join!(a.settle(request()), b.settle(request()));
+                let (first, second) = (
+                    first.unwrap().into_inner().result.unwrap(),
+                    second.unwrap().into_inner().result.unwrap(),
+                );
+                assert_eq!(first, second, "a repeat answers the first result");
+                answered.insert(claim.claim_id.clone(), first);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            answered
+        }));
+    }
+    // Meanwhile an operator detaches the months before this one (last month's, empty
+    // here: the point is that detaching runs beside the writers), and the upkeep runs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for table in ["claims", "audit_log"] {
+        let detached = partitions::detach_before(&settlement_db, table, this_month)
+            .await
+            .unwrap();
+        assert!(
+            !detached.is_empty(),
+            "{table}: last month's partition detached"
+        );
+    }
+    let spec = Monthly {
+        table: "claims",
+        per_partition: &["CREATE UNIQUE INDEX {p}_claim_once ON {p} (treatment_region, claim_id)"],
+    };
+    partitions::ensure(&settlement_db, &spec, midnight)
+        .await
+        .unwrap();
+
+    let mut answered = HashMap::new();
+    for task in load {
+        answered.extend(task.await.unwrap());
+    }
+    assert_eq!(answered.len(), PERSONS * ROUNDS);
+    // A few reversals after midnight of claims settled before it.
+    let mut reversed = Vec::new();
+    for (id, result) in &answered {
+        if reversed.len() < 3 && settled_at(result) < midnight {
+            world.reverse(id).await;
+            reversed.push(id.clone());
+        }
+    }
+
+    // Stored once each, in the partition of the China month it was settled in.
+    let stored: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT claim_id, tableoid::regclass::text, settled_at::text FROM claims")
+            .fetch_all(&settlement_db)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored.len(),
+        answered.len(),
+        "every answered claim stored once"
+    );
+    let mut by_partition: HashMap<String, usize> = HashMap::new();
+    for (id, partition, _) in &stored {
+        assert!(answered.contains_key(id), "{id} stored but never answered");
+        *by_partition.entry(partition.clone()).or_default() += 1;
+    }
+    let (before_midnight, after_midnight) = (
+        partitions::partition_name("claims", this_month),
+        partitions::partition_name("claims", next_month),
+    );
+    let settled_before = answered
+        .values()
+        .filter(|r| settled_at(r) < midnight)
+        .count();
+    assert!(
+        settled_before > 0 && settled_before < answered.len(),
+        "the load straddles midnight"
+    );
+    assert_eq!(
+        by_partition.get(&before_midnight).copied().unwrap_or(0),
+        settled_before
+    );
+    assert_eq!(
+        by_partition.get(&after_midnight).copied().unwrap_or(0),
+        answered.len() - settled_before
+    );
+
+    // Posted once each: claims and reversals, in the partitions of both months.
+    let mut ledger = world.ledger.clone();
+    let expected = (answered.len() + reversed.len()) as i64;
+    let balances = wait_for_entries(&mut ledger, expected, Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posted: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT tableoid::regclass::text, kind, count(*) FROM journal_entries GROUP BY 1, 2",
+    )
+    .fetch_all(&ledger_db)
+    .await
+    .unwrap();
+    let count = |kind: &str| {
+        posted
+            .iter()
+            .filter(|p| p.1 == kind)
+            .map(|p| p.2)
+            .sum::<i64>()
+    };
+    assert_eq!(count("CLAIM_SETTLED"), answered.len() as i64);
+    assert_eq!(count("CLAIM_REVERSED"), reversed.len() as i64);
+    let months: std::collections::HashSet<&str> = posted.iter().map(|p| p.0.as_str()).collect();
+    assert!(
+        months.contains(partitions::partition_name("journal_entries", next_month).as_str()),
+        "postings after midnight went to the new month: {posted:?}"
+    );
+    assert_eq!(balances.total, "0.00", "the ledger's balances sum to zero");
+
+    // The detached month is kept as a table of its own, for archiving.
+    let kept: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(partitions::partition_name(
+            "claims",
+            add_months(this_month, -1),
+        ))
+        .fetch_one(&settlement_db)
+        .await
+        .unwrap();
+    assert!(kept, "a detached month stays in the schema");
+    world.stop().await;
+}
+
+fn settled_at(r: &clearinghouse_proto::settlement::v1::SettlementResult) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        &r.settled_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
