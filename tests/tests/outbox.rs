@@ -128,7 +128,7 @@ async fn applied_event_ids_are_forgotten_after_retention() {
         .await
         .unwrap();
     }
-    let retention = clearinghouse_events::positions::DEDUPE_RETENTION;
+    let retention = clearinghouse_platform::config::KafkaConfig::default().dedupe_retention();
     assert_eq!(
         clearinghouse_events::positions::prune_processed(&pool, "a", retention)
             .await

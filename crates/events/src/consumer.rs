@@ -29,7 +29,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::positions::{self, DEDUPE_RETENTION, load_positions, prune_processed};
+use crate::positions::{self, load_positions, prune_processed};
 use crate::{
     Event,
     apply::{Raw, apply_batch},
@@ -160,7 +160,12 @@ pub fn spawn<H: Handler>(
         .create_with_context(context)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    spawn_pruning(pool.clone(), settings.group.clone(), shutdown.clone());
+    spawn_pruning(
+        pool.clone(),
+        settings.group.clone(),
+        kafka.dedupe_retention(),
+        shutdown.clone(),
+    );
     let handler = Arc::new(handler);
     let kafka = kafka.clone();
     Ok(tokio::task::spawn_blocking(move || {
@@ -177,8 +182,9 @@ pub fn spawn<H: Handler>(
     }))
 }
 
-/// Prunes the group's applied event ids every ten minutes until `shutdown`.
-fn spawn_pruning(pool: PgPool, group: String, shutdown: CancellationToken) {
+/// Prunes the group's applied event ids past `retention` every ten minutes until
+/// `shutdown`.
+fn spawn_pruning(pool: PgPool, group: String, retention: Duration, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(600));
         loop {
@@ -186,7 +192,7 @@ fn spawn_pruning(pool: PgPool, group: String, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => return,
                 _ = every.tick() => {}
             }
-            match prune_processed(&pool, &group, DEDUPE_RETENTION).await {
+            match prune_processed(&pool, &group, retention).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(rows = n, %group, "forgot applied event ids past retention")

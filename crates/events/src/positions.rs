@@ -30,11 +30,6 @@ pub(crate) async fn load_positions(
         .collect()
 }
 
-/// How long applied event ids are remembered. A redelivery comes from the relay sending a
-/// row again whose first send it could not record: minutes after the first, or as long as
-/// a relay stays down. A month covers any outage we would not notice.
-pub const DEDUPE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
-
 /// Forgets applied event ids of `group` older than `retention`, a bounded chunk at a time;
 /// returns how many were forgotten.
 pub async fn prune_processed(pool: &PgPool, group: &str, retention: Duration) -> sqlx::Result<u64> {

@@ -133,16 +133,30 @@ pub struct KafkaConfig {
     /// (`CLEARINGHOUSE_KAFKA__PROPERTIES__SASL_PASSWORD`). Values never reach a log.
     pub properties: std::collections::BTreeMap<String, Secret>,
     /// How long topics this service creates keep events (`retention.ms`); applied event
-    /// ids are remembered longer (30 days), so a replay from the topic changes nothing.
+    /// ids are remembered longer, so a replay from the topic changes nothing.
     pub topic_retention_days: u32,
     /// How long sent outbox events are kept for an operator to publish again after a
-    /// broker lost data (`clearinghouse republish`); at most the dedupe memory (30 days).
+    /// broker lost data (`clearinghouse republish`).
     pub outbox_retention_days: u32,
+    /// How long consumers remember the ids of events they applied; never less than a day
+    /// more than topics keep events and the outbox keeps sent ones
+    /// ([`KafkaConfig::dedupe_retention`]).
+    pub dedupe_retention_days: u32,
 }
 
 impl KafkaConfig {
     pub fn topic(&self, base: &str) -> String {
         format!("{base}{}", self.name_suffix)
+    }
+
+    /// How long applied event ids are remembered: as configured, but at least a day longer
+    /// than any event can come again (from the topic, or republished from the outbox).
+    pub fn dedupe_retention(&self) -> std::time::Duration {
+        let days = self
+            .dedupe_retention_days
+            .max(self.topic_retention_days + 1)
+            .max(self.outbox_retention_days + 1);
+        std::time::Duration::from_secs(u64::from(days) * 86_400)
     }
 }
 
@@ -156,6 +170,7 @@ impl Default for KafkaConfig {
             properties: Default::default(),
             topic_retention_days: 7,
             outbox_retention_days: 7,
+            dedupe_retention_days: 8,
         }
     }
 }

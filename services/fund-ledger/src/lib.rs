@@ -9,6 +9,9 @@ mod reconcile;
 mod reserves;
 mod store;
 
+/// The service's tables partitioned by China month (the audit trail aside).
+pub use store::MONTHLY;
+
 /// Writes a period's clearing detail for one pair as CSV (a header, then one line per claim
 /// and reversal in posting order, reversals' parts negative so the columns sum to the
 /// statement's amounts); returns the rows written. For `clearinghouse export clearing-detail`.

@@ -8,7 +8,7 @@ pub(crate) mod reconcile;
 pub(crate) mod reserves;
 
 /// Ledger entries by China month of posting.
-pub(crate) const MONTHLY: &[clearinghouse_platform::partitions::Monthly] = &[
+pub const MONTHLY: &[clearinghouse_platform::partitions::Monthly] = &[
     clearinghouse_platform::partitions::Monthly {
         table: "journal_entries",
         per_partition: &[

@@ -14,6 +14,9 @@ mod reference;
 mod reversal;
 mod store;
 
+/// The service's tables partitioned by China month (the audit trail aside).
+pub use store::MONTHLY;
+
 use std::{sync::Arc, time::Duration};
 
 use clearinghouse_events::{

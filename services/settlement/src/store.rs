@@ -21,7 +21,7 @@ use crate::claim::{ClaimKey, DiseaseKey, PersonKey, YearKey};
 
 /// Claims by China month of settlement; a claim id is unique within a month by each
 /// partition's index (across months, see [`LOCK_AND_READ`]).
-pub(crate) const MONTHLY: &[clearinghouse_platform::partitions::Monthly] =
+pub const MONTHLY: &[clearinghouse_platform::partitions::Monthly] =
     &[clearinghouse_platform::partitions::Monthly {
         table: "claims",
         per_partition: &["CREATE UNIQUE INDEX {p}_claim_once ON {p} (treatment_region, claim_id)"],

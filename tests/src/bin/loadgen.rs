@@ -79,6 +79,15 @@ enum Mix {
     Inpatient,
 }
 
+/// The database every run uses (and `clearinghouse-seed` loads).
+const BENCH_DATABASE: &str = "clearinghouse_bench";
+
+/// Sets this run's claim ids apart from those of earlier runs on a reused database.
+fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| clearinghouse_testkit::unique_suffix()[..4].to_uppercase())
+}
+
 /// Where the services run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Services {
@@ -96,6 +105,9 @@ struct Args {
     warmup: u64,
     persons: usize,
     concurrency: usize,
+    /// Run against the database the last run left (and whatever was loaded into it since,
+    /// e.g. by `clearinghouse-seed`) instead of an empty one.
+    reuse: bool,
 }
 
 fn args() -> Args {
@@ -107,6 +119,7 @@ fn args() -> Args {
         warmup: 5,
         persons: 6200,
         concurrency: 64,
+        reuse: false,
     };
     let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
@@ -116,6 +129,10 @@ fn args() -> Args {
                 Some("inpatient") => Mix::Inpatient,
                 other => panic!("--mix realistic|inpatient, not {other:?}"),
             };
+            continue;
+        }
+        if flag == "--reuse-database" {
+            a.reuse = true;
             continue;
         }
         if flag == "--services" {
@@ -138,7 +155,7 @@ fn args() -> Args {
             "--persons" => a.persons = value() as usize,
             "--concurrency" => a.concurrency = value() as usize,
             other => panic!(
-                "unknown flag {other}: --services processes|in-process, --mix realistic|inpatient, --rate N (0 = as fast as possible), --seconds N, --warmup N, --persons N, --concurrency N"
+                "unknown flag {other}: --services processes|in-process, --mix realistic|inpatient, --rate N (0 = as fast as possible), --seconds N, --warmup N, --persons N, --concurrency N, --reuse-database"
             ),
         }
     }
@@ -202,7 +219,7 @@ fn random_claim(rng: &mut StdRng, n: u64, person: &Person, mix: Mix) -> Claim {
         })
     };
     Claim {
-        claim_id: format!("L{n:09}"),
+        claim_id: format!("L{}{n:09}", run_tag()),
         person_id: person.id.clone(),
         insured_region: person.insured.into(),
         treatment_region: person.treatment.into(),
@@ -376,9 +393,13 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let database_url = clearinghouse_testkit::recreate_database("clearinghouse_bench")
-        .await
-        .unwrap();
+    let database_url = if args.reuse {
+        format!("{}/{BENCH_DATABASE}", clearinghouse_testkit::server_url())
+    } else {
+        clearinghouse_testkit::recreate_database(BENCH_DATABASE)
+            .await
+            .unwrap()
+    };
     let kafka = KafkaConfig {
         bootstrap_servers: clearinghouse_testkit::bootstrap_servers(),
         name_suffix: format!(".bench-{}", clearinghouse_testkit::unique_suffix()),
@@ -405,15 +426,22 @@ async fn main() {
             }
         })
         .collect();
-    let started = Instant::now();
-    seed(&at, &persons).await;
-    println!(
-        "seeded 31 provinces' policies and catalogues ({ITEMS} items each) and {} filed persons in {:.1?}",
-        persons.len(),
-        started.elapsed()
-    );
-    // Let the settlement service's projection catch up with the filing events.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    if args.reuse {
+        println!(
+            "reusing {BENCH_DATABASE}: {} claims stored before the run",
+            stored_claims(&database_url).await.unwrap()
+        );
+    } else {
+        let started = Instant::now();
+        seed(&at, &persons).await;
+        println!(
+            "seeded 31 provinces' policies and catalogues ({ITEMS} items each) and {} filed persons in {:.1?}",
+            persons.len(),
+            started.elapsed()
+        );
+        // Let the settlement service's projection catch up with the filing events.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
 
     // Each claim goes in over its treatment province's own connection.
     let clients: Arc<BTreeMap<&'static str, SettlementServiceClient<Channel>>> = Arc::new(
@@ -445,6 +473,14 @@ async fn main() {
         args.concurrency.max(1) * if args.rate == 0 { 1 } else { 64 },
     ));
     let deadline = Duration::from_secs(seconds);
+    let mut ledger = LedgerServiceClient::new(channel_to(at.ledger, "national").await.unwrap());
+    let entries_before = ledger
+        .get_balances(GetBalancesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entry_count;
+    let run_at = time::OffsetDateTime::now_utc();
     let cpu_before = cpu_snapshot(&running);
     let wal_before = wal_lsn(&database_url).await.unwrap_or_default();
     let run_started = Instant::now();
@@ -604,7 +640,6 @@ async fn main() {
     );
 
     // The ledger must receive every settled claim.
-    let mut ledger = LedgerServiceClient::new(channel_to(at.ledger, "national").await.unwrap());
     let waited = Instant::now();
     let entries = loop {
         let balances = ledger
@@ -612,7 +647,7 @@ async fn main() {
             .await
             .unwrap()
             .into_inner();
-        if balances.entry_count as u64 >= settled_in_all
+        if (balances.entry_count - entries_before) as u64 >= settled_in_all
             || waited.elapsed() > Duration::from_secs(300)
         {
             break balances;
@@ -621,7 +656,7 @@ async fn main() {
     };
     println!(
         "  ledger      {} entries for {settled_in_all} settled claims, warm-up included ({:.1?} after the run), balances sum to {}",
-        entries.entry_count,
+        entries.entry_count - entries_before,
         waited.elapsed(),
         entries.total
     );
@@ -635,14 +670,14 @@ async fn main() {
         .filter(|s| s.started >= warmup)
         .map(|s| (claims[s.n].claim_id.clone(), s.returned_us))
         .collect();
-    match ledger_lag(&database_url, &measured_claims).await {
+    match ledger_lag(&database_url, &measured_claims, run_at).await {
         Ok((p50, p99)) => println!(
             "  ledger lag  p50 {p50:.1} ms  p99 {p99:.1} ms (Settle returned → journal entry)"
         ),
         Err(e) => println!("  ledger lag  not measured: {e}"),
     }
     running.stop().await;
-    if entries.entry_count as u64 != settled_in_all || entries.total != "0.00" {
+    if (entries.entry_count - entries_before) as u64 != settled_in_all || entries.total != "0.00" {
         eprintln!("the ledger does not match the settled claims");
         std::process::exit(1);
     }
@@ -833,12 +868,17 @@ fn report_cpu(before: &[(String, f64)], after: &[(String, f64)], settled: u64) {
 /// The ledger lag of each claim: from `Settle` returning to its journal entry's
 /// `posted_at` (the posting transaction's start, a little before it commits); p50 and p99
 /// in milliseconds.
-async fn ledger_lag(database_url: &str, returned: &[(String, i64)]) -> anyhow::Result<(f64, f64)> {
+async fn ledger_lag(
+    database_url: &str,
+    returned: &[(String, i64)],
+    since: time::OffsetDateTime,
+) -> anyhow::Result<(f64, f64)> {
     let pool = sqlx::PgPool::connect(database_url).await?;
     let posted: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
         "SELECT claim_id, (extract(epoch FROM posted_at) * 1000000)::bigint
-         FROM ledger.journal_entries WHERE kind = 'CLAIM_SETTLED'",
+         FROM ledger.journal_entries WHERE kind = 'CLAIM_SETTLED' AND posted_at >= $1",
     )
+    .bind(since)
     .fetch_all(&pool)
     .await?
     .into_iter()
@@ -860,10 +900,20 @@ async fn wal_lsn(database_url: &str) -> anyhow::Result<String> {
         .await?)
 }
 
-/// Bytes stored per settled claim: each schema's tables with their indexes and TOAST (the
-/// whole run's rows over the claims settled, warm-up included), and the WAL the cluster
-/// wrote since `wal_before` (the broker's own storage, on the same PostgreSQL, included).
+/// Claims stored in the bench database.
+async fn stored_claims(database_url: &str) -> anyhow::Result<i64> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    Ok(sqlx::query_scalar("SELECT count(*) FROM settlement.claims")
+        .fetch_one(&pool)
+        .await?)
+}
+
+/// Bytes stored per stored claim: each schema's tables with their indexes and TOAST over
+/// the claims stored (this run's, warm-up included, and any stored before), and the WAL
+/// the cluster wrote since `wal_before` per claim settled in the run (the broker's own
+/// storage, on the same PostgreSQL, included).
 async fn storage(database_url: &str, wal_before: &str, settled: u64) -> anyhow::Result<String> {
+    let stored = stored_claims(database_url).await?;
     let pool = sqlx::PgPool::connect(database_url).await?;
     let per_schema: Vec<(String, i64)> = sqlx::query_as(
         "SELECT n.nspname::text, sum(pg_total_relation_size(c.oid))::bigint
@@ -878,8 +928,8 @@ async fn storage(database_url: &str, wal_before: &str, settled: u64) -> anyhow::
             .bind(wal_before)
             .fetch_one(&pool)
             .await?;
-    let n = settled.max(1) as f64;
-    let mut line = String::from("  bytes per settled claim:");
+    let n = stored.max(1) as f64;
+    let mut line = format!("  bytes per stored claim ({stored} stored):");
     let mut total = 0.0;
     for (schema, bytes) in per_schema {
         let per_claim = bytes as f64 / n;
@@ -887,8 +937,22 @@ async fn storage(database_url: &str, wal_before: &str, settled: u64) -> anyhow::
         line.push_str(&format!("  {schema} {per_claim:.0}"));
     }
     line.push_str(&format!(
-        "  (tables and indexes {total:.0}); WAL {:.0}",
-        wal as f64 / n
+        "  (tables and indexes {total:.0}); WAL per claim settled {:.0}",
+        wal as f64 / settled.max(1) as f64
     ));
+    // The largest tables (a partitioned table with its partitions).
+    let by_table: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT n.nspname || '.' || COALESCE(p.relname, c.relname), sum(pg_total_relation_size(c.oid))::bigint
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class p ON p.oid = i.inhparent
+         WHERE c.relkind = 'r' AND n.nspname IN ('settlement', 'ledger', 'filing')
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
+    )
+    .fetch_all(&pool)
+    .await?;
+    line.push_str("\n  largest tables per stored claim:");
+    for (table, bytes) in by_table {
+        line.push_str(&format!("  {table} {:.0}", bytes as f64 / n));
+    }
     Ok(line)
 }
