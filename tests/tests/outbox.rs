@@ -6,7 +6,7 @@
     reason = "a test fails loudly on the first surprise"
 )]
 
-use clearinghouse_events::relay::{Relay, RelayMetrics};
+use clearinghouse_events::relay::{KeptWhole, Relay, RelayMetrics};
 use clearinghouse_platform::config::{DatabaseConfig, Secret};
 use clearinghouse_tests::TestEnv;
 
@@ -75,7 +75,7 @@ async fn the_relay_moves_what_the_broker_acknowledged_and_can_send_it_again() {
     // After a broker lost data: everything sent since the start is queued once more, in
     // its first order, and sent again.
     assert_eq!(
-        clearinghouse_events::relay::republish_since(&pool, started)
+        clearinghouse_events::relay::republish_since(&pool, started, &KeptWhole)
             .await
             .unwrap(),
         4
@@ -88,7 +88,7 @@ async fn the_relay_moves_what_the_broker_acknowledged_and_can_send_it_again() {
     assert_eq!(relay.relay_once().await.unwrap(), 4);
     let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
     assert_eq!(
-        clearinghouse_events::relay::republish_since(&pool, later)
+        clearinghouse_events::relay::republish_since(&pool, later, &KeptWhole)
             .await
             .unwrap(),
         0
@@ -143,4 +143,76 @@ async fn applied_event_ids_are_forgotten_after_retention() {
     .await
     .unwrap();
     assert_eq!(left, vec![("a".into(), true), ("b".into(), false)]);
+}
+
+/// A settled claim's event is kept, once sent, by reference to its claim, whose row holds
+/// the same result (nothing stored twice); published again, it is rebuilt from the claim
+/// byte for byte — its id, its time and its body as first sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sent_claim_event_is_kept_by_reference_and_rebuilt_byte_for_byte() {
+    use clearinghouse_proto::{filing::v1::FilingCategory, settlement::v1::SettleRequest};
+    use clearinghouse_testkit::fixtures;
+
+    let env = TestEnv::new().await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let filing = env.start_filing(shutdown.clone()).await.unwrap();
+    // No relay in the service: this test relays by hand, to see the payload first sent.
+    let settlement = env
+        .start_settlement(Some(&filing), false, shutdown.clone())
+        .await
+        .unwrap();
+    clearinghouse_tests::seed_reference(&settlement, true)
+        .await
+        .unwrap();
+    let mut filings = clearinghouse_tests::filing_client(&filing).await.unwrap();
+    clearinghouse_tests::register(&mut filings, "P-REF", false, FilingCategory::OtherTemporary)
+        .await
+        .unwrap();
+    let started = time::OffsetDateTime::now_utc() - time::Duration::seconds(5);
+    clearinghouse_tests::settlement_client(&settlement)
+        .await
+        .unwrap()
+        .settle(SettleRequest {
+            claim: Some(fixtures::example1("REF-1", "P-REF")),
+        })
+        .await
+        .unwrap();
+    let pool = env.schema_pool("settlement").await.unwrap();
+    let (event_id, first): (uuid::Uuid, Vec<u8>) =
+        sqlx::query_as("SELECT event_id, payload FROM outbox WHERE event_type = 'ClaimSettled'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let topic = env.kafka.topic(clearinghouse_events::topics::SETTLEMENT);
+    let mut relay = Relay::new(
+        pool.clone(),
+        env.kafka.clone(),
+        vec![topic],
+        RelayMetrics::default(),
+    );
+    assert!(relay.relay_once().await.unwrap() >= 1);
+    let (payload, source): (Option<Vec<u8>>, Option<String>) =
+        sqlx::query_as("SELECT payload, source FROM outbox_sent WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(payload, None, "the sent event keeps no payload");
+    assert_eq!(
+        source.as_deref(),
+        Some(format!("claim:{}/REF-1", fixtures::TREATMENT_REGION).as_str())
+    );
+
+    let claims = clearinghouse_settlement::SettledEvents(pool.clone());
+    let queued = clearinghouse_events::relay::republish_since(&pool, started, &claims)
+        .await
+        .unwrap();
+    assert!(queued >= 1);
+    let again: Vec<u8> = sqlx::query_scalar("SELECT payload FROM outbox WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(again, first, "rebuilt byte for byte");
+    shutdown.cancel();
 }

@@ -17,12 +17,15 @@ pub struct Outgoing {
 /// An outbox row, encoded.
 struct OutboxRow {
     pub event_id: Uuid,
+    /// When the event occurred (to the microsecond, as the row keeps it).
+    pub occurred_at: OffsetDateTime,
     pub topic: String,
     pub key: String,
     pub event_type: &'static str,
     pub payload: Vec<u8>,
     /// The trace this event continues (W3C `traceparent`), sent as a Kafka header.
     pub traceparent: Option<String>,
+    pub source: Option<String>,
 }
 
 /// An event that continues a given trace rather than the current span's: the settlement
@@ -31,29 +34,41 @@ pub struct Traced {
     pub event: Outgoing,
     /// The W3C `traceparent` of the request the event belongs to.
     pub traceparent: Option<String>,
+    /// Where the producer keeps what the event says, if it does (e.g. `claim:110105/C1`):
+    /// once sent, the event is kept by this reference instead of its payload, and rebuilt
+    /// from it to be published again ([`crate::relay::Rebuild`]).
+    pub source: Option<String>,
 }
 
 impl Outgoing {
-    /// Gives the event its id (UUIDv7) and encodes its envelope.
-    fn into_row(self, traceparent: Option<String>) -> OutboxRow {
+    /// Gives the event its id (UUIDv7) and time, and encodes its envelope.
+    fn into_row(self, traceparent: Option<String>, source: Option<String>) -> OutboxRow {
         let event_id = Uuid::now_v7();
-        let event_type = event_type(&self.body);
-        let envelope = Event {
-            event_id: event_id.to_string(),
-            occurred_at: OffsetDateTime::now_utc()
-                .format(&Rfc3339)
-                .unwrap_or_default(),
-            body: Some(self.body),
-        };
+        let now = OffsetDateTime::now_utc();
+        let occurred_at = now
+            .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now);
         OutboxRow {
             event_id,
+            occurred_at,
+            event_type: event_type(&self.body),
+            payload: envelope(event_id, occurred_at, self.body),
             topic: self.topic,
             key: self.key,
-            event_type,
-            payload: envelope.encode_to_vec(),
             traceparent,
+            source,
         }
     }
+}
+
+/// The encoded envelope of an event: what the outbox and the topic carry.
+pub fn envelope(event_id: Uuid, occurred_at: OffsetDateTime, body: Body) -> Vec<u8> {
+    Event {
+        event_id: event_id.to_string(),
+        occurred_at: occurred_at.format(&Rfc3339).unwrap_or_default(),
+        body: Some(body),
+    }
+    .encode_to_vec()
 }
 
 /// Writes the events in the caller's transaction and returns their ids, in order; each
@@ -63,6 +78,7 @@ pub async fn enqueue(conn: &mut PgConnection, events: Vec<Outgoing>) -> sqlx::Re
     let traced = events.into_iter().map(|event| Traced {
         event,
         traceparent: traceparent.clone(),
+        source: None,
     });
     enqueue_traced(conn, traced.collect()).await
 }
@@ -75,14 +91,15 @@ pub async fn enqueue_traced(
 ) -> sqlx::Result<Vec<Uuid>> {
     let rows: Vec<OutboxRow> = events
         .into_iter()
-        .map(|t| t.event.into_row(t.traceparent))
+        .map(|t| t.event.into_row(t.traceparent, t.source))
         .collect();
     // One statement for the whole batch: one round trip, rows in the given order.
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
-         SELECT e, t, k, ty, p, tp
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
-              WITH ORDINALITY AS u(e, t, k, ty, p, tp, n)
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at, source)
+         SELECT e, t, k, ty, p, tp, at, s
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
+                     $7::timestamptz[], $8::text[])
+              WITH ORDINALITY AS u(e, t, k, ty, p, tp, at, s, n)
          ORDER BY n",
     )
     .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
@@ -99,6 +116,8 @@ pub async fn enqueue_traced(
             .map(|r| r.traceparent.as_deref())
             .collect::<Vec<_>>(),
     )
+    .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.source.as_deref()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(rows.into_iter().map(|r| r.event_id).collect())

@@ -225,9 +225,11 @@ impl Relay {
         }
         sqlx::query(
             "WITH sent AS (DELETE FROM outbox WHERE id = ANY($1)
-                           RETURNING id, event_id, topic, key, event_type, payload, traceparent, created_at)
-             INSERT INTO outbox_sent (event_id, topic, key, event_type, payload, traceparent, created_at)
-             SELECT event_id, topic, key, event_type, payload, traceparent, created_at FROM sent ORDER BY id",
+                           RETURNING id, event_id, topic, key, event_type, payload, traceparent, created_at, source)
+             INSERT INTO outbox_sent (event_id, topic, key, event_type, payload, traceparent, created_at, source)
+             SELECT event_id, topic, key, event_type, CASE WHEN source IS NULL THEN payload END, traceparent,
+                    created_at, source
+             FROM sent ORDER BY id",
         )
         .bind(&ids)
         .execute(&mut *tx)
@@ -302,23 +304,100 @@ pub async fn prune_sent(pool: &PgPool, retention: Duration) -> sqlx::Result<u64>
     .await
 }
 
+/// Rebuilds the body of a sent event kept by reference (its `source`) from where its
+/// producer keeps it.
+pub trait Rebuild {
+    fn body(&self, source: &str) -> impl Future<Output = anyhow::Result<crate::Body>> + Send;
+}
+
+/// A service that keeps every sent event whole.
+pub struct KeptWhole;
+
+impl Rebuild for KeptWhole {
+    async fn body(&self, source: &str) -> anyhow::Result<crate::Body> {
+        anyhow::bail!("event {source} is kept by reference, and this service rebuilds none")
+    }
+}
+
+/// Events queued again per statement.
+const REPUBLISH_CHUNK: i64 = 1_000;
+
 /// Queues every event sent since `since` to be published again, in their first order, and
-/// returns how many: the procedure after a broker lost data. Consumers apply each event at
-/// most once (by its id), so what they already had changes nothing. An event still waiting
-/// in the outbox is not queued twice.
-pub async fn republish_since(pool: &PgPool, since: time::OffsetDateTime) -> sqlx::Result<u64> {
-    Ok(sqlx::query(
-        "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at)
-         SELECT event_id, topic, key, event_type, payload, traceparent, created_at
-         FROM outbox_sent
-         WHERE id IN (SELECT min(id) FROM outbox_sent WHERE sent_at >= $1 GROUP BY event_id)
-         ORDER BY id
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(since)
-    .execute(pool)
-    .await?
-    .rows_affected())
+/// returns how many: the procedure after a broker lost data. An event kept by reference
+/// is rebuilt by `rebuild` with its first id and time. Consumers apply each event at most
+/// once (by its id), so what they already had changes nothing. An event still waiting in
+/// the outbox is not queued twice.
+pub async fn republish_since(
+    pool: &PgPool,
+    since: time::OffsetDateTime,
+    rebuild: &impl Rebuild,
+) -> anyhow::Result<u64> {
+    let mut after: i64 =
+        sqlx::query_scalar("SELECT COALESCE(min(id), 0) - 1 FROM outbox_sent WHERE sent_at >= $1")
+            .bind(since)
+            .fetch_one(pool)
+            .await?;
+    let mut queued = 0;
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, event_id, topic, key, event_type, payload, traceparent, created_at, source
+             FROM outbox_sent WHERE id > $1 AND sent_at >= $2 ORDER BY id LIMIT $3",
+        )
+        .bind(after)
+        .bind(since)
+        .bind(REPUBLISH_CHUNK)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(queued);
+        };
+        after = last.try_get("id")?;
+        let mut again = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event_id: Uuid = row.try_get("event_id")?;
+            let created_at: time::OffsetDateTime = row.try_get("created_at")?;
+            let source: Option<String> = row.try_get("source")?;
+            let payload = match (row.try_get::<Option<Vec<u8>>, _>("payload")?, &source) {
+                (Some(payload), _) => payload,
+                (None, Some(source)) => {
+                    crate::outbox::envelope(event_id, created_at, rebuild.body(source).await?)
+                }
+                (None, None) => {
+                    anyhow::bail!("sent event {event_id} has neither payload nor source")
+                }
+            };
+            again.push((event_id, created_at, payload, source));
+        }
+        // The first copy of an event wins: later ones conflict on its id.
+        queued += sqlx::query(
+            "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at, source)
+             SELECT e, t, k, ty, p, tp, at, s
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
+                         $7::timestamptz[], $8::text[])
+                  WITH ORDINALITY AS u(e, t, k, ty, p, tp, at, s, n)
+             ORDER BY n
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(again.iter().map(|a| a.0).collect::<Vec<_>>())
+        .bind(column::<String>(&rows, "topic")?)
+        .bind(column::<String>(&rows, "key")?)
+        .bind(column::<String>(&rows, "event_type")?)
+        .bind(again.iter().map(|a| a.2.as_slice()).collect::<Vec<_>>())
+        .bind(column::<Option<String>>(&rows, "traceparent")?)
+        .bind(again.iter().map(|a| a.1).collect::<Vec<_>>())
+        .bind(again.iter().map(|a| a.3.as_deref()).collect::<Vec<_>>())
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+}
+
+/// One column of every row.
+fn column<T>(rows: &[sqlx::postgres::PgRow], name: &str) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    rows.iter().map(|r| r.try_get(name)).collect()
 }
 
 /// An outbox row on its way to the broker.

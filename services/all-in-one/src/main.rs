@@ -81,7 +81,14 @@ async fn republish(config: Config, since: &str, only: &[String]) -> anyhow::Resu
             continue;
         }
         let pool = clearinghouse_platform::db::connect_and_migrate(&database, &[]).await?;
-        let queued = clearinghouse_events::relay::republish_since(&pool, since).await?;
+        // Settlement keeps its sent `ClaimSettled` events by reference to the claims.
+        let queued = if service == "settlement" {
+            let claims = clearinghouse_settlement::SettledEvents(pool.clone());
+            clearinghouse_events::relay::republish_since(&pool, since, &claims).await?
+        } else {
+            let whole = clearinghouse_events::relay::KeptWhole;
+            clearinghouse_events::relay::republish_since(&pool, since, &whole).await?
+        };
         println!("{service}: {queued} events queued to be published again");
     }
     Ok(())

@@ -8,6 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use clearinghouse_domain::{
     dates::format_date,
     money::format2,
+    region::Region,
     settlement::{self as rules, Coverage, Outcome, Person, YearToDate},
 };
 use clearinghouse_events::{
@@ -130,25 +131,40 @@ impl Pending {
         Ok((outcome, result))
     }
 
-    /// The claim's `ClaimSettled` event, continuing the `Settle` call's trace.
+    /// The claim's `ClaimSettled` event, continuing the `Settle` call's trace; once sent it
+    /// is kept by reference to the claim's row, which holds the same result.
     pub fn settled_event(&self, topic: &str, result: &SettlementResult) -> Traced {
-        let (insured, treatment) = (
-            self.parsed.insured_region.province().to_string(),
-            self.parsed.treatment_region.province().to_string(),
-        );
+        let (insured, treatment) = (self.parsed.insured_region, self.parsed.treatment_region);
         Traced {
             event: Outgoing {
                 topic: topic.to_string(),
-                key: insured.clone(),
-                body: Body::ClaimSettled(ev::ClaimSettled {
-                    insured_province: insured,
-                    treatment_province: treatment,
-                    result: Some(result.clone()),
-                }),
+                key: insured.province().to_string(),
+                body: settled_body(insured, treatment, result.clone()),
             },
             traceparent: self.traceparent.clone(),
+            source: Some(settled_source(&self.key())),
         }
     }
+}
+
+/// A settled claim's `ClaimSettled` event body.
+pub(crate) fn settled_body(insured: Region, treatment: Region, result: SettlementResult) -> Body {
+    Body::ClaimSettled(ev::ClaimSettled {
+        insured_province: insured.province().to_string(),
+        treatment_province: treatment.province().to_string(),
+        result: Some(result),
+    })
+}
+
+/// Where a claim's `ClaimSettled` event is kept: its claim's row.
+fn settled_source((treatment_region, claim_id): &ClaimKey) -> String {
+    format!("claim:{treatment_region}/{claim_id}")
+}
+
+/// The claim key a `ClaimSettled` event's source names.
+pub(crate) fn settled_source_key(source: &str) -> Option<ClaimKey> {
+    let (region, id) = source.strip_prefix("claim:")?.split_once('/')?;
+    Some((region.to_string(), id.to_string()))
 }
 
 /// A settled claim's result, and whether this call wrote it (else it answered the stored

@@ -17,6 +17,29 @@ mod store;
 /// The service's tables partitioned by China month (the audit trail aside).
 pub use store::MONTHLY;
 
+/// Rebuilds the `ClaimSettled` events the outbox keeps by reference from their claims'
+/// rows, for `clearinghouse republish`.
+pub struct SettledEvents(pub sqlx::PgPool);
+
+impl clearinghouse_events::relay::Rebuild for SettledEvents {
+    async fn body(&self, source: &str) -> anyhow::Result<clearinghouse_events::Body> {
+        let key = claim::settled_source_key(source)
+            .ok_or_else(|| anyhow::anyhow!("not a claim's event source: {source}"))?;
+        let (result, _, insured) = store::claim(&self.0, &key)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no claim for event source {source}"))?;
+        let region = |r: &str| {
+            clearinghouse_domain::region::Region::parse(r)
+                .map_err(|_| anyhow::anyhow!("stored region {r:?} does not parse"))
+        };
+        Ok(claim::settled_body(
+            region(&insured)?,
+            region(&key.0)?,
+            claim::decode_result(&result)?,
+        ))
+    }
+}
+
 use std::{sync::Arc, time::Duration};
 
 use clearinghouse_events::{
