@@ -94,6 +94,45 @@ async fn republish(config: Config, since: &str, only: &[String]) -> anyhow::Resu
     Ok(())
 }
 
+/// Detaches, for archiving, the monthly partitions (claims, ledger entries, audit records)
+/// of months before `before` (`YYYY-MM`, at most the current China month) of the named
+/// services (all four by default). The detached tables stay in each service's schema for
+/// an operator to dump and drop; nothing is deleted here.
+async fn detach(config: Config, before: &str, only: &[String]) -> anyhow::Result<()> {
+    use clearinghouse_platform::partitions::{self, china_month};
+    let parsed = before
+        .split_once('-')
+        .and_then(|(y, m)| Some((y.parse::<i32>().ok()?, m.parse::<u8>().ok()?)))
+        .and_then(|(y, m)| Some((y, time::Month::try_from(m).ok()?)));
+    let Some(before) = parsed else {
+        anyhow::bail!("--before must be a month, YYYY-MM (2026-06), not {before:?}");
+    };
+    let now = china_month(time::OffsetDateTime::now_utc());
+    anyhow::ensure!(
+        before <= now,
+        "--before {before:?} is after the current China month {now:?}: its partitions are in use"
+    );
+    for (service, database) in config.databases() {
+        if !only.is_empty() && !only.iter().any(|s| s == service) {
+            continue;
+        }
+        let own: &[partitions::Monthly] = match service {
+            "settlement" => clearinghouse_settlement::MONTHLY,
+            "fund-ledger" => clearinghouse_fund_ledger::MONTHLY,
+            _ => &[],
+        };
+        let pool = clearinghouse_platform::db::connect_and_migrate(&database, &[]).await?;
+        for spec in own
+            .iter()
+            .chain([&clearinghouse_platform::audit::AUDIT_LOG])
+        {
+            let detached = partitions::detach_before(&pool, spec.table, before).await?;
+            println!("{service}: {} detached: {detached:?}", spec.table);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let positional = |i: usize, default: &str| {
@@ -117,22 +156,35 @@ fn main() -> std::process::ExitCode {
                 move |config: Config, _shutdown| async move { export(config, &period, &pair).await },
             )
         }
-        Some("republish") => {
-            let since = args
+        Some(command @ ("republish" | "detach")) => {
+            // `republish --since TIME [services]`, `detach --before YYYY-MM [services]`.
+            let flag = if command == "republish" {
+                "--since"
+            } else {
+                "--before"
+            };
+            let value = args
                 .iter()
-                .position(|a| a == "--since")
+                .position(|a| a == flag)
                 .and_then(|i| args.get(i + 1))
                 .cloned()
                 .unwrap_or_default();
             let only: Vec<String> = args
                 .iter()
                 .skip(1)
-                .filter(|a| !a.starts_with("--") && **a != since)
+                .filter(|a| !a.starts_with("--") && **a != value)
                 .cloned()
                 .collect();
+            let republishing = command == "republish";
             clearinghouse_platform::host::main(
                 "clearinghouse",
-                move |config: Config, _shutdown| async move { republish(config, &since, &only).await },
+                move |config: Config, _shutdown| async move {
+                    if republishing {
+                        republish(config, &value, &only).await
+                    } else {
+                        detach(config, &value, &only).await
+                    }
+                },
             )
         }
         Some("demo") => {
