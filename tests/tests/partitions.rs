@@ -14,7 +14,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use clearinghouse_domain::dates::Clock;
-use clearinghouse_platform::partitions::{self, Monthly, add_months, china_month};
+use clearinghouse_platform::partitions::{self, add_months, china_month};
 use clearinghouse_proto::filing::v1::FilingCategory;
 use clearinghouse_testkit::fixtures;
 use clearinghouse_tests::*;
@@ -99,13 +99,11 @@ async fn a_month_rolls_over_under_load_losing_nothing() {
             "{table}: last month's partition detached"
         );
     }
-    let spec = Monthly {
-        table: "claims",
-        per_partition: &["CREATE UNIQUE INDEX {p}_claim_once ON {p} (treatment_region, claim_id)"],
-    };
-    partitions::ensure(&settlement_db, &spec, midnight)
-        .await
-        .unwrap();
+    for spec in clearinghouse_settlement::MONTHLY {
+        partitions::ensure(&settlement_db, spec, midnight)
+            .await
+            .unwrap();
+    }
 
     let mut answered = HashMap::new();
     for task in load {

@@ -116,7 +116,10 @@ async fn templates(db: &mut PgConnection) -> anyhow::Result<i64> {
                 c.inpatient_fund_paid, c.disease_code, c.disease_deductible_met, c.disease_fund_paid,
                 c.serious_illness_base, c.serious_illness_paid, c.assistance_paid, c.personal_account_debit,
                 j.insured_province, j.treatment_province, j.fund, j.serious_illness, j.assistance,
-                j.personal_account, j.visit_type, j.total, j.cash, o.topic, o.key, o.event_type, o.payload
+                j.personal_account, j.visit_type, j.total, j.cash, o.topic, o.key, o.event_type, o.payload,
+                o.traceparent,
+                -- A sent event kept by reference names its claim: so do the copies.
+                CASE WHEN o.source IS NOT NULL THEN 'claim:' || c.treatment_region || '/' END AS source_prefix
          FROM settlement.claims c
          JOIN ledger.journal_entries j ON j.claim_id = c.claim_id AND j.treatment_region = c.treatment_region
                                       AND j.kind = 'CLAIM_SETTLED'
@@ -191,8 +194,10 @@ async fn load_chunk(
          SELECT g.at, 'province:' || t.treatment_province, '/clearinghouse.settlement.v1.SettlementService/Settle',
                 'claim ' || t.treatment_region || '/' || g.id, 'OK'
          FROM g JOIN t USING (k) ORDER BY g.g",
-        "INSERT INTO settlement.outbox_sent (event_id, topic, key, event_type, payload, created_at, sent_at)
-         SELECT g.event_id, t.topic, t.key, t.event_type, t.payload, g.at, g.at + interval '50 milliseconds'
+        "INSERT INTO settlement.outbox_sent (event_id, topic, key, event_type, payload, created_at, sent_at, source,
+                                             traceparent)
+         SELECT g.event_id, t.topic, t.key, t.event_type, t.payload, g.at, g.at + interval '50 milliseconds',
+                t.source_prefix || g.id, t.traceparent
          FROM g JOIN t USING (k)
          WHERE g.at >= now() - make_interval(secs => $1) ORDER BY g.g",
     ] {
