@@ -55,6 +55,17 @@ async fn a_month_rolls_over_under_load_losing_nothing() {
         );
     }
 
+    // An operator sees how far ahead they reach (alert `PartitionsRunningOut` below one).
+    let (_, settlement_metrics) = world.metrics_targets()[1];
+    let metrics = scrape_metrics(settlement_metrics).await.unwrap();
+    for table in ["claims", "audit_log"] {
+        let line = format!("clearinghouse_monthly_partitions_ahead{{table=\"{table}\"}} 2");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+
     let wait = midnight - Span::seconds(3) - clock.now();
     assert!(
         wait.is_positive(),

@@ -55,8 +55,16 @@ pub async fn lay(
     }
     let mut background = Background::default();
     let monthly = [&[audit::AUDIT_LOG][..], own.monthly].concat();
+    let ahead = partitions::register(&mut registry);
     background.tasks.push(
-        partitions::keep_ahead(pool.clone(), monthly, own.clock, background.token.clone()).await?,
+        partitions::keep_ahead(
+            pool.clone(),
+            monthly,
+            own.clock,
+            ahead,
+            background.token.clone(),
+        )
+        .await?,
     );
     background.tasks.push(db::watch_pool(
         pool.clone(),

@@ -9,6 +9,10 @@
 use std::time::Duration;
 
 use clearinghouse_domain::dates::{CHINA, Clock};
+use prometheus_client::{
+    metrics::{family::Family, gauge::Gauge},
+    registry::Registry,
+};
 use sqlx::{PgPool, Row};
 use time::{Month, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
@@ -119,17 +123,35 @@ pub async fn detach_before(
     Ok(detached)
 }
 
+/// Months after the current China month whose partition exists, by table (alert
+/// `PartitionsRunningOut` below one: next month's first write would fail).
+pub type AheadGauge = Family<Vec<(String, String)>, Gauge>;
+
+/// Registers the [`AheadGauge`].
+pub fn register(registry: &mut Registry) -> AheadGauge {
+    let ahead = AheadGauge::default();
+    registry.register(
+        "monthly_partitions_ahead",
+        "Months after the current China month whose partition exists, by table",
+        ahead.clone(),
+    );
+    ahead
+}
+
 /// Creates the partitions `specs` need now (an error stops the service's start), then
-/// keeps them ahead of `clock` every hour until `stop`. A failure then is logged and tried
-/// again the next hour: [`AHEAD`] months of margin leave weeks for it to succeed.
+/// keeps them ahead of `clock` every hour until `stop`, publishing how far ahead they
+/// reach. A failure then is logged and tried again the next hour: [`AHEAD`] months of
+/// margin leave weeks for it to succeed.
 pub async fn keep_ahead(
     pool: PgPool,
     specs: Vec<Monthly>,
     clock: Clock,
+    ahead: AheadGauge,
     stop: CancellationToken,
 ) -> sqlx::Result<tokio::task::JoinHandle<()>> {
     for spec in &specs {
         ensure(&pool, spec, clock.now()).await?;
+        publish(&pool, spec, clock, &ahead).await?;
     }
     Ok(tokio::spawn(async move {
         loop {
@@ -147,9 +169,28 @@ pub async fn keep_ahead(
                         tracing::warn!(table = spec.table, error = %e, "cannot create monthly partitions")
                     }
                 }
+                if let Err(e) = publish(&pool, spec, clock, &ahead).await {
+                    tracing::warn!(table = spec.table, error = %e, "cannot count monthly partitions");
+                }
             }
         }
     }))
+}
+
+/// Sets the gauge of `spec`'s table to the months after the current one it has.
+async fn publish(
+    pool: &PgPool,
+    spec: &Monthly,
+    clock: Clock,
+    ahead: &AheadGauge,
+) -> sqlx::Result<()> {
+    let now = china_month(clock.now());
+    let months = attached(pool, spec.table).await?;
+    let beyond = months.iter().filter(|m| **m > now).count();
+    ahead
+        .get_or_create(&vec![("table".to_string(), spec.table.to_string())])
+        .set(beyond as i64);
+    Ok(())
 }
 
 #[cfg(test)]
