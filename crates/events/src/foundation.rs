@@ -54,12 +54,11 @@ pub async fn lay(
         kafka::ensure_topics(kafka_config, topics).await?;
     }
     let mut background = Background::default();
-    let monthly = [&[audit::AUDIT_LOG][..], own.monthly].concat();
     let ahead = partitions::register(&mut registry);
     background.tasks.push(
         partitions::keep_ahead(
             pool.clone(),
-            monthly,
+            audit::monthly_with_trail(own.monthly),
             own.clock,
             ahead,
             background.token.clone(),

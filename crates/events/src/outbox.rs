@@ -14,14 +14,14 @@ pub struct Outgoing {
     pub body: Body,
 }
 
-/// An outbox row, encoded.
-struct OutboxRow {
+/// An outbox row, encoded: a new event, or (`relay::republish_since`) one sent before.
+pub(crate) struct OutboxRow {
     pub event_id: Uuid,
     /// When the event occurred (to the microsecond, as the row keeps it).
     pub occurred_at: OffsetDateTime,
     pub topic: String,
     pub key: String,
-    pub event_type: &'static str,
+    pub event_type: String,
     pub payload: Vec<u8>,
     /// The trace this event continues (W3C `traceparent`), sent as a Kafka header.
     pub traceparent: Option<String>,
@@ -51,7 +51,7 @@ impl Outgoing {
         OutboxRow {
             event_id,
             occurred_at,
-            event_type: event_type(&self.body),
+            event_type: event_type(&self.body).to_string(),
             payload: envelope(event_id, occurred_at, self.body),
             topic: self.topic,
             key: self.key,
@@ -84,7 +84,8 @@ pub async fn enqueue(conn: &mut PgConnection, events: Vec<Outgoing>) -> sqlx::Re
 }
 
 /// Writes the events in the caller's transaction, each continuing its own trace, and
-/// returns their ids, in order. The only writer of the outbox table.
+/// returns their ids, in order. With [`insert`] (which the relay's republishing also
+/// uses), the only writer of the outbox table.
 pub async fn enqueue_traced(
     conn: &mut PgConnection,
     events: Vec<Traced>,
@@ -93,34 +94,59 @@ pub async fn enqueue_traced(
         .into_iter()
         .map(|t| t.event.into_row(t.traceparent, t.source))
         .collect();
-    // One statement for the whole batch: one round trip, rows in the given order.
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at, source)
-         SELECT e, t, k, ty, p, tp, at, s
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
-                     $7::timestamptz[], $8::text[])
-              WITH ORDINALITY AS u(e, t, k, ty, p, tp, at, s, n)
-         ORDER BY n",
-    )
-    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| r.payload.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.traceparent.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.source.as_deref()).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
+    insert(conn, &rows, OUTBOX_INSERT).await?;
     Ok(rows.into_iter().map(|r| r.event_id).collect())
+}
+
+/// The outbox insert, rows in the given order; [`REQUEUE`] skips events already waiting.
+macro_rules! outbox_insert {
+    ($conflict:literal) => {
+        concat!(
+            "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at, source)
+             SELECT e, t, k, ty, p, tp, at, s
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
+                         $7::timestamptz[], $8::text[])
+                  WITH ORDINALITY AS u(e, t, k, ty, p, tp, at, s, n)
+             ORDER BY n",
+            $conflict
+        )
+    };
+}
+const OUTBOX_INSERT: &str = outbox_insert!("");
+/// Queues sent events again: one still waiting in the outbox (same id) is not queued twice.
+pub(crate) const REQUEUE: &str = outbox_insert!(" ON CONFLICT (event_id) DO NOTHING");
+
+/// Writes `rows` with `statement` ([`OUTBOX_INSERT`] or [`REQUEUE`]) in one round trip;
+/// returns how many were written.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    rows: &[OutboxRow],
+    statement: &'static str,
+) -> sqlx::Result<u64> {
+    Ok(sqlx::query(statement)
+        .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.payload.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.traceparent.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.source.as_deref()).collect::<Vec<_>>())
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 /// Ends a write that announces itself: its events and its audit entries go into the

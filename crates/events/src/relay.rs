@@ -32,7 +32,10 @@ use uuid::Uuid;
 
 use clearinghouse_platform::config::KafkaConfig;
 
-use crate::{SCHEMA_VERSION, kafka};
+use crate::{
+    SCHEMA_VERSION, kafka,
+    outbox::{self, OutboxRow},
+};
 
 /// Relay metrics: what was published and what is waiting.
 #[derive(Clone, Default)]
@@ -355,49 +358,32 @@ pub async fn republish_since(
         let mut again = Vec::with_capacity(rows.len());
         for row in &rows {
             let event_id: Uuid = row.try_get("event_id")?;
-            let created_at: time::OffsetDateTime = row.try_get("created_at")?;
+            let occurred_at: time::OffsetDateTime = row.try_get("created_at")?;
             let source: Option<String> = row.try_get("source")?;
             let payload = match (row.try_get::<Option<Vec<u8>>, _>("payload")?, &source) {
                 (Some(payload), _) => payload,
                 (None, Some(source)) => {
-                    crate::outbox::envelope(event_id, created_at, rebuild.body(source).await?)
+                    crate::outbox::envelope(event_id, occurred_at, rebuild.body(source).await?)
                 }
                 (None, None) => {
                     anyhow::bail!("sent event {event_id} has neither payload nor source")
                 }
             };
-            again.push((event_id, created_at, payload, source));
+            again.push(OutboxRow {
+                event_id,
+                occurred_at,
+                topic: row.try_get("topic")?,
+                key: row.try_get("key")?,
+                event_type: row.try_get("event_type")?,
+                payload,
+                traceparent: row.try_get("traceparent")?,
+                source,
+            });
         }
         // The first copy of an event wins: later ones conflict on its id.
-        queued += sqlx::query(
-            "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at, source)
-             SELECT e, t, k, ty, p, tp, at, s
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
-                         $7::timestamptz[], $8::text[])
-                  WITH ORDINALITY AS u(e, t, k, ty, p, tp, at, s, n)
-             ORDER BY n
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(again.iter().map(|a| a.0).collect::<Vec<_>>())
-        .bind(column::<String>(&rows, "topic")?)
-        .bind(column::<String>(&rows, "key")?)
-        .bind(column::<String>(&rows, "event_type")?)
-        .bind(again.iter().map(|a| a.2.as_slice()).collect::<Vec<_>>())
-        .bind(column::<Option<String>>(&rows, "traceparent")?)
-        .bind(again.iter().map(|a| a.1).collect::<Vec<_>>())
-        .bind(again.iter().map(|a| a.3.as_deref()).collect::<Vec<_>>())
-        .execute(pool)
-        .await?
-        .rows_affected();
+        let mut conn = pool.acquire().await?;
+        queued += outbox::insert(&mut conn, &again, outbox::REQUEUE).await?;
     }
-}
-
-/// One column of every row.
-fn column<T>(rows: &[sqlx::postgres::PgRow], name: &str) -> sqlx::Result<Vec<T>>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    rows.iter().map(|r| r.try_get(name)).collect()
 }
 
 /// An outbox row on its way to the broker.

@@ -32,6 +32,11 @@ pub const AUDIT_LOG: crate::partitions::Monthly = crate::partitions::Monthly {
     per_partition: &[],
 };
 
+/// Every table of a service partitioned by month: its `own`, and its audit trail.
+pub fn monthly_with_trail(own: &[crate::partitions::Monthly]) -> Vec<crate::partitions::Monthly> {
+    [own, &[AUDIT_LOG]].concat()
+}
+
 /// One line of the trail.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {

@@ -70,17 +70,28 @@ async fn export(config: Config, period: &str, pair: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A pool on the schema of each service named in `only` (all four when it is empty).
+async fn pools(
+    config: &Config,
+    only: &[String],
+) -> anyhow::Result<Vec<(&'static str, clearinghouse_platform::db::Pool)>> {
+    let mut pools = Vec::new();
+    for (service, database) in config.databases() {
+        if only.is_empty() || only.iter().any(|s| s == service) {
+            let pool = clearinghouse_platform::db::connect_and_migrate(&database, &[]).await?;
+            pools.push((service, pool));
+        }
+    }
+    Ok(pools)
+}
+
 /// Queues the events sent since `since` by the named services (all four by default).
 async fn republish(config: Config, since: &str, only: &[String]) -> anyhow::Result<()> {
     let since = time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
         .map_err(|e| {
             anyhow::anyhow!("--since must be an RFC 3339 time (2026-12-01T00:00:00+08:00): {e}")
         })?;
-    for (service, database) in config.databases() {
-        if !only.is_empty() && !only.iter().any(|s| s == service) {
-            continue;
-        }
-        let pool = clearinghouse_platform::db::connect_and_migrate(&database, &[]).await?;
+    for (service, pool) in pools(&config, only).await? {
         // Settlement keeps its sent `ClaimSettled` events by reference to the claims.
         let queued = if service == "settlement" {
             let claims = clearinghouse_settlement::SettledEvents(pool.clone());
@@ -112,20 +123,13 @@ async fn detach(config: Config, before: &str, only: &[String]) -> anyhow::Result
         before <= now,
         "--before {before:?} is after the current China month {now:?}: its partitions are in use"
     );
-    for (service, database) in config.databases() {
-        if !only.is_empty() && !only.iter().any(|s| s == service) {
-            continue;
-        }
+    for (service, pool) in pools(&config, only).await? {
         let own: &[partitions::Monthly] = match service {
             "settlement" => clearinghouse_settlement::MONTHLY,
             "fund-ledger" => clearinghouse_fund_ledger::MONTHLY,
             _ => &[],
         };
-        let pool = clearinghouse_platform::db::connect_and_migrate(&database, &[]).await?;
-        for spec in own
-            .iter()
-            .chain([&clearinghouse_platform::audit::AUDIT_LOG])
-        {
+        for spec in clearinghouse_platform::audit::monthly_with_trail(own) {
             let detached = partitions::detach_before(&pool, spec.table, before).await?;
             println!("{service}: {} detached: {detached:?}", spec.table);
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clearinghouse_domain::{
-    ledger::{InsuredShare, Leg as EntryLeg, Posting, claim_entry, is_balanced, statement},
+    ledger::{InsuredShare, Posting, claim_entry, is_balanced, statement},
     money::parse_decimal,
     region::Region,
 };
@@ -153,8 +153,7 @@ impl Handler for LedgerPosting {
             .iter()
             .filter(|e| written.contains(&e.event_id))
             .collect();
-        let legs: Vec<EntryLeg> = posted.iter().flat_map(|e| e.legs.iter().cloned()).collect();
-        journal::add_to_balances(tx, &legs).await?;
+        journal::add_to_balances(tx, posted.iter().flat_map(|e| &e.legs)).await?;
         let posted: Vec<Posting> = posted.iter().map(|e| e.posting.clone()).collect();
         let pairs = statement(&posted);
         crate::store::periods::add_to_period(tx, &period, &pairs).await?;

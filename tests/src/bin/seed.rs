@@ -97,11 +97,8 @@ async fn partitions_for_the_month(url: &str) -> anyhow::Result<()> {
     ] {
         let options: PgConnectOptions = url.parse()?;
         let pool = sqlx::PgPool::connect_with(options.options([("search_path", schema)])).await?;
-        for spec in specs
-            .iter()
-            .chain([&clearinghouse_platform::audit::AUDIT_LOG])
-        {
-            clearinghouse_platform::partitions::ensure(&pool, spec, month_ago).await?;
+        for spec in clearinghouse_platform::audit::monthly_with_trail(specs) {
+            clearinghouse_platform::partitions::ensure(&pool, &spec, month_ago).await?;
         }
     }
     Ok(())
@@ -167,50 +164,67 @@ async fn load_chunk(
     .bind(templates)
     .execute(&mut *tx)
     .await?;
-    for statement in [
-        "INSERT INTO settlement.claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
-                                        settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
-                                        disease_deductible_met, disease_fund_paid, serious_illness_base,
-                                        serious_illness_paid, assistance_paid, personal_account_debit, settled_at)
-         SELECT t.treatment_region, g.id, t.insured_region, g.person, t.year, sha256(g.id::bytea), t.result,
-                g.event_id, t.inpatient_admissions, t.inpatient_fund_paid, t.disease_code, t.disease_deductible_met,
-                t.disease_fund_paid, t.serious_illness_base, t.serious_illness_paid, t.assistance_paid,
-                t.personal_account_debit, g.at
-         FROM g JOIN t USING (k) ORDER BY g.g",
-        "INSERT INTO ledger.journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
-                                             claim_id, fund, serious_illness, assistance, personal_account, period,
-                                             visit_type, day, total, cash, posted_at)
-         SELECT g.event_id, 'CLAIM_SETTLED', t.insured_province, t.treatment_province, t.treatment_region, g.id,
-                t.fund, t.serious_illness, t.assistance, t.personal_account,
-                (SELECT period FROM ledger.clearing_periods WHERE state = 'OPEN'),
-                t.visit_type, (g.at AT TIME ZONE INTERVAL '+08:00')::date, t.total, t.cash,
-                g.at + interval '100 milliseconds'
-         FROM g JOIN t USING (k) ORDER BY g.g",
-        "INSERT INTO ledger.processed_events (consumer_group, event_id, processed_at)
-         SELECT (SELECT min(consumer_group) FROM ledger.processed_events), g.event_id,
-                g.at + interval '100 milliseconds'
-         FROM g WHERE g.at >= now() - make_interval(secs => $1) ORDER BY g.g",
-        "INSERT INTO settlement.audit_log (at, caller, method, subject, outcome)
-         SELECT g.at, 'province:' || t.treatment_province, '/clearinghouse.settlement.v1.SettlementService/Settle',
-                'claim ' || t.treatment_region || '/' || g.id, 'OK'
-         FROM g JOIN t USING (k) ORDER BY g.g",
-        "INSERT INTO settlement.outbox_sent (event_id, topic, key, event_type, payload, created_at, sent_at, source,
-                                             traceparent)
-         SELECT g.event_id, t.topic, t.key, t.event_type, t.payload, g.at, g.at + interval '50 milliseconds',
-                t.source_prefix || g.id, t.traceparent
-         FROM g JOIN t USING (k)
-         WHERE g.at >= now() - make_interval(secs => $1) ORDER BY g.g",
-    ] {
-        // The bookkeeping keeps rows for its retention (in seconds) only.
+    // Claims, entries and audit records stay; the bookkeeping keeps rows for its retention
+    // (in seconds) only.
+    let dedupe = kafka.dedupe_retention().as_secs_f64();
+    let outbox = f64::from(kafka.outbox_retention_days) * 86_400.0;
+    let statements: [(&str, Option<f64>); 5] = [
+        (
+            "INSERT INTO settlement.claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
+                                            settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
+                                            disease_deductible_met, disease_fund_paid, serious_illness_base,
+                                            serious_illness_paid, assistance_paid, personal_account_debit, settled_at)
+             SELECT t.treatment_region, g.id, t.insured_region, g.person, t.year, sha256(g.id::bytea), t.result,
+                    g.event_id, t.inpatient_admissions, t.inpatient_fund_paid, t.disease_code, t.disease_deductible_met,
+                    t.disease_fund_paid, t.serious_illness_base, t.serious_illness_paid, t.assistance_paid,
+                    t.personal_account_debit, g.at
+             FROM g JOIN t USING (k) ORDER BY g.g",
+            None,
+        ),
+        (
+            "INSERT INTO ledger.journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
+                                                 claim_id, fund, serious_illness, assistance, personal_account, period,
+                                                 visit_type, day, total, cash, posted_at)
+             SELECT g.event_id, 'CLAIM_SETTLED', t.insured_province, t.treatment_province, t.treatment_region, g.id,
+                    t.fund, t.serious_illness, t.assistance, t.personal_account,
+                    (SELECT period FROM ledger.clearing_periods WHERE state = 'OPEN'),
+                    t.visit_type, (g.at AT TIME ZONE INTERVAL '+08:00')::date, t.total, t.cash,
+                    g.at + interval '100 milliseconds'
+             FROM g JOIN t USING (k) ORDER BY g.g",
+            None,
+        ),
+        (
+            "INSERT INTO ledger.processed_events (consumer_group, event_id, processed_at)
+             SELECT (SELECT min(consumer_group) FROM ledger.processed_events), g.event_id,
+                    g.at + interval '100 milliseconds'
+             FROM g WHERE g.at >= now() - make_interval(secs => $1) ORDER BY g.g",
+            Some(dedupe),
+        ),
+        (
+            "INSERT INTO settlement.audit_log (at, caller, method, subject, outcome)
+             SELECT g.at, 'province:' || t.treatment_province, '/clearinghouse.settlement.v1.SettlementService/Settle',
+                    'claim ' || t.treatment_region || '/' || g.id, 'OK'
+             FROM g JOIN t USING (k) ORDER BY g.g",
+            None,
+        ),
+        (
+            "INSERT INTO settlement.outbox_sent (event_id, topic, key, event_type, payload, created_at, sent_at, source,
+                                                 traceparent)
+             SELECT g.event_id, t.topic, t.key, t.event_type, t.payload, g.at, g.at + interval '50 milliseconds',
+                    t.source_prefix || g.id, t.traceparent
+             FROM g JOIN t USING (k)
+             WHERE g.at >= now() - make_interval(secs => $1) ORDER BY g.g",
+            Some(outbox),
+        ),
+    ];
+    for (statement, retention) in statements {
         let query = sqlx::query(sqlx::AssertSqlSafe(statement));
-        let query = if statement.contains("processed_events") {
-            query.bind(kafka.dedupe_retention().as_secs_f64())
-        } else if statement.contains("outbox_sent") {
-            query.bind(f64::from(kafka.outbox_retention_days) * 86_400.0)
-        } else {
-            query
-        };
-        query.execute(&mut *tx).await?;
+        match retention {
+            Some(seconds) => query.bind(seconds),
+            None => query,
+        }
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(())

@@ -129,8 +129,7 @@ pub(crate) async fn entries(
 /// A stored entry's legs: a claim's (or reversal's) from its parts, a top-up's from its
 /// amount.
 fn legs_of(kind: &str, insured: &str, treatment: &str, r: &PgRow) -> Result<Vec<EntryLeg>> {
-    let region = |s: &str| Region::parse(s).map_err(|_| Error::Corrupt("journal entry province"));
-    let (insured, treatment) = (region(insured)?, region(treatment)?);
+    let (insured, treatment) = (province(insured)?, province(treatment)?);
     let part = |c: &str| -> Result<Decimal> { Ok(r.try_get::<Decimal, _>(c)?.abs()) };
     Ok(match kind {
         "RESERVE_TOP_UP" => top_up_entry(
@@ -151,6 +150,11 @@ fn legs_of(kind: &str, insured: &str, treatment: &str, r: &PgRow) -> Result<Vec<
     })
 }
 
+/// A province of an entry, as the journal stores it.
+fn province(code: &str) -> Result<Region> {
+    Region::parse(code).map_err(|_| Error::Corrupt("journal entry province"))
+}
+
 /// A reserve top-up's entry: money from the insured province's treasury into its reserve
 /// at the treatment province, balanced, in `period`, posted at `at`.
 pub(crate) async fn post_top_up(
@@ -160,8 +164,7 @@ pub(crate) async fn post_top_up(
     amount: Decimal,
     (period, at): (&str, OffsetDateTime),
 ) -> Result<()> {
-    let region = |s: &str| Region::parse(s).map_err(|_| Error::Corrupt("reserve province"));
-    let legs = top_up_entry(region(insured)?, region(treatment)?, amount);
+    let legs = top_up_entry(province(insured)?, province(treatment)?, amount);
     sqlx::query(
         "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region, claim_id,
                                       fund, serious_illness, assistance, personal_account, period, total, posted_at)
@@ -228,7 +231,10 @@ pub(crate) async fn insert_entries(
 
 /// Each account's balance changed by `legs` once, in account order, so concurrent
 /// postings cannot deadlock.
-pub(crate) async fn add_to_balances(tx: &mut PgConnection, legs: &[EntryLeg]) -> Result<()> {
+pub(crate) async fn add_to_balances<'a>(
+    tx: &mut PgConnection,
+    legs: impl IntoIterator<Item = &'a EntryLeg>,
+) -> Result<()> {
     let mut balances: BTreeMap<&str, Decimal> = BTreeMap::new();
     for leg in legs {
         *balances.entry(leg.account.as_str()).or_default() += leg.amount;
