@@ -6,6 +6,7 @@
 )]
 
 use clearinghouse_proto::{
+    audit::v1::audit_service_client::AuditServiceClient,
     filing::v1::{FilingCategory, filing_service_client::FilingServiceClient},
     ledger::v1::ledger_service_client::LedgerServiceClient,
     settlement::v1::{
@@ -126,6 +127,12 @@ impl World {
     /// The ledger as the province `region` lies in.
     pub async fn ledger_as(&self, region: &str) -> LedgerServiceClient<Channel> {
         LedgerServiceClient::new(self.channel(2, province_of(region)).await)
+    }
+
+    /// The audit trail of the service on host `host` (0 filing, 1 settlement, 2 ledger),
+    /// as the national platform reads it.
+    pub async fn audit(&self, host: usize) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel(host, NATIONAL.to_string()).await)
     }
 
     /// Settles as the claim's treatment province.

@@ -1,6 +1,8 @@
 //! The audit record of a write is committed in the write's own transaction (issue 14):
 //! the moment a write answers OK its record is in the trail, with the caller, the method
 //! and what it touched; a repeat of an idempotent write is recorded by the access layer.
+//! A settled claim's row is the record of its settlement (issue 18: nothing stored twice),
+//! read through the same trail, in the order written, and as append-only as the rest.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,6 +10,7 @@
 )]
 
 use clearinghouse_proto::{
+    audit::v1::ListAuditRecordsRequest,
     filing::v1::FilingCategory,
     ledger::v1::TopUpReserveRequest,
     settlement::v1::{CreditPersonalAccountRequest, ReverseRequest},
@@ -18,7 +21,7 @@ use clearinghouse_tests::*;
 /// The trail's rows for `subject`, read at once (no waiting for a batch).
 async fn records(env: &TestEnv, schema: &str, subject: &str) -> Vec<(String, String, String)> {
     let pool = env.schema_pool(schema).await.unwrap();
-    sqlx::query_as("SELECT caller, method, outcome FROM audit_log WHERE subject = $1 ORDER BY id")
+    sqlx::query_as("SELECT caller, method, outcome FROM audit_trail WHERE subject = $1 ORDER BY id")
         .bind(subject)
         .fetch_all(&pool)
         .await
@@ -54,6 +57,27 @@ async fn a_write_and_its_audit_record_commit_together() {
             "OK".to_string()
         )]
     );
+    let settlement_db = world.env.schema_pool("settlement").await.unwrap();
+    let in_audit_log: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE subject = 'claim 110000/AUD-1'")
+            .fetch_one(&settlement_db)
+            .await
+            .unwrap();
+    assert_eq!(
+        in_audit_log, 0,
+        "the claim's row is the record, stored once"
+    );
+    for tampering in [
+        "UPDATE claims SET settled_at = settled_at - interval '1 second' WHERE claim_id = 'AUD-1'",
+        "UPDATE claims SET audit_id = NULL WHERE claim_id = 'AUD-1'",
+        "DELETE FROM claims WHERE claim_id = 'AUD-1'",
+    ] {
+        let refused = sqlx::query(tampering).execute(&settlement_db).await;
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("append-only")),
+            "{tampering}"
+        );
+    }
     world
         .settlement
         .clone()
@@ -69,6 +93,28 @@ async fn a_write_and_its_audit_record_commit_together() {
             .await
             .len(),
         2
+    );
+    // The national platform reads both, newest first, the settlement by its claim row.
+    let trail = world
+        .audit(1)
+        .await
+        .list_audit_records(ListAuditRecordsRequest {
+            caller: BEIJING.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let methods: Vec<(&str, &str)> = trail
+        .iter()
+        .filter(|r| r.subject == "claim 110000/AUD-1")
+        .map(|r| (r.method.rsplit('/').next().unwrap(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(methods, [("Reverse", "OK"), ("Settle", "OK")]);
+    assert!(
+        trail.windows(2).all(|w| w[0].id > w[1].id),
+        "one sequence orders the trail: {trail:?}"
     );
     world
         .insured_settlement

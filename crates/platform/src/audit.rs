@@ -1,6 +1,8 @@
 //! The audit trail: every write and every refused call, in the service's own
 //! `audit_log` table (append-only), written in batches off the request path and read by
-//! the national platform and operators through `AuditService`.
+//! the national platform and operators through `AuditService`, from the view
+//! `audit_trail` (where a service's own rows record a write, as settlement's claims record
+//! their settlement, the view reads them too).
 
 use std::time::Duration;
 
@@ -243,7 +245,7 @@ impl audit_service_server::AuditService for AuditApi {
                 .map_err(|_| invalid_field("page_token", "not a token this service gave"))?
         };
         let rows = sqlx::query(
-            "SELECT id, at, caller, method, subject, outcome FROM audit_log \
+            "SELECT id, at, caller, method, subject, outcome FROM audit_trail \
              WHERE id < $1 AND ($2 = '' OR caller = $2) AND ($3 = '' OR outcome = $3) \
              ORDER BY id DESC LIMIT $4",
         )

@@ -196,7 +196,8 @@ async fn replay(conn: &mut PgConnection, p: &Pending) -> Result<Settled> {
 struct Fold {
     writes: Writes,
     events: Vec<outbox::Traced>,
-    /// Each written claim's audit entry: who settled, and the claim.
+    /// The audit entries of written claims whose row is not their record: who settled,
+    /// and the claim.
     audit: Vec<(Option<clearinghouse_platform::audit::AuditContext>, String)>,
 }
 
@@ -222,8 +223,12 @@ impl Fold {
             self.writes.accounts.insert(account, balance_after);
         }
         self.events.push(p.settled_event(topic, &result));
-        self.audit.push((p.audit.clone(), p.subject()));
+        let recorded_by_row = p.recorded_by_row();
+        if !recorded_by_row {
+            self.audit.push((p.audit.clone(), p.subject()));
+        }
         self.writes.claims.push(ClaimRow {
+            recorded_by_row,
             key: p.key(),
             year,
             request: p.request.clone(),

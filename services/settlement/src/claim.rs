@@ -63,7 +63,22 @@ pub(crate) type DiseaseKey = (String, String, i32, String);
 /// A claim's key: (treatment region, claim id).
 pub(crate) type ClaimKey = (String, String);
 
+/// The method whose audit records settled claims' rows are (the settlement migration's
+/// `audit_trail` view names it).
+pub(crate) const SETTLE_METHOD: &str = "/clearinghouse.settlement.v1.SettlementService/Settle";
+
 impl Pending {
+    /// Whether the claim's row is its audit record (`claims.audit_id`, read through the
+    /// `audit_trail` view) rather than a row of `audit_log`: so when `Settle` was called
+    /// by the treatment region's provincial platform, the caller the view names. Any other
+    /// caller (none passes the access check today) is recorded in `audit_log`.
+    pub fn recorded_by_row(&self) -> bool {
+        let by = format!("province:{}", self.parsed.treatment_region.province());
+        self.audit
+            .as_ref()
+            .is_some_and(|c| c.caller == by && c.method == SETTLE_METHOD)
+    }
+
     /// What the audit trail names the claim.
     pub fn subject(&self) -> String {
         format!(

@@ -91,12 +91,14 @@ pub(crate) const WRITE: &str = "WITH claims_written AS (
          INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
                              settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
                              disease_deductible_met, disease_fund_paid, serious_illness_base, serious_illness_paid,
-                             assistance_paid, personal_account_debit, personal_account_holder, settled_at)
-         SELECT tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah, at
+                             assistance_paid, personal_account_debit, personal_account_holder, settled_at,
+                             audit_id)
+         SELECT tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah, at,
+                CASE WHEN au THEN nextval('audit_log_ids') END
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[], $8::uuid[],
                      $9::int[], $10::numeric[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[],
-                     $15::numeric[], $16::numeric[], $17::numeric[], $18::text[], $36::timestamptz[])
-              AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah, at)
+                     $15::numeric[], $16::numeric[], $17::numeric[], $18::text[], $36::timestamptz[], $37::bool[])
+              AS u(tr, ci, ir, pi, y, rq, rs, e, ad, fp, dc, dm, df, sb, sp, ap, pd, ah, at, au)
          WHERE NOT EXISTS (SELECT 1 FROM claims c WHERE c.treatment_region = u.tr AND c.claim_id = u.ci)
          RETURNING 1),
      years_written AS (
@@ -285,6 +287,9 @@ pub(crate) struct ClaimRow {
     pub account_holder: Option<String>,
     /// When it was settled, by the service's clock: the month's partition it goes to.
     pub settled_at: OffsetDateTime,
+    /// Whether the row is the audit record of its settlement (it takes an id of the
+    /// trail, `audit_id`; `Pending::recorded_by_row`).
+    pub recorded_by_row: bool,
 }
 
 /// Claims to insert and changes to the rows [`lock_and_read`] locked.
@@ -370,6 +375,7 @@ pub(crate) async fn write(tx: &mut PgConnection, w: &Writes) -> Result<()> {
         .bind(a.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
         .bind(a.iter().map(|(_, v)| **v).collect::<Vec<_>>())
         .bind(c.iter().map(|r| r.settled_at).collect::<Vec<_>>())
+        .bind(c.iter().map(|r| r.recorded_by_row).collect::<Vec<_>>())
         .fetch_one(&mut *tx)
         .await?;
     if written != c.len() as i64 {

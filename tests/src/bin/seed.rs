@@ -137,8 +137,9 @@ async fn templates(db: &mut PgConnection) -> anyhow::Result<i64> {
     Ok(n)
 }
 
-/// Claims `from..to` of `claims`: claim rows, ledger entries, dedupe records, audit
-/// records and (within the outbox retention) sent events, in one transaction.
+/// Claims `from..to` of `claims`: claim rows (each its settlement's audit record), ledger
+/// entries, dedupe records and (within the outbox retention) sent events, in one
+/// transaction.
 async fn load_chunk(
     db: &mut PgConnection,
     from: i64,
@@ -164,20 +165,21 @@ async fn load_chunk(
     .bind(templates)
     .execute(&mut *tx)
     .await?;
-    // Claims, entries and audit records stay; the bookkeeping keeps rows for its retention
-    // (in seconds) only.
+    // Claims (each the audit record of its settlement) and entries stay; the bookkeeping
+    // keeps rows for its retention (in seconds) only.
     let dedupe = kafka.dedupe_retention().as_secs_f64();
     let outbox = f64::from(kafka.outbox_retention_days) * 86_400.0;
-    let statements: [(&str, Option<f64>); 5] = [
+    let statements: [(&str, Option<f64>); 4] = [
         (
             "INSERT INTO settlement.claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
                                             settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
                                             disease_deductible_met, disease_fund_paid, serious_illness_base,
-                                            serious_illness_paid, assistance_paid, personal_account_debit, settled_at)
+                                            serious_illness_paid, assistance_paid, personal_account_debit, settled_at,
+                                            audit_id)
              SELECT t.treatment_region, g.id, t.insured_region, g.person, t.year, sha256(g.id::bytea), t.result,
                     g.event_id, t.inpatient_admissions, t.inpatient_fund_paid, t.disease_code, t.disease_deductible_met,
                     t.disease_fund_paid, t.serious_illness_base, t.serious_illness_paid, t.assistance_paid,
-                    t.personal_account_debit, g.at
+                    t.personal_account_debit, g.at, nextval('settlement.audit_log_ids')
              FROM g JOIN t USING (k) ORDER BY g.g",
             None,
         ),
@@ -199,13 +201,6 @@ async fn load_chunk(
                     g.at + interval '100 milliseconds'
              FROM g WHERE g.at >= now() - make_interval(secs => $1) ORDER BY g.g",
             Some(dedupe),
-        ),
-        (
-            "INSERT INTO settlement.audit_log (at, caller, method, subject, outcome)
-             SELECT g.at, 'province:' || t.treatment_province, '/clearinghouse.settlement.v1.SettlementService/Settle',
-                    'claim ' || t.treatment_region || '/' || g.id, 'OK'
-             FROM g JOIN t USING (k) ORDER BY g.g",
-            None,
         ),
         (
             "INSERT INTO settlement.outbox_sent (event_id, topic, key, event_type, payload, created_at, sent_at, source,
