@@ -4,7 +4,8 @@
 //! answered claim is stored once, in the partition of the China month it was settled in,
 //! posted once to the ledger in the partition of the month it was posted in, and the
 //! repeats answer the first result wherever the first landed; meanwhile an old month is
-//! detached (never deleted) without holding writers up.
+//! detached (never deleted) without holding writers up. Events republished after midnight
+//! find the entries they made last month and post nothing again.
 
 #![allow(
     clippy::unwrap_used,
@@ -174,12 +175,7 @@ async fn a_month_rolls_over_under_load_losing_nothing() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let posted: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT tableoid::regclass::text, kind, count(*) FROM journal_entries GROUP BY 1, 2",
-    )
-    .fetch_all(&ledger_db)
-    .await
-    .unwrap();
+    let posted = postings(&ledger_db).await;
     let count = |kind: &str| {
         posted
             .iter()
@@ -196,6 +192,36 @@ async fn a_month_rolls_over_under_load_losing_nothing() {
     );
     assert_eq!(balances.total, "0.00", "the ledger's balances sum to zero");
 
+    // Every event comes again after midnight (a broker lost them; an operator republished):
+    // the ledger finds each in its entries, last month's too, and posts nothing again.
+    let (_, ledger_metrics) = world.metrics_targets()[2];
+    let handled_before = consumed(ledger_metrics).await;
+    let republished = clearinghouse_events::relay::republish_since(
+        &settlement_db,
+        time::OffsetDateTime::now_utc() - Span::hours(1),
+        &clearinghouse_settlement::SettledEvents(settlement_db.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        republished >= expected as u64,
+        "claims and reversals: {republished}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while consumed(ledger_metrics).await < handled_before + republished {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the republished events did not reach the ledger"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = postings(&ledger_db).await;
+    assert_eq!(
+        sorted(again),
+        sorted(posted),
+        "events posted before midnight are not posted again after it"
+    );
+
     // The detached month is kept as a table of its own, for archiving.
     let kept: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(partitions::partition_name(
@@ -207,6 +233,36 @@ async fn a_month_rolls_over_under_load_losing_nothing() {
         .unwrap();
     assert!(kept, "a detached month stays in the schema");
     world.stop().await;
+}
+
+/// Events the ledger's consumer took, applied or skipped as applied before, by its
+/// metrics.
+async fn consumed(metrics: std::net::SocketAddr) -> u64 {
+    let text = scrape_metrics(metrics).await.unwrap();
+    ["applied", "duplicate"]
+        .iter()
+        .map(|m| format!("clearinghouse_consumer_events_{m}_total "))
+        .map(|prefix| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+        })
+        .sum()
+}
+
+/// Entries by partition and kind.
+async fn postings(ledger_db: &sqlx::PgPool) -> Vec<(String, String, i64)> {
+    sqlx::query_as(
+        "SELECT tableoid::regclass::text, kind, count(*) FROM journal_entries GROUP BY 1, 2",
+    )
+    .fetch_all(ledger_db)
+    .await
+    .unwrap()
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
 }
 
 fn settled_at(r: &clearinghouse_proto::settlement::v1::SettlementResult) -> time::OffsetDateTime {

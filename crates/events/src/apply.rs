@@ -28,13 +28,34 @@ pub struct Received {
 }
 
 /// What a consuming service does with new events: applies them inside `tx`, the
-/// transaction that also records their ids and the partition positions.
+/// transaction that also records their ids and the partition positions, and answers how
+/// many it found applied before (only events whose id it records itself can be:
+/// [`Handler::records_id`]).
 pub trait Handler: Send + Sync + 'static {
     fn apply(
         &self,
         tx: &mut PgConnection,
         events: &[Received],
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    ) -> impl Future<Output = anyhow::Result<usize>> + Send;
+
+    /// Whether the effect of `event` records its id itself, in the same transaction and
+    /// unique (the ledger's journal entry carries its event's id), so that applying it
+    /// twice changes nothing: its id is then not written to `processed_events` again
+    /// (nothing stored twice), and `apply` gets it even when redelivered. Default: no.
+    fn records_id(&self, _event: &Received) -> bool {
+        false
+    }
+
+    /// Whether this handler's own records hold `event_id` (for the events of
+    /// [`Handler::records_id`]): asked, beside `processed_events`, when a stored position
+    /// must be checked against what the partition holds.
+    fn holds(
+        &self,
+        _pool: &PgPool,
+        _event_id: Uuid,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send {
+        async { Ok(false) }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -169,17 +190,27 @@ pub(crate) async fn apply_batch<H: Handler>(
     for message in undecodable {
         positions::set_aside(&mut tx, group, message).await?;
     }
-    // Keep only the events whose id was never applied before.
-    let ids: Vec<Uuid> = events.iter().map(|r| r.event_id).collect();
+    // Keep only the events whose id was never applied before (those whose effect records
+    // its id, the handler keeps from applying twice).
+    let ids: Vec<Uuid> = events
+        .iter()
+        .filter(|r| !handler.records_id(r))
+        .map(|r| r.event_id)
+        .collect();
     let new_ids = positions::first_applied(&mut tx, group, &ids).await?;
     let before = events.len();
-    events.retain(|r| new_ids.contains(&r.event_id));
-    metrics.duplicates.inc_by((before - events.len()) as u64);
-    if !events.is_empty() {
-        handler.apply(&mut tx, &events).await?;
-    }
+    events.retain(|r| new_ids.contains(&r.event_id) || handler.records_id(r));
+    let known = before - events.len();
+    let found_applied = if events.is_empty() {
+        0
+    } else {
+        handler.apply(&mut tx, &events).await?
+    };
     positions::advance(&mut tx, group, &resume).await?;
     tx.commit().await?;
-    metrics.applied.inc_by(events.len() as u64);
+    metrics.duplicates.inc_by((known + found_applied) as u64);
+    metrics
+        .applied
+        .inc_by(events.len().saturating_sub(found_applied) as u64);
     Ok(())
 }

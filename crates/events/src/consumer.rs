@@ -382,12 +382,12 @@ impl<H: Handler> Worker<H> {
         let Some(event_id) = event_id else {
             return Ok(false);
         };
-        let applied = self.runtime.block_on(positions::applied(
-            &self.pool,
-            &self.settings.group,
-            event_id,
-        ))?;
-        Ok(applied)
+        self.runtime.block_on(async {
+            Ok(
+                positions::applied(&self.pool, &self.settings.group, event_id).await?
+                    || self.handler.holds(&self.pool, event_id).await?,
+            )
+        })
     }
 
     fn read_again_from_start(&self, topic: &str, partition: i32, stored: i64) {

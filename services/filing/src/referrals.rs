@@ -93,7 +93,7 @@ impl ReferralFilings {
 }
 
 impl Handler for ReferralFilings {
-    async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<usize> {
         for received in events {
             match &received.event.body {
                 Some(Body::ReferralIssued(e)) => {
@@ -109,6 +109,6 @@ impl Handler for ReferralFilings {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(0)
     }
 }

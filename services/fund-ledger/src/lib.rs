@@ -205,6 +205,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         pool.clone(),
         posting::LedgerPosting {
             clearing: clearing.clone(),
+            dedupe: config.kafka.dedupe_retention(),
         },
         consumer::ConsumerMetrics::register(&mut registry),
         background.token.clone(),

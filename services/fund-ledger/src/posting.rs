@@ -1,5 +1,7 @@
 //! Posting settlement events to the journal, a batch per transaction, balances grouped
-//! by account (each account updated once per batch, in a fixed order).
+//! by account (each account updated once per batch, in a fixed order). A claim event's
+//! entry carries its event id, unique: the entry is the record that the event was applied
+//! (no `processed_events` row beside it), and an event posted before is posted no more.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +24,17 @@ use crate::store::journal::{self, Detail, Entry};
 
 pub struct LedgerPosting {
     pub clearing: crate::clearing::Clearing,
+    /// How long an event may come again (`kafka.dedupe_retention_days`): how far back
+    /// an entry's event id is looked for in earlier months.
+    pub dedupe: std::time::Duration,
+}
+
+/// Whether the event is one the journal posts (and so records the id of).
+fn is_claim_event(received: &Received) -> bool {
+    matches!(
+        received.event.body,
+        Some(Body::ClaimSettled(_) | Body::ClaimReversed(_))
+    )
 }
 
 fn detail_of(received: &Received, result: Option<&SettlementResult>) -> anyhow::Result<Detail> {
@@ -121,7 +134,15 @@ fn entry_of(received: &Received) -> anyhow::Result<Option<Entry>> {
 }
 
 impl Handler for LedgerPosting {
-    async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+    fn records_id(&self, event: &Received) -> bool {
+        is_claim_event(event)
+    }
+
+    async fn holds(&self, pool: &sqlx::PgPool, event_id: Uuid) -> anyhow::Result<bool> {
+        Ok(journal::holds_event(pool, event_id).await?)
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<usize> {
         // A span per event in its claim's trace, open while the batch is posted.
         let _spans: Vec<tracing::Span> = events
             .iter()
@@ -139,7 +160,7 @@ impl Handler for LedgerPosting {
             }
         }
         if entries.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let period = crate::store::periods::open_period(
             tx,
@@ -148,7 +169,8 @@ impl Handler for LedgerPosting {
         )
         .await?;
         let posted_at = self.clearing.clock.now();
-        let written = journal::insert_entries(tx, &entries, (&period, posted_at)).await?;
+        let written =
+            journal::insert_entries(tx, &entries, (&period, posted_at), self.dedupe).await?;
         let posted: Vec<&Entry> = entries
             .iter()
             .filter(|e| written.contains(&e.event_id))
@@ -172,6 +194,7 @@ impl Handler for LedgerPosting {
         if !warnings.is_empty() {
             outbox::enqueue(tx, warnings).await?;
         }
-        Ok(())
+        // Posted before, or a second reversal of one claim: nothing changed.
+        Ok(entries.len() - written.len())
     }
 }

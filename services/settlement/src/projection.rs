@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub struct FilingProjection;
 
 impl Handler for FilingProjection {
-    async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(&self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<usize> {
         for received in events {
             match &received.event.body {
                 Some(Body::PersonRegistered(e)) => upsert_person(tx, e.person.as_ref()).await?,
@@ -37,7 +37,7 @@ impl Handler for FilingProjection {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(0)
     }
 }
 

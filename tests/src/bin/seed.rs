@@ -1,9 +1,10 @@
 //! Loads a month of the country's cross-province traffic into the benchmark's database
 //! (issue 18), in bulk and inside PostgreSQL rather than through `Settle`: stored claims
 //! with their persons' accumulators and accounts, their ledger entries (clearing detail
-//! included) and account balances, the audit trail, and what bookkeeping the services keep
-//! for a while: the ledger's dedupe records within `kafka.dedupe_retention_days` and the
-//! sent events within `kafka.outbox_retention_days` (the defaults).
+//! included; each entry the record that its event was applied) and account balances, the
+//! audit trail (each claim the record of its settlement), and what bookkeeping the
+//! services keep for a while: the sent events within `kafka.outbox_retention_days` (the
+//! default).
 //!
 //! Every row is made from a claim the load generator settled through the services (run it
 //! once first: `clearinghouse-loadgen`): its stored result, its entry's amounts, its
@@ -75,7 +76,6 @@ async fn main() -> anyhow::Result<()> {
         "settlement.audit_log",
         "settlement.outbox_sent",
         "ledger.journal_entries",
-        "ledger.processed_events",
     ] {
         db.execute(sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {table}")))
             .await?;
@@ -138,8 +138,7 @@ async fn templates(db: &mut PgConnection) -> anyhow::Result<i64> {
 }
 
 /// Claims `from..to` of `claims`: claim rows (each its settlement's audit record), ledger
-/// entries, dedupe records and (within the outbox retention) sent events, in one
-/// transaction.
+/// entries and (within the outbox retention) sent events, in one transaction.
 async fn load_chunk(
     db: &mut PgConnection,
     from: i64,
@@ -167,9 +166,8 @@ async fn load_chunk(
     .await?;
     // Claims (each the audit record of its settlement) and entries stay; the bookkeeping
     // keeps rows for its retention (in seconds) only.
-    let dedupe = kafka.dedupe_retention().as_secs_f64();
     let outbox = f64::from(kafka.outbox_retention_days) * 86_400.0;
-    let statements: [(&str, Option<f64>); 4] = [
+    let statements: [(&str, Option<f64>); 3] = [
         (
             "INSERT INTO settlement.claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
                                             settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
@@ -194,13 +192,6 @@ async fn load_chunk(
                     g.at + interval '100 milliseconds'
              FROM g JOIN t USING (k) ORDER BY g.g",
             None,
-        ),
-        (
-            "INSERT INTO ledger.processed_events (consumer_group, event_id, processed_at)
-             SELECT (SELECT min(consumer_group) FROM ledger.processed_events), g.event_id,
-                    g.at + interval '100 milliseconds'
-             FROM g WHERE g.at >= now() - make_interval(secs => $1) ORDER BY g.g",
-            Some(dedupe),
         ),
         (
             "INSERT INTO settlement.outbox_sent (event_id, topic, key, event_type, payload, created_at, sent_at, source,

@@ -183,12 +183,14 @@ pub(crate) async fn post_top_up(
 
 /// Journals the entries of `period`, posted at `at`, with their clearing detail: a second
 /// posting of an event, or a second reversal of one claim, is skipped (in the month by the
-/// partition's unique indexes, across months by the check here). Returns the event ids of
-/// the entries written.
+/// partition's unique indexes; across months by the checks here, an event looked for in
+/// the entries posted within `dedupe` before `at`, the time an event may come again).
+/// Returns the event ids of the entries written.
 pub(crate) async fn insert_entries(
     tx: &mut PgConnection,
     entries: &[Entry],
     (period, at): (&str, OffsetDateTime),
+    dedupe: std::time::Duration,
 ) -> Result<HashSet<Uuid>> {
     let part =
         |f: fn(&InsuredShare) -> Decimal| entries.iter().map(|e| f(&e.share)).collect::<Vec<_>>();
@@ -201,8 +203,10 @@ pub(crate) async fn insert_entries(
                      $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[], $13::date[],
                      $14::numeric[], $15::numeric[])
               WITH ORDINALITY AS u(e, k, i, t, tr, c, o, f, s, a, p, v, d, tot, cash, n)
-         WHERE o IS NULL OR NOT EXISTS (SELECT 1 FROM journal_entries j
-                                        WHERE j.original_event_id = u.o AND j.kind = 'CLAIM_REVERSED')
+         WHERE NOT EXISTS (SELECT 1 FROM journal_entries j
+                           WHERE j.event_id = u.e AND j.posted_at >= $17 - make_interval(secs => $18))
+           AND (o IS NULL OR NOT EXISTS (SELECT 1 FROM journal_entries j
+                                         WHERE j.original_event_id = u.o AND j.kind = 'CLAIM_REVERSED'))
          ORDER BY n
          ON CONFLICT DO NOTHING
          RETURNING event_id",
@@ -224,9 +228,20 @@ pub(crate) async fn insert_entries(
     .bind(entries.iter().map(|e| e.detail.cash).collect::<Vec<_>>())
     .bind(period)
     .bind(at)
+    .bind(dedupe.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
     Ok(inserted.into_iter().collect())
+}
+
+/// Whether an entry carries `event_id` (the event was posted), in any month attached.
+pub(crate) async fn holds_event(pool: &sqlx::PgPool, event_id: Uuid) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM journal_entries WHERE event_id = $1)")
+            .bind(event_id)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Each account's balance changed by `legs` once, in account order, so concurrent
