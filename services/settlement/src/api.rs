@@ -276,7 +276,7 @@ impl SettlementService for SettlementApi {
             },
         )?;
         Ok(Response::new(GetClaimResponse {
-            result: Some(claim::stored_result(&result, reversed)?),
+            result: Some(claim::with_status(result, reversed)),
         }))
     }
 
@@ -300,9 +300,9 @@ impl SettlementService for SettlementApi {
         let year = (region.to_string(), person_id.into(), r.year);
         let results = store::claims_of(&self.pool, &year, page_size, offset)
             .await?
-            .iter()
-            .map(|(result, reversed)| claim::stored_result(result, *reversed))
-            .collect::<Result<Vec<_>>>()?;
+            .into_iter()
+            .map(|(result, reversed)| claim::with_status(result, reversed))
+            .collect::<Vec<_>>();
         let next_page_token = if results.len() as i64 == page_size {
             (offset + page_size).to_string()
         } else {

@@ -186,7 +186,7 @@ async fn replay(conn: &mut PgConnection, p: &Pending) -> Result<Settled> {
         return vanished();
     };
     Ok(Settled {
-        result: claim::replayed(&p.parsed, &p.request, &request, &result)?,
+        result: claim::replayed(&p.parsed, &p.request, &request, result)?,
         fresh: false,
     })
 }
@@ -227,12 +227,21 @@ impl Fold {
         if !recorded_by_row {
             self.audit.push((p.audit.clone(), p.subject()));
         }
+        let key = p.key();
         self.writes.claims.push(ClaimRow {
             recorded_by_row,
-            key: p.key(),
+            result: crate::stored::encode(
+                &result,
+                crate::stored::RowIds {
+                    treatment_region: &key.0,
+                    claim_id: &key.1,
+                    insured_region: &year.0,
+                    person_id: &year.1,
+                },
+            ),
+            key,
             year,
             request: p.request.clone(),
-            result: claim::encode_result(&result),
             settled_at: p.prepared.at,
             event_id: Uuid::nil(),
             delta: d.clone(),

@@ -21,7 +21,6 @@ use clearinghouse_proto::{
     events::v1 as ev,
     settlement::v1::{Claim, ClaimStatus, LineResult, SettlementResult, Split},
 };
-use prost::Message;
 use rust_decimal::Decimal;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -201,7 +200,7 @@ pub(crate) fn replayed(
     c: &ParsedClaim,
     request: &[u8],
     stored_request: &[u8],
-    stored_result: &[u8],
+    stored_result: SettlementResult,
 ) -> Result<SettlementResult> {
     if stored_request != request {
         return Err(Error::AlreadyExists(format!(
@@ -209,50 +208,15 @@ pub(crate) fn replayed(
             c.claim_id, c.treatment_region
         )));
     }
-    decode_result(stored_result)
-}
-
-/// How a result is stored: a format byte, then the encoded `SettlementResult` compressed
-/// with zstd (about half the bytes: it repeats the claim's lines, as asked and as settled).
-pub(crate) fn encode_result(result: &SettlementResult) -> Vec<u8> {
-    let encoded = result.encode_to_vec();
-    let mut stored = vec![ZSTD];
-    match zstd::bulk::compress(&encoded, 3) {
-        Ok(compressed) => stored.extend(compressed),
-        Err(_) => {
-            stored[0] = PLAIN;
-            stored.extend(encoded);
-        }
-    }
-    stored
-}
-
-/// Format bytes of a stored result.
-const PLAIN: u8 = 0;
-const ZSTD: u8 = 1;
-/// No stored result decompresses to more (a claim has at most a few thousand lines).
-const MAX_RESULT_BYTES: usize = 64 << 20;
-
-pub(crate) fn decode_result(stored: &[u8]) -> Result<SettlementResult> {
-    let corrupt = || Error::Corrupt("result");
-    let decoded = match stored.split_first() {
-        Some((&PLAIN, bytes)) => SettlementResult::decode(bytes),
-        Some((&ZSTD, bytes)) => {
-            let bytes = zstd::bulk::decompress(bytes, MAX_RESULT_BYTES).map_err(|_| corrupt())?;
-            SettlementResult::decode(bytes.as_slice())
-        }
-        _ => return Err(corrupt()),
-    };
-    decoded.map_err(|_| corrupt())
+    Ok(stored_result)
 }
 
 /// The stored result with its status as stored.
-pub(crate) fn stored_result(bytes: &[u8], reversed: bool) -> Result<SettlementResult> {
-    let mut result = decode_result(bytes)?;
+pub(crate) fn with_status(mut result: SettlementResult, reversed: bool) -> SettlementResult {
     if reversed {
         result.status = ClaimStatus::Reversed as i32;
     }
-    Ok(result)
+    result
 }
 
 /// The per-kind accumulator row a claim draws on besides the person-year's: its chronic

@@ -13,6 +13,7 @@ mod projection;
 mod reference;
 mod reversal;
 mod store;
+mod stored;
 
 /// The service's tables partitioned by China month (the audit trail aside).
 pub use store::MONTHLY;
@@ -35,7 +36,7 @@ impl clearinghouse_events::relay::Rebuild for SettledEvents {
         Ok(claim::settled_body(
             region(&insured)?,
             region(&key.0)?,
-            claim::decode_result(&result)?,
+            result,
         ))
     }
 }

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use clearinghouse_platform::error::{Error, Result};
 
 use crate::{
-    claim::{self, ClaimKey},
+    claim::ClaimKey,
     store::{self, ToLock, Writes, in_key_order},
 };
 
@@ -43,7 +43,7 @@ pub(crate) async fn reverse(
         .ok_or_else(|| {
             Error::NotFound(format!("no claim {} of treatment region {}", key.1, key.0))
         })?;
-    let mut result = claim::decode_result(&stored.result)?;
+    let mut result = stored.result.clone();
     result.status = ClaimStatus::Reversed as i32;
     let insured = Region::parse(&stored.insured_region).map_err(|_| Error::Corrupt("region"))?;
     if stored.reversed {

@@ -10,6 +10,7 @@ pub(crate) mod reference;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use clearinghouse_domain::settlement::{AccumulatorDelta, YearToDate};
+use clearinghouse_proto::settlement::v1::SettlementResult;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
@@ -390,18 +391,32 @@ pub(crate) async fn write(tx: &mut PgConnection, w: &Writes) -> Result<()> {
 pub(crate) async fn stored_request(
     conn: &mut PgConnection,
     key: &ClaimKey,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+) -> Result<Option<(Vec<u8>, SettlementResult)>> {
     let row = sqlx::query(
-        "SELECT request, result FROM claims WHERE treatment_region = $1 AND claim_id = $2",
+        "SELECT request, result, treatment_region, claim_id, insured_region, person_id FROM claims
+         WHERE treatment_region = $1 AND claim_id = $2",
     )
     .bind(&key.0)
     .bind(&key.1)
     .fetch_optional(conn)
     .await?;
     Ok(match row {
-        Some(row) => Some((row.try_get("request")?, row.try_get("result")?)),
+        Some(row) => Some((row.try_get("request")?, result_of(&row)?)),
         None => None,
     })
+}
+
+/// The result stored in a claim row read with its `result` and identifier columns.
+fn result_of(row: &PgRow) -> Result<SettlementResult> {
+    crate::stored::decode(
+        row.try_get("result")?,
+        crate::stored::RowIds {
+            treatment_region: row.try_get("treatment_region")?,
+            claim_id: row.try_get("claim_id")?,
+            insured_region: row.try_get("insured_region")?,
+            person_id: row.try_get("person_id")?,
+        },
+    )
 }
 
 /// The person's year so far, the disease row's deductible met and fund paid, and
@@ -449,7 +464,7 @@ pub(crate) async fn read_person_year(
 
 /// A settled claim as a reversal needs it.
 pub(crate) struct StoredClaim {
-    pub result: Vec<u8>,
+    pub result: SettlementResult,
     pub reversed: bool,
     pub insured_region: String,
     pub year: YearKey,
@@ -473,7 +488,7 @@ pub(crate) async fn claim_for_update(
     let Some(row) = row else { return Ok(None) };
     let insured_region: String = row.try_get("insured_region")?;
     Ok(Some(StoredClaim {
-        result: row.try_get("result")?,
+        result: result_of(&row)?,
         reversed: row
             .try_get::<Option<Uuid>, _>("reversed_event_id")?
             .is_some(),
@@ -517,14 +532,16 @@ pub(crate) async fn mark_reversed(
     Ok(())
 }
 
-/// A claim's stored result and its insured region.
+/// A claim's stored result (as first answered), whether it was reversed, and its insured
+/// region.
 pub(crate) async fn claim(
     pool: &PgPool,
     key: &ClaimKey,
-) -> Result<Option<(Vec<u8>, bool, String)>> {
+) -> Result<Option<(SettlementResult, bool, String)>> {
     let row = sqlx::query(
-        "SELECT result, reversed_event_id IS NOT NULL AS reversed, insured_region FROM claims
-         WHERE treatment_region = $1 AND claim_id = $2",
+        "SELECT result, reversed_event_id IS NOT NULL AS reversed, treatment_region, claim_id, insured_region,
+                person_id
+         FROM claims WHERE treatment_region = $1 AND claim_id = $2",
     )
     .bind(&key.0)
     .bind(&key.1)
@@ -532,7 +549,7 @@ pub(crate) async fn claim(
     .await?;
     Ok(match row {
         Some(row) => Some((
-            row.try_get("result")?,
+            result_of(&row)?,
             row.try_get("reversed")?,
             row.try_get("insured_region")?,
         )),
@@ -547,9 +564,11 @@ pub(crate) async fn claims_of(
     year: &YearKey,
     limit: i64,
     offset: i64,
-) -> Result<Vec<(Vec<u8>, bool)>> {
+) -> Result<Vec<(SettlementResult, bool)>> {
     let rows = sqlx::query(
-        "SELECT result, reversed_event_id IS NOT NULL AS reversed FROM claims
+        "SELECT result, reversed_event_id IS NOT NULL AS reversed, treatment_region, claim_id, insured_region,
+                person_id
+         FROM claims
          WHERE insured_region = $1 AND person_id = $2 AND year = $3
          ORDER BY settled_at, claim_id LIMIT $4 OFFSET $5",
     )
@@ -561,6 +580,6 @@ pub(crate) async fn claims_of(
     .fetch_all(pool)
     .await?;
     rows.iter()
-        .map(|row| Ok((row.try_get("result")?, row.try_get("reversed")?)))
+        .map(|row| Ok((result_of(row)?, row.try_get("reversed")?)))
         .collect()
 }
