@@ -271,6 +271,28 @@ async fn a_reused_request_id_never_hides_a_change() {
         topped
     );
     refused_naming(shandong.top_up_reserve(top_up("200.00")).await, "top-x");
+    // Another province's "top-x" is its own request.
+    let beijing_top_up = TopUpReserveRequest {
+        insured_province: "110000".into(),
+        treatment_province: "370000".into(),
+        ..top_up("200.00")
+    };
+    let beijing = world
+        .ledger_as("110000")
+        .await
+        .top_up_reserve(beijing_top_up)
+        .await
+        .unwrap()
+        .into_inner()
+        .reserve
+        .unwrap();
+    assert_eq!(
+        (
+            beijing.insured_province.as_str(),
+            beijing.treatment_province.as_str()
+        ),
+        ("110000", "370000")
+    );
 
     // A referral.
     let stop_referral = tokio_util::sync::CancellationToken::new();

@@ -36,8 +36,8 @@ pub(crate) struct ReserveRequest {
     pub amount: Decimal,
 }
 
-/// Records the request under its id: `None` when new, else the request that used the id
-/// first.
+/// Records the request under its id (the insured province's own): `None` when new, else
+/// the request of that province that used the id first.
 pub(crate) async fn record_request(
     tx: &mut PgConnection,
     request_id: &str,
@@ -60,8 +60,10 @@ pub(crate) async fn record_request(
         return Ok(None);
     }
     let (kind, insured, treatment, amount) = sqlx::query_as(
-        "SELECT kind, insured_province, treatment_province, amount FROM reserve_requests WHERE request_id = $1",
+        "SELECT kind, insured_province, treatment_province, amount FROM reserve_requests
+         WHERE insured_province = $1 AND request_id = $2",
     )
+    .bind(&r.insured)
     .bind(request_id)
     .fetch_one(&mut *tx)
     .await?;
