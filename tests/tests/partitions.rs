@@ -199,7 +199,13 @@ async fn a_month_rolls_over_under_load_losing_nothing() {
     let republished = clearinghouse_events::relay::republish_since(
         &settlement_db,
         time::OffsetDateTime::now_utc() - Span::hours(1),
-        &clearinghouse_settlement::SettledEvents(settlement_db.clone()),
+        &clearinghouse_settlement::SettledEvents {
+            pool: settlement_db.clone(),
+            topic: world
+                .env
+                .kafka
+                .topic(clearinghouse_events::topics::SETTLEMENT),
+        },
     )
     .await
     .unwrap();

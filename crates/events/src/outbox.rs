@@ -34,20 +34,34 @@ pub struct Traced {
     pub event: Outgoing,
     /// The W3C `traceparent` of the request the event belongs to.
     pub traceparent: Option<String>,
-    /// Where the producer keeps what the event says, if it does (e.g. `claim:110105/C1`):
-    /// once sent, the event is kept by this reference instead of its payload, and rebuilt
-    /// from it to be published again ([`crate::relay::Rebuild`]).
-    pub source: Option<String>,
+    /// Where the producer keeps what the event says, if it does: once sent, the event is
+    /// not kept in `outbox_sent`; the producer rebuilds it to publish it again
+    /// ([`crate::relay::Rebuild`]).
+    pub kept_by: Option<KeptBy>,
+}
+
+/// Where a producer keeps an event (e.g. `claim:110105/C1`), and the time it keeps with
+/// it: the event's time, so that the event rebuilt from there is the event first sent.
+pub struct KeptBy {
+    pub source: String,
+    pub occurred_at: OffsetDateTime,
+}
+
+/// `at` to the microsecond, as PostgreSQL keeps a time.
+pub fn to_microsecond(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at)
 }
 
 impl Outgoing {
-    /// Gives the event its id (UUIDv7) and time, and encodes its envelope.
-    fn into_row(self, traceparent: Option<String>, source: Option<String>) -> OutboxRow {
+    /// Gives the event its id (UUIDv7) and time (its keeper's, else now), and encodes its
+    /// envelope.
+    fn into_row(self, traceparent: Option<String>, kept_by: Option<KeptBy>) -> OutboxRow {
         let event_id = Uuid::now_v7();
-        let now = OffsetDateTime::now_utc();
-        let occurred_at = now
-            .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now);
+        let (occurred_at, source) = match kept_by {
+            Some(k) => (to_microsecond(k.occurred_at), Some(k.source)),
+            None => (to_microsecond(OffsetDateTime::now_utc()), None),
+        };
         OutboxRow {
             event_id,
             occurred_at,
@@ -78,7 +92,7 @@ pub async fn enqueue(conn: &mut PgConnection, events: Vec<Outgoing>) -> sqlx::Re
     let traced = events.into_iter().map(|event| Traced {
         event,
         traceparent: traceparent.clone(),
-        source: None,
+        kept_by: None,
     });
     enqueue_traced(conn, traced.collect()).await
 }
@@ -92,7 +106,7 @@ pub async fn enqueue_traced(
 ) -> sqlx::Result<Vec<Uuid>> {
     let rows: Vec<OutboxRow> = events
         .into_iter()
-        .map(|t| t.event.into_row(t.traceparent, t.source))
+        .map(|t| t.event.into_row(t.traceparent, t.kept_by))
         .collect();
     insert(conn, &rows, OUTBOX_INSERT).await?;
     Ok(rows.into_iter().map(|r| r.event_id).collect())

@@ -1,7 +1,9 @@
 //! The outbox relay: publishes outbox rows in order and moves them to `outbox_sent` only
 //! after the broker acknowledged them. The outbox holds only what is still to send;
 //! `outbox_sent` keeps what was sent for `kafka.outbox_retention_days`, for an operator to
-//! publish again after a broker lost data ([`republish_since`]).
+//! publish again after a broker lost data ([`republish_since`]) — except the events whose
+//! producer keeps what they say (a settled claim's, in its row: a `source`), which it
+//! rebuilds to publish them again ([`Rebuild`]).
 //!
 //! One relay instance per schema is active at a time (a transaction-scoped advisory lock),
 //! and the rows it sends stay locked until its transaction commits, so two instances never
@@ -229,10 +231,9 @@ impl Relay {
         sqlx::query(
             "WITH sent AS (DELETE FROM outbox WHERE id = ANY($1)
                            RETURNING id, event_id, topic, key, event_type, payload, traceparent, created_at, source)
-             INSERT INTO outbox_sent (event_id, topic, key, event_type, payload, traceparent, created_at, source)
-             SELECT event_id, topic, key, event_type, CASE WHEN source IS NULL THEN payload END, traceparent,
-                    created_at, source
-             FROM sent ORDER BY id",
+             INSERT INTO outbox_sent (event_id, topic, key, event_type, payload, traceparent, created_at)
+             SELECT event_id, topic, key, event_type, payload, traceparent, created_at
+             FROM sent WHERE source IS NULL ORDER BY id",
         )
         .bind(&ids)
         .execute(&mut *tx)
@@ -307,48 +308,67 @@ pub async fn prune_sent(pool: &PgPool, retention: Duration) -> sqlx::Result<u64>
     .await
 }
 
-/// Rebuilds the body of a sent event kept by reference (its `source`) from where its
-/// producer keeps it.
-pub trait Rebuild {
-    fn body(&self, source: &str) -> impl Future<Output = anyhow::Result<crate::Body>> + Send;
+/// A sent event its producer keeps (not `outbox_sent`), rebuilt as first sent.
+pub struct Rebuilt {
+    pub event_id: Uuid,
+    /// When it occurred, to the microsecond, as its envelope said.
+    pub occurred_at: time::OffsetDateTime,
+    pub topic: String,
+    pub key: String,
+    pub body: crate::Body,
+    /// Where the producer keeps it (sent again, it is again not kept in `outbox_sent`).
+    pub source: String,
 }
 
-/// A service that keeps every sent event whole.
+/// Where a producer keeps the events it does not leave in `outbox_sent`: it finds those
+/// that occurred at or after a time and rebuilds them, each with its first id and time.
+pub trait Rebuild {
+    fn since(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> futures::stream::BoxStream<'_, anyhow::Result<Rebuilt>>;
+}
+
+/// A service that keeps every sent event in `outbox_sent`.
 pub struct KeptWhole;
 
 impl Rebuild for KeptWhole {
-    async fn body(&self, source: &str) -> anyhow::Result<crate::Body> {
-        anyhow::bail!("event {source} is kept by reference, and this service rebuilds none")
+    fn since(
+        &self,
+        _since: time::OffsetDateTime,
+    ) -> futures::stream::BoxStream<'_, anyhow::Result<Rebuilt>> {
+        Box::pin(futures::stream::empty())
     }
 }
 
 /// Events queued again per statement.
-const REPUBLISH_CHUNK: i64 = 1_000;
+const REPUBLISH_CHUNK: usize = 1_000;
 
-/// Queues every event sent since `since` to be published again, in their first order, and
-/// returns how many: the procedure after a broker lost data. An event kept by reference
-/// is rebuilt by `rebuild` with its first id and time. Consumers apply each event at most
-/// once (by its id), so what they already had changes nothing. An event still waiting in
-/// the outbox is not queued twice.
+/// Queues every event sent since `since` to be published again and returns how many: the
+/// procedure after a broker lost data. First the events the producer keeps itself
+/// (`rebuild`; a claim's settlement before any reversal of it), then those of
+/// `outbox_sent` in their first order. Consumers apply each event at most once (by its id),
+/// so what they already had changes nothing. An event still waiting in the outbox is not
+/// queued twice.
 pub async fn republish_since(
     pool: &PgPool,
     since: time::OffsetDateTime,
     rebuild: &impl Rebuild,
 ) -> anyhow::Result<u64> {
+    let mut queued = requeue_rebuilt(pool, rebuild.since(since)).await?;
     let mut after: i64 =
         sqlx::query_scalar("SELECT COALESCE(min(id), 0) - 1 FROM outbox_sent WHERE sent_at >= $1")
             .bind(since)
             .fetch_one(pool)
             .await?;
-    let mut queued = 0;
     loop {
         let rows = sqlx::query(
-            "SELECT id, event_id, topic, key, event_type, payload, traceparent, created_at, source
+            "SELECT id, event_id, topic, key, event_type, payload, traceparent, created_at
              FROM outbox_sent WHERE id > $1 AND sent_at >= $2 ORDER BY id LIMIT $3",
         )
         .bind(after)
         .bind(since)
-        .bind(REPUBLISH_CHUNK)
+        .bind(REPUBLISH_CHUNK as i64)
         .fetch_all(pool)
         .await?;
         let Some(last) = rows.last() else {
@@ -357,32 +377,58 @@ pub async fn republish_since(
         after = last.try_get("id")?;
         let mut again = Vec::with_capacity(rows.len());
         for row in &rows {
-            let event_id: Uuid = row.try_get("event_id")?;
-            let occurred_at: time::OffsetDateTime = row.try_get("created_at")?;
-            let source: Option<String> = row.try_get("source")?;
-            let payload = match (row.try_get::<Option<Vec<u8>>, _>("payload")?, &source) {
-                (Some(payload), _) => payload,
-                (None, Some(source)) => {
-                    crate::outbox::envelope(event_id, occurred_at, rebuild.body(source).await?)
-                }
-                (None, None) => {
-                    anyhow::bail!("sent event {event_id} has neither payload nor source")
-                }
+            let Some(payload) = row.try_get("payload")? else {
+                // Kept by reference by an earlier version: its producer rebuilt it above.
+                continue;
             };
             again.push(OutboxRow {
-                event_id,
-                occurred_at,
+                event_id: row.try_get("event_id")?,
+                occurred_at: row.try_get("created_at")?,
                 topic: row.try_get("topic")?,
                 key: row.try_get("key")?,
                 event_type: row.try_get("event_type")?,
                 payload,
                 traceparent: row.try_get("traceparent")?,
-                source,
+                source: None,
             });
         }
-        // The first copy of an event wins: later ones conflict on its id.
         let mut conn = pool.acquire().await?;
         queued += outbox::insert(&mut conn, &again, outbox::REQUEUE).await?;
+    }
+}
+
+/// Queues the producer's rebuilt events, a chunk per statement; the first copy of an event
+/// wins (one still in the outbox conflicts on its id).
+async fn requeue_rebuilt(
+    pool: &PgPool,
+    mut rebuilt: futures::stream::BoxStream<'_, anyhow::Result<Rebuilt>>,
+) -> anyhow::Result<u64> {
+    use futures::StreamExt;
+    let mut queued = 0;
+    let mut chunk = Vec::with_capacity(REPUBLISH_CHUNK);
+    loop {
+        let next = rebuilt.next().await.transpose()?;
+        let end = next.is_none();
+        if let Some(r) = next {
+            chunk.push(OutboxRow {
+                event_id: r.event_id,
+                occurred_at: r.occurred_at,
+                event_type: crate::event_type(&r.body).to_string(),
+                payload: outbox::envelope(r.event_id, r.occurred_at, r.body),
+                topic: r.topic,
+                key: r.key,
+                traceparent: None,
+                source: Some(r.source),
+            });
+        }
+        if chunk.len() == REPUBLISH_CHUNK || (end && !chunk.is_empty()) {
+            let mut conn = pool.acquire().await?;
+            queued += outbox::insert(&mut conn, &chunk, outbox::REQUEUE).await?;
+            chunk.clear();
+        }
+        if end {
+            return Ok(queued);
+        }
     }
 }
 

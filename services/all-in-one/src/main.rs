@@ -92,9 +92,16 @@ async fn republish(config: Config, since: &str, only: &[String]) -> anyhow::Resu
             anyhow::anyhow!("--since must be an RFC 3339 time (2026-12-01T00:00:00+08:00): {e}")
         })?;
     for (service, pool) in pools(&config, only).await? {
-        // Settlement keeps its sent `ClaimSettled` events by reference to the claims.
+        // Settlement's claims keep their sent `ClaimSettled` events.
         let queued = if service == "settlement" {
-            let claims = clearinghouse_settlement::SettledEvents(pool.clone());
+            let claims = clearinghouse_settlement::SettledEvents {
+                pool: pool.clone(),
+                topic: config
+                    .kafka
+                    .as_ref()
+                    .unwrap_or(&config.settlement.kafka)
+                    .topic(clearinghouse_events::topics::SETTLEMENT),
+            };
             clearinghouse_events::relay::republish_since(&pool, since, &claims).await?
         } else {
             let whole = clearinghouse_events::relay::KeptWhole;

@@ -242,7 +242,8 @@ impl Fold {
             key,
             year,
             request: p.request.clone(),
-            settled_at: p.prepared.at,
+            // As its event's time: to the microsecond, as the column keeps it.
+            settled_at: clearinghouse_events::outbox::to_microsecond(p.prepared.at),
             event_id: Uuid::nil(),
             delta: d.clone(),
             account_holder: p.parsed.account_holder.as_ref().map(|h| h.to_string()),

@@ -13,7 +13,8 @@ use clearinghouse_domain::{
 };
 use clearinghouse_events::{
     Body,
-    outbox::{Outgoing, Traced},
+    outbox::{KeptBy, Outgoing, Traced},
+    relay::Rebuilt,
 };
 use clearinghouse_platform::audit::AuditContext;
 use clearinghouse_proto::{
@@ -146,7 +147,7 @@ impl Pending {
     }
 
     /// The claim's `ClaimSettled` event, continuing the `Settle` call's trace; once sent it
-    /// is kept by reference to the claim's row, which holds the same result.
+    /// is kept by the claim's row (not `outbox_sent`), which holds the same result.
     pub fn settled_event(&self, topic: &str, result: &SettlementResult) -> Traced {
         let (insured, treatment) = (self.parsed.insured_region, self.parsed.treatment_region);
         Traced {
@@ -156,9 +157,27 @@ impl Pending {
                 body: settled_body(insured, treatment, result.clone()),
             },
             traceparent: self.traceparent.clone(),
-            source: Some(settled_source(&self.key())),
+            kept_by: Some(KeptBy {
+                source: settled_source(&self.key()),
+                occurred_at: self.prepared.at,
+            }),
         }
     }
+}
+
+/// A stored claim's `ClaimSettled` event as first sent: its id, its time (the claim's
+/// `settled_at`), its key and body.
+pub(crate) fn settled_again(topic: &str, c: crate::store::SettledClaim) -> Result<Rebuilt> {
+    let region = |r: &str| Region::parse(r).map_err(|_| Error::Corrupt("claim region"));
+    let (insured, treatment) = (region(&c.insured_region)?, region(&c.key.0)?);
+    Ok(Rebuilt {
+        event_id: c.event_id,
+        occurred_at: c.settled_at,
+        topic: topic.to_string(),
+        key: insured.province().to_string(),
+        body: settled_body(insured, treatment, c.result),
+        source: settled_source(&c.key),
+    })
 }
 
 /// A settled claim's `ClaimSettled` event body.
@@ -173,12 +192,6 @@ pub(crate) fn settled_body(insured: Region, treatment: Region, result: Settlemen
 /// Where a claim's `ClaimSettled` event is kept: its claim's row.
 fn settled_source((treatment_region, claim_id): &ClaimKey) -> String {
     format!("claim:{treatment_region}/{claim_id}")
-}
-
-/// The claim key a `ClaimSettled` event's source names.
-pub(crate) fn settled_source_key(source: &str) -> Option<ClaimKey> {
-    let (region, id) = source.strip_prefix("claim:")?.split_once('/')?;
-    Some((region.to_string(), id.to_string()))
 }
 
 /// A settled claim's result, and whether this call wrote it (else it answered the stored

@@ -18,26 +18,26 @@ mod stored;
 /// The service's tables partitioned by China month (the audit trail aside).
 pub use store::MONTHLY;
 
-/// Rebuilds the `ClaimSettled` events the outbox keeps by reference from their claims'
-/// rows, for `clearinghouse republish`.
-pub struct SettledEvents(pub sqlx::PgPool);
+/// Finds and rebuilds the `ClaimSettled` events of the claims settled since a time, as
+/// first sent (their claims' rows keep them; `outbox_sent` does not), for
+/// `clearinghouse republish`. `topic` is the settlement topic's name.
+pub struct SettledEvents {
+    pub pool: sqlx::PgPool,
+    pub topic: String,
+}
 
 impl clearinghouse_events::relay::Rebuild for SettledEvents {
-    async fn body(&self, source: &str) -> anyhow::Result<clearinghouse_events::Body> {
-        let key = claim::settled_source_key(source)
-            .ok_or_else(|| anyhow::anyhow!("not a claim's event source: {source}"))?;
-        let (result, _, insured) = store::claim(&self.0, &key)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no claim for event source {source}"))?;
-        let region = |r: &str| {
-            clearinghouse_domain::region::Region::parse(r)
-                .map_err(|_| anyhow::anyhow!("stored region {r:?} does not parse"))
-        };
-        Ok(claim::settled_body(
-            region(&insured)?,
-            region(&key.0)?,
-            result,
-        ))
+    fn since(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> futures::stream::BoxStream<'_, anyhow::Result<clearinghouse_events::relay::Rebuilt>> {
+        use futures::StreamExt;
+        store::settled_since(&self.pool, since)
+            .map(|claim| {
+                let claim = claim?;
+                Ok(claim::settled_again(&self.topic, claim)?)
+            })
+            .boxed()
     }
 }
 

@@ -557,6 +557,40 @@ pub(crate) async fn claim(
     })
 }
 
+/// A stored claim as its `ClaimSettled` event said it.
+pub(crate) struct SettledClaim {
+    pub key: ClaimKey,
+    pub insured_region: String,
+    pub event_id: Uuid,
+    pub settled_at: OffsetDateTime,
+    pub result: SettlementResult,
+}
+
+/// The claims settled at or after `since`, as stored (one scan of the months since).
+pub(crate) fn settled_since(
+    pool: &PgPool,
+    since: OffsetDateTime,
+) -> futures::stream::BoxStream<'_, Result<SettledClaim>> {
+    use futures::StreamExt;
+    sqlx::query(
+        "SELECT treatment_region, claim_id, insured_region, person_id, settled_event_id, settled_at, result
+         FROM claims WHERE settled_at >= $1",
+    )
+    .bind(since)
+    .fetch(pool)
+    .map(|row| {
+        let row = row?;
+        Ok(SettledClaim {
+            key: (row.try_get("treatment_region")?, row.try_get("claim_id")?),
+            insured_region: row.try_get("insured_region")?,
+            event_id: row.try_get("settled_event_id")?,
+            settled_at: row.try_get("settled_at")?,
+            result: result_of(&row)?,
+        })
+    })
+    .boxed()
+}
+
 /// A page of a person-year's claims, in the order they were settled: each stored result
 /// and whether it was reversed.
 pub(crate) async fn claims_of(

@@ -2,13 +2,12 @@
 //! (issue 18), in bulk and inside PostgreSQL rather than through `Settle`: stored claims
 //! with their persons' accumulators and accounts, their ledger entries (clearing detail
 //! included; each entry the record that its event was applied) and account balances, the
-//! audit trail (each claim the record of its settlement), and what bookkeeping the
-//! services keep for a while: the sent events within `kafka.outbox_retention_days` (the
-//! default).
+//! audit trail (each claim the record of its settlement). A claim keeps its sent event
+//! too, so no bookkeeping row is added per claim.
 //!
 //! Every row is made from a claim the load generator settled through the services (run it
-//! once first: `clearinghouse-loadgen`): its stored result, its entry's amounts, its
-//! event's payload — so the seeded rows have the sizes and the mix of real ones. Claims
+//! once first: `clearinghouse-loadgen`): its stored result and its entry's amounts — so
+//! the seeded rows have the sizes and the mix of real ones. Claims
 //! (ids `M…`) spread evenly over the 30 days before the run, one person in five of them
 //! (`M…` persons) claiming five times.
 //!
@@ -74,7 +73,6 @@ async fn main() -> anyhow::Result<()> {
         "settlement.disease_accumulators",
         "settlement.personal_accounts",
         "settlement.audit_log",
-        "settlement.outbox_sent",
         "ledger.journal_entries",
     ] {
         db.execute(sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {table}")))
@@ -113,14 +111,10 @@ async fn templates(db: &mut PgConnection) -> anyhow::Result<i64> {
                 c.inpatient_fund_paid, c.disease_code, c.disease_deductible_met, c.disease_fund_paid,
                 c.serious_illness_base, c.serious_illness_paid, c.assistance_paid, c.personal_account_debit,
                 j.insured_province, j.treatment_province, j.fund, j.serious_illness, j.assistance,
-                j.personal_account, j.visit_type, j.total, j.cash, o.topic, o.key, o.event_type, o.payload,
-                o.traceparent,
-                -- A sent event kept by reference names its claim: so do the copies.
-                CASE WHEN o.source IS NOT NULL THEN 'claim:' || c.treatment_region || '/' END AS source_prefix
+                j.personal_account, j.visit_type, j.total, j.cash
          FROM settlement.claims c
          JOIN ledger.journal_entries j ON j.claim_id = c.claim_id AND j.treatment_region = c.treatment_region
                                       AND j.kind = 'CLAIM_SETTLED'
-         JOIN settlement.outbox_sent o ON o.event_id = c.settled_event_id
          WHERE c.reversed_event_id IS NULL AND c.personal_account_holder IS NULL
            AND c.claim_id NOT LIKE 'M%'
          LIMIT {TEMPLATES}"
@@ -137,8 +131,8 @@ async fn templates(db: &mut PgConnection) -> anyhow::Result<i64> {
     Ok(n)
 }
 
-/// Claims `from..to` of `claims`: claim rows (each its settlement's audit record), ledger
-/// entries and (within the outbox retention) sent events, in one transaction.
+/// Claims `from..to` of `claims`: claim rows (each its settlement's audit record and the
+/// keeper of its sent event) and ledger entries, in one transaction.
 async fn load_chunk(
     db: &mut PgConnection,
     from: i64,
@@ -147,7 +141,6 @@ async fn load_chunk(
     persons: i64,
     templates: i64,
 ) -> anyhow::Result<()> {
-    let kafka = clearinghouse_platform::config::KafkaConfig::default();
     let mut tx = db.begin().await?;
     // Claim g: person g % persons (whose claims all copy one template), settled at `at`.
     sqlx::query(
@@ -164,12 +157,10 @@ async fn load_chunk(
     .bind(templates)
     .execute(&mut *tx)
     .await?;
-    // Claims (each the audit record of its settlement) and entries stay; the bookkeeping
-    // keeps rows for its retention (in seconds) only.
-    let outbox = f64::from(kafka.outbox_retention_days) * 86_400.0;
-    let statements: [(&str, Option<f64>); 3] = [
-        (
-            "INSERT INTO settlement.claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
+    // Claims (each the audit record of its settlement and the keeper of its sent event)
+    // and entries stay; no bookkeeping row is kept for them.
+    let statements = [
+        "INSERT INTO settlement.claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
                                             settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
                                             disease_deductible_met, disease_fund_paid, serious_illness_base,
                                             serious_illness_paid, assistance_paid, personal_account_debit, settled_at,
@@ -179,10 +170,7 @@ async fn load_chunk(
                     t.disease_fund_paid, t.serious_illness_base, t.serious_illness_paid, t.assistance_paid,
                     t.personal_account_debit, g.at, nextval('settlement.audit_log_ids')
              FROM g JOIN t USING (k) ORDER BY g.g",
-            None,
-        ),
-        (
-            "INSERT INTO ledger.journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
+        "INSERT INTO ledger.journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
                                                  claim_id, fund, serious_illness, assistance, personal_account, period,
                                                  visit_type, day, total, cash, posted_at)
              SELECT g.event_id, 'CLAIM_SETTLED', t.insured_province, t.treatment_province, t.treatment_region, g.id,
@@ -191,26 +179,11 @@ async fn load_chunk(
                     t.visit_type, (g.at AT TIME ZONE INTERVAL '+08:00')::date, t.total, t.cash,
                     g.at + interval '100 milliseconds'
              FROM g JOIN t USING (k) ORDER BY g.g",
-            None,
-        ),
-        (
-            "INSERT INTO settlement.outbox_sent (event_id, topic, key, event_type, payload, created_at, sent_at, source,
-                                                 traceparent)
-             SELECT g.event_id, t.topic, t.key, t.event_type, t.payload, g.at, g.at + interval '50 milliseconds',
-                    t.source_prefix || g.id, t.traceparent
-             FROM g JOIN t USING (k)
-             WHERE g.at >= now() - make_interval(secs => $1) ORDER BY g.g",
-            Some(outbox),
-        ),
     ];
-    for (statement, retention) in statements {
-        let query = sqlx::query(sqlx::AssertSqlSafe(statement));
-        match retention {
-            Some(seconds) => query.bind(seconds),
-            None => query,
-        }
-        .execute(&mut *tx)
-        .await?;
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
