@@ -54,8 +54,8 @@ async fn add(
         .unwrap();
 }
 
-/// Links `holder`'s account to `member`, waiting until the settlement service has learnt of
-/// both persons (its projection follows the filing service's events).
+/// Links `holder`'s account to `member` (just registered: the settlement service asks the
+/// filing service about persons its projection has not heard of yet).
 async fn link(world: &World, holder: &str, member: &str, relation: FamilyRelation) -> FamilyLink {
     let request = LinkFamilyAccountRequest {
         request_id: format!("link-{holder}-{member}"),
@@ -68,25 +68,15 @@ async fn link(world: &World, holder: &str, member: &str, relation: FamilyRelatio
             unlinked_from: String::new(),
         }),
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match world
-            .insured_settlement
-            .clone()
-            .link_family_account(request.clone())
-            .await
-        {
-            Ok(r) => return r.into_inner().link.unwrap(),
-            Err(s)
-                if s.code() == Code::FailedPrecondition
-                    && s.message().contains("not registered") =>
-            {
-                assert!(tokio::time::Instant::now() < deadline, "{s:?}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(s) => panic!("{s:?}"),
-        }
-    }
+    world
+        .insured_settlement
+        .clone()
+        .link_family_account(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .link
+        .unwrap()
 }
 
 fn dec(text: &str) -> Decimal {
@@ -478,5 +468,79 @@ async fn pre_settle_never_waits_for_a_settlements_locks() {
         .unwrap();
     assert_eq!(answer.claim.unwrap().claim_id, "PRE-2");
     holder.rollback().await.unwrap();
+    world.stop().await;
+}
+
+/// A platform links a family account right after registering the persons: the
+/// settlement service's projection has not heard of them yet (held still here), so it asks
+/// the filing service, and the link is made at once — or refused for what the filing
+/// service says (a resident cannot share an account; an unknown person is not registered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_link_right_after_registering_asks_the_filing_service() {
+    let world = World::start(false, &[]).await;
+    let settlement_db = world.env.schema_pool("settlement").await.unwrap();
+    // The projection's consumer cannot record anything while this lock is held.
+    let mut held = settlement_db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE consumer_offsets IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    add(
+        &world,
+        "P-NEW-H",
+        Scheme::Employee,
+        false,
+        FilingCategory::LongTermResident,
+    )
+    .await;
+    add(
+        &world,
+        "P-NEW-M",
+        Scheme::Resident,
+        false,
+        FilingCategory::LongTermResident,
+    )
+    .await;
+    let known: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM person_projection WHERE person_id IN ('P-NEW-H', 'P-NEW-M')",
+    )
+    .fetch_one(&settlement_db)
+    .await
+    .unwrap();
+    assert_eq!(known, 0, "the projection has not heard of them");
+
+    let request = |holder: &str, member: &str| LinkFamilyAccountRequest {
+        request_id: format!("fresh-{holder}-{member}"),
+        link: Some(FamilyLink {
+            insured_region: fixtures::INSURED_REGION.into(),
+            holder_person_id: holder.into(),
+            member_person_id: member.into(),
+            relation: FamilyRelation::Spouse as i32,
+            linked_from: String::new(),
+            unlinked_from: String::new(),
+        }),
+    };
+    let mut insured = world.insured_settlement.clone();
+    let linked = insured
+        .link_family_account(request("P-NEW-H", "P-NEW-M"))
+        .await
+        .unwrap()
+        .into_inner()
+        .link
+        .unwrap();
+    assert_eq!(linked.member_person_id, "P-NEW-M");
+    let resident_holder = insured
+        .link_family_account(request("P-NEW-M", "P-NEW-H"))
+        .await
+        .unwrap_err();
+    assert_eq!(resident_holder.code(), Code::FailedPrecondition);
+    assert!(resident_holder.message().contains("not an employee"));
+    let unknown = insured
+        .link_family_account(request("P-NEW-H", "P-NEVER"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::FailedPrecondition);
+    assert!(unknown.message().contains("not registered"), "{unknown:?}");
+    held.rollback().await.unwrap();
     world.stop().await;
 }

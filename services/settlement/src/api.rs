@@ -143,7 +143,8 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<LinkFamilyAccountRequest>,
     ) -> Result<Response<LinkFamilyAccountResponse>, Status> {
-        crate::family::link(&self.pool, self.clock, request).await
+        let filing = self.preparer.filing.as_ref();
+        crate::family::link(&self.pool, filing, self.clock, request).await
     }
 
     async fn unlink_family_account(

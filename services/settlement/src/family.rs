@@ -7,6 +7,7 @@
 use clearinghouse_domain::{
     dates::{Clock, format_date, parse_date},
     identity::PersonId,
+    reference::Scheme,
     region::Region,
 };
 use clearinghouse_platform::{
@@ -15,13 +16,17 @@ use clearinghouse_platform::{
     audit::{recorded, with_subject},
     error::{FieldViolations, check_request_id, invalid_field},
 };
-use clearinghouse_proto::settlement::v1::{
-    FamilyLink, FamilyRelation, LinkFamilyAccountRequest, LinkFamilyAccountResponse,
-    UnlinkFamilyAccountRequest, UnlinkFamilyAccountResponse,
+use clearinghouse_proto::{
+    convert::scheme_from_proto,
+    filing::v1::{CheckEligibilityRequest, filing_service_client::FilingServiceClient},
+    settlement::v1::{
+        FamilyLink, FamilyRelation, LinkFamilyAccountRequest, LinkFamilyAccountResponse,
+        UnlinkFamilyAccountRequest, UnlinkFamilyAccountResponse,
+    },
 };
 use sqlx::{PgConnection, PgPool};
 use time::{Date, Duration};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, transport::Channel};
 
 use clearinghouse_platform::error::{Error, Result};
 
@@ -76,17 +81,22 @@ fn parse_link(l: &FamilyLink, today: Date) -> Result<(Region, FamilyRelation, Da
     v.finish_with(parsed).map(|((r, rel), from)| (r, rel, from))
 }
 
-/// Both registered at this insured place; the holder an employee (only employees have
-/// personal accounts).
-async fn check_persons(conn: &mut PgConnection, region: Region, l: &FamilyLink) -> Result<()> {
+/// Who may link: the holder an employee (only employees have personal accounts), the
+/// member registered, both at this insured place.
+async fn check_persons(
+    conn: &mut PgConnection,
+    filing: Option<&FilingServiceClient<Channel>>,
+    (region, today): (Region, Date),
+    l: &FamilyLink,
+) -> Result<()> {
     let holder = &l.holder_person_id;
-    match store::scheme_of(conn, region, holder).await?.as_deref() {
+    match scheme_of(conn, filing, (region, today), holder).await? {
         None => {
             return Err(Error::FailedPrecondition(format!(
                 "holder {holder} is not registered in {region}"
             )));
         }
-        Some("EMPLOYEE") | Some("SCHEME_EMPLOYEE") => {}
+        Some(Scheme::Employee) => {}
         Some(_) => {
             return Err(Error::FailedPrecondition(format!(
                 "holder {holder} is not an employee: only an employee's personal account can be shared"
@@ -94,7 +104,10 @@ async fn check_persons(conn: &mut PgConnection, region: Region, l: &FamilyLink) 
         }
     }
     let member = &l.member_person_id;
-    if store::scheme_of(conn, region, member).await?.is_none() {
+    if scheme_of(conn, filing, (region, today), member)
+        .await?
+        .is_none()
+    {
         return Err(Error::FailedPrecondition(format!(
             "member {member} is not registered in {region}"
         )));
@@ -102,8 +115,45 @@ async fn check_persons(conn: &mut PgConnection, region: Region, l: &FamilyLink) 
     Ok(())
 }
 
+/// A person's scheme as the projection of the filing service's events knows it, else as
+/// the filing service answers (a person registered a moment ago may not have reached the
+/// projection yet); `None` if not registered.
+async fn scheme_of(
+    conn: &mut PgConnection,
+    filing: Option<&FilingServiceClient<Channel>>,
+    (region, today): (Region, Date),
+    person: &str,
+) -> Result<Option<Scheme>> {
+    match store::scheme_of(conn, region, person).await?.as_deref() {
+        Some("EMPLOYEE") | Some("SCHEME_EMPLOYEE") => return Ok(Some(Scheme::Employee)),
+        Some(_) => return Ok(Some(Scheme::Resident)),
+        None => {}
+    }
+    let Some(client) = filing else {
+        return Ok(None);
+    };
+    let ask = CheckEligibilityRequest {
+        insured_region: region.to_string(),
+        person_id: person.to_string(),
+        treatment_region: region.to_string(),
+        date: format_date(today),
+    };
+    let Some(answer) = crate::prepare::eligibility(client, ask).await? else {
+        return Ok(None);
+    };
+    let scheme = answer.person.map(|p| scheme_from_proto(p.scheme));
+    scheme
+        .map(|s| {
+            s.ok_or_else(|| {
+                Error::Unavailable("the filing service answered without a scheme, retry".into())
+            })
+        })
+        .transpose()
+}
+
 pub async fn link(
     pool: &PgPool,
+    filing: Option<&FilingServiceClient<Channel>>,
     clock: Clock,
     request: Request<LinkFamilyAccountRequest>,
 ) -> Result<Response<LinkFamilyAccountResponse>, Status> {
@@ -132,7 +182,7 @@ pub async fn link(
         };
         return Ok(with_subject(response, subject));
     }
-    check_persons(&mut tx, region, l).await?;
+    check_persons(&mut tx, filing, (region, clock.today()), l).await?;
     // One link at a time per holder and member (serialized by the holder's account row).
     store::lock_holder(&mut tx, region, &l.holder_person_id).await?;
     let (holder, member) = (&l.holder_person_id, &l.member_person_id);

@@ -136,26 +136,14 @@ impl Preparer {
                 None => Err(not_registered()),
             };
         };
-        let mut ask = tonic::Request::new(CheckEligibilityRequest {
+        let ask = CheckEligibilityRequest {
             insured_region: c.insured_region.to_string(),
             person_id: c.person_id.to_string(),
             treatment_region: c.treatment_region.to_string(),
             date: format_date(c.claim.visit.service_date()),
-        });
-        // Over mutual TLS our certificate names us; in insecure plaintext mode this does.
-        ask.metadata_mut().insert(
-            clearinghouse_platform::access::CALLER_HEADER,
-            tonic::metadata::MetadataValue::from_static("service:settlement"),
-        );
-        let answer = match client.clone().check_eligibility(ask).await {
-            Ok(a) => a.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => return Err(not_registered()),
-            Err(s) => {
-                tracing::warn!(error = %s, "eligibility call failed");
-                return Err(Error::Unavailable(
-                    "the filing service cannot be reached to confirm eligibility".into(),
-                ));
-            }
+        };
+        let Some(answer) = eligibility(client, ask).await? else {
+            return Err(not_registered());
         };
         let p = answer.person.unwrap_or_default();
         // A filing service that answers without a scheme is one we cannot trust now.
@@ -175,5 +163,29 @@ impl Preparer {
             .filter_map(|f| clearinghouse_proto::convert::category_from_proto(f.category))
             .collect();
         Ok((person, covering))
+    }
+}
+
+/// The filing service's answer on a person (`None`: not registered there), asked as our
+/// settlement service; `UNAVAILABLE` when it cannot answer.
+pub(crate) async fn eligibility(
+    client: &FilingServiceClient<Channel>,
+    ask: CheckEligibilityRequest,
+) -> Result<Option<clearinghouse_proto::filing::v1::CheckEligibilityResponse>> {
+    let mut ask = tonic::Request::new(ask);
+    // Over mutual TLS our certificate names us; in insecure plaintext mode this does.
+    ask.metadata_mut().insert(
+        clearinghouse_platform::access::CALLER_HEADER,
+        tonic::metadata::MetadataValue::from_static("service:settlement"),
+    );
+    match client.clone().check_eligibility(ask).await {
+        Ok(a) => Ok(Some(a.into_inner())),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => {
+            tracing::warn!(error = %s, "eligibility call failed");
+            Err(Error::Unavailable(
+                "the filing service cannot be reached to confirm eligibility".into(),
+            ))
+        }
     }
 }
