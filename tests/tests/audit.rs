@@ -116,6 +116,29 @@ async fn a_write_and_its_audit_record_commit_together() {
         trail.windows(2).all(|w| w[0].id > w[1].id),
         "one sequence orders the trail: {trail:?}"
     );
+    // A page is read along the indexes, newest first, never by sorting the trail whole
+    // (told not to sort, the planner would still sort if no index gave the order).
+    let mut conn = settlement_db.acquire().await.unwrap();
+    for setting in ["SET enable_sort = off", "SET enable_seqscan = off"] {
+        sqlx::query(setting).execute(&mut *conn).await.unwrap();
+    }
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        clearinghouse_platform::audit::TRAIL_PAGE
+    )))
+    .bind(i64::MAX)
+    .bind("")
+    .bind("")
+    .bind(100_i64)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().all(|line| !line.contains("Sort  ")),
+        "{}",
+        plan.join("\n")
+    );
+    drop(conn);
     world
         .insured_settlement
         .clone()

@@ -1,8 +1,8 @@
 //! The audit trail: every write and every refused call, in the service's own
 //! `audit_log` table (append-only), written in batches off the request path and read by
-//! the national platform and operators through `AuditService`, from the view
-//! `audit_trail` (where a service's own rows record a write, as settlement's claims record
-//! their settlement, the view reads them too).
+//! the national platform and operators through `AuditService`, together with the
+//! records a service's own rows already are (the view `own_audit_records`: settlement's
+//! claims record their settlement; `audit_trail` is both).
 
 use std::time::Duration;
 
@@ -220,6 +220,19 @@ impl AuditApi {
 
 const MAX_FILTER: usize = 200;
 
+/// A page of the trail, newest first: ids below `$1`, of caller `$2` and outcome `$3`
+/// (empty: any), at most `$4`. A page from each source, then the page of both: each source
+/// is read newest first along its own index (a union read whole would be sorted whole).
+pub const TRAIL_PAGE: &str = "SELECT * FROM (
+         (SELECT id, at, caller, method, subject, outcome FROM audit_log
+          WHERE id < $1 AND ($2 = '' OR caller = $2) AND ($3 = '' OR outcome = $3)
+          ORDER BY id DESC LIMIT $4)
+         UNION ALL
+         (SELECT id, at, caller, method, subject, outcome FROM own_audit_records
+          WHERE id < $1 AND ($2 = '' OR caller = $2) AND ($3 = '' OR outcome = $3)
+          ORDER BY id DESC LIMIT $4)) trail
+     ORDER BY id DESC LIMIT $4";
+
 #[tonic::async_trait]
 impl audit_service_server::AuditService for AuditApi {
     async fn list_audit_records(
@@ -244,18 +257,14 @@ impl audit_service_server::AuditService for AuditApi {
                 .parse()
                 .map_err(|_| invalid_field("page_token", "not a token this service gave"))?
         };
-        let rows = sqlx::query(
-            "SELECT id, at, caller, method, subject, outcome FROM audit_trail \
-             WHERE id < $1 AND ($2 = '' OR caller = $2) AND ($3 = '' OR outcome = $3) \
-             ORDER BY id DESC LIMIT $4",
-        )
-        .bind(before)
-        .bind(&r.caller)
-        .bind(&r.outcome)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_status)?;
+        let rows = sqlx::query(TRAIL_PAGE)
+            .bind(before)
+            .bind(&r.caller)
+            .bind(&r.outcome)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_status)?;
         let records: Vec<AuditRecord> = rows
             .iter()
             .map(|row| AuditRecord {

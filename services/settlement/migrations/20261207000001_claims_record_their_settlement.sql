@@ -16,10 +16,8 @@ CREATE TRIGGER claims_record_append_only
     FOR EACH ROW EXECUTE FUNCTION claims_record_is_append_only();
 
 -- The caller and method are those `claim::recorded_by_row` requires of a claim recorded here.
-CREATE OR REPLACE VIEW audit_trail AS
-SELECT id, at, caller, method, subject, outcome FROM audit_log
-UNION ALL
-SELECT audit_id, settled_at, 'province:' || left(treatment_region, 2) || '0000',
-       '/clearinghouse.settlement.v1.SettlementService/Settle',
-       'claim ' || treatment_region || '/' || claim_id, 'OK'
+CREATE OR REPLACE VIEW own_audit_records AS
+SELECT audit_id AS id, settled_at AS at, 'province:' || left(treatment_region, 2) || '0000' AS caller,
+       '/clearinghouse.settlement.v1.SettlementService/Settle'::text AS method,
+       'claim ' || treatment_region || '/' || claim_id AS subject, 'OK'::text AS outcome
 FROM claims WHERE audit_id IS NOT NULL;
