@@ -375,59 +375,62 @@ pub async fn republish_since(
             return Ok(queued);
         };
         after = last.try_get("id")?;
-        let mut again = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let Some(payload) = row.try_get("payload")? else {
-                // Kept by reference by an earlier version: its producer rebuilt it above.
-                continue;
-            };
-            again.push(OutboxRow {
-                event_id: row.try_get("event_id")?,
-                occurred_at: row.try_get("created_at")?,
-                topic: row.try_get("topic")?,
-                key: row.try_get("key")?,
-                event_type: row.try_get("event_type")?,
-                payload,
-                traceparent: row.try_get("traceparent")?,
-                source: None,
-            });
-        }
-        let mut conn = pool.acquire().await?;
-        queued += outbox::insert(&mut conn, &again, outbox::REQUEUE).await?;
+        let again = rows
+            .iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    event_id: row.try_get("event_id")?,
+                    occurred_at: row.try_get("created_at")?,
+                    topic: row.try_get("topic")?,
+                    key: row.try_get("key")?,
+                    event_type: row.try_get("event_type")?,
+                    payload: row.try_get("payload")?,
+                    traceparent: row.try_get("traceparent")?,
+                    source: None,
+                })
+            })
+            .collect::<sqlx::Result<Vec<_>>>()?;
+        queued += requeue(pool, &again).await?;
     }
 }
 
-/// Queues the producer's rebuilt events, a chunk per statement; the first copy of an event
-/// wins (one still in the outbox conflicts on its id).
+/// Queues `rows` again in one statement; the first copy of an event wins (one still in the
+/// outbox conflicts on its id).
+async fn requeue(pool: &PgPool, rows: &[OutboxRow]) -> sqlx::Result<u64> {
+    let mut conn = pool.acquire().await?;
+    outbox::insert(&mut conn, rows, outbox::REQUEUE).await
+}
+
+/// Queues the producer's rebuilt events again, a chunk per statement.
 async fn requeue_rebuilt(
     pool: &PgPool,
-    mut rebuilt: futures::stream::BoxStream<'_, anyhow::Result<Rebuilt>>,
+    rebuilt: futures::stream::BoxStream<'_, anyhow::Result<Rebuilt>>,
 ) -> anyhow::Result<u64> {
     use futures::StreamExt;
     let mut queued = 0;
-    let mut chunk = Vec::with_capacity(REPUBLISH_CHUNK);
-    loop {
-        let next = rebuilt.next().await.transpose()?;
-        let end = next.is_none();
-        if let Some(r) = next {
-            chunk.push(OutboxRow {
-                event_id: r.event_id,
-                occurred_at: r.occurred_at,
-                event_type: crate::event_type(&r.body).to_string(),
-                payload: outbox::envelope(r.event_id, r.occurred_at, r.body),
-                topic: r.topic,
-                key: r.key,
-                traceparent: None,
-                source: Some(r.source),
-            });
-        }
-        if chunk.len() == REPUBLISH_CHUNK || (end && !chunk.is_empty()) {
-            let mut conn = pool.acquire().await?;
-            queued += outbox::insert(&mut conn, &chunk, outbox::REQUEUE).await?;
-            chunk.clear();
-        }
-        if end {
-            return Ok(queued);
+    let mut chunks = rebuilt.chunks(REPUBLISH_CHUNK);
+    while let Some(chunk) = chunks.next().await {
+        let rows = chunk
+            .into_iter()
+            .map(|r| r.map(Rebuilt::into_row))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        queued += requeue(pool, &rows).await?;
+    }
+    Ok(queued)
+}
+
+impl Rebuilt {
+    /// The outbox row of the event as first sent (no trace: it continues none now).
+    fn into_row(self) -> OutboxRow {
+        OutboxRow {
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            event_type: crate::event_type(&self.body).to_string(),
+            payload: outbox::envelope(self.event_id, self.occurred_at, self.body),
+            topic: self.topic,
+            key: self.key,
+            traceparent: None,
+            source: Some(self.source),
         }
     }
 }

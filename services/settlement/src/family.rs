@@ -17,7 +17,6 @@ use clearinghouse_platform::{
     error::{FieldViolations, check_request_id, invalid_field},
 };
 use clearinghouse_proto::{
-    convert::scheme_from_proto,
     filing::v1::{CheckEligibilityRequest, filing_service_client::FilingServiceClient},
     settlement::v1::{
         FamilyLink, FamilyRelation, LinkFamilyAccountRequest, LinkFamilyAccountResponse,
@@ -141,13 +140,10 @@ async fn scheme_of(
     let Some(answer) = crate::prepare::eligibility(client, ask).await? else {
         return Ok(None);
     };
-    let scheme = answer.person.map(|p| scheme_from_proto(p.scheme));
-    scheme
-        .map(|s| {
-            s.ok_or_else(|| {
-                Error::Unavailable("the filing service answered without a scheme, retry".into())
-            })
-        })
+    answer
+        .person
+        .as_ref()
+        .map(crate::prepare::answered_scheme)
         .transpose()
 }
 

@@ -146,13 +146,8 @@ impl Preparer {
             return Err(not_registered());
         };
         let p = answer.person.unwrap_or_default();
-        // A filing service that answers without a scheme is one we cannot trust now.
-        let scheme =
-            clearinghouse_proto::convert::scheme_from_proto(p.scheme).ok_or_else(|| {
-                Error::Unavailable("the filing service answered without a scheme, retry".into())
-            })?;
         let person = rules::Person {
-            scheme,
+            scheme: answered_scheme(&p)?,
             retired: p.retired,
             assistance_category: (!p.assistance_category.is_empty())
                 .then_some(p.assistance_category),
@@ -188,4 +183,14 @@ pub(crate) async fn eligibility(
             ))
         }
     }
+}
+
+/// The scheme the filing service answered for a person: one that answers without a scheme
+/// is one we cannot trust now.
+pub(crate) fn answered_scheme(
+    p: &clearinghouse_proto::filing::v1::Person,
+) -> Result<clearinghouse_domain::reference::Scheme> {
+    clearinghouse_proto::convert::scheme_from_proto(p.scheme).ok_or_else(|| {
+        Error::Unavailable("the filing service answered without a scheme, retry".into())
+    })
 }
