@@ -259,7 +259,7 @@ async fn consumed(metrics: std::net::SocketAddr) -> u64 {
 /// Entries by partition and kind.
 async fn postings(ledger_db: &sqlx::PgPool) -> Vec<(String, String, i64)> {
     sqlx::query_as(
-        "SELECT tableoid::regclass::text, kind, count(*) FROM journal_entries GROUP BY 1, 2",
+        "SELECT tableoid::regclass::text, kind::text, count(*) FROM journal_entries GROUP BY 1, 2",
     )
     .fetch_all(ledger_db)
     .await
@@ -277,4 +277,91 @@ fn settled_at(r: &clearinghouse_proto::settlement::v1::SettlementResult) -> time
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap()
+}
+
+/// A month that has ended has its indexes packed once (rebuilt without blocking writers):
+/// an index filled at many places at once, as the journal's period index is by every pair
+/// of provinces, halves its pages as it grows and is about half empty until packed. The
+/// current month is left alone, and the rows are found through the packed index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_months_indexes_are_packed_once() {
+    let env = TestEnv::new().await.unwrap();
+    let db = env.schema_pool("public").await.unwrap();
+    // March 2031 China time: February has ended.
+    let first_of_march = time::macros::datetime!(2031-02-28 16:00 UTC);
+    let now = first_of_march + Span::days(9);
+    let (last, this) = (add_months(china_month(now), -1), china_month(now));
+    assert_eq!(last, (2031, time::Month::February));
+    let (last_name, this_name) = (
+        partitions::partition_name("packed_demo", last),
+        partitions::partition_name("packed_demo", this),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE packed_demo (pair int, id bigint, at date, pad text) PARTITION BY LIST (at);
+         CREATE TABLE {last_name} PARTITION OF packed_demo FOR VALUES IN ('2000-01-01');
+         CREATE TABLE {this_name} PARTITION OF packed_demo FOR VALUES IN ('2000-02-01');
+         CREATE INDEX packed_demo_by_pair ON packed_demo (pair, id);
+         INSERT INTO packed_demo SELECT i % 500, i, '2000-01-01', repeat('x', 200) FROM generate_series(1, 200000) i;
+         INSERT INTO packed_demo SELECT i % 500, i, '2000-02-01', repeat('x', 200) FROM generate_series(1, 200000) i;"
+    )))
+    .execute(&db)
+    .await
+    .unwrap();
+    let index_size = |name: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT sum(pg_relation_size(indexrelid))::bigint FROM pg_index WHERE indrelid = to_regclass($1)",
+            )
+            .bind(name)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let (last_before, this_before) = (
+        index_size(last_name.clone()).await,
+        index_size(this_name.clone()).await,
+    );
+
+    assert!(
+        partitions::pack_closed(&db, "packed_demo", first_of_march + Span::hours(12))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a day's grace for late writes"
+    );
+    let packed = partitions::pack_closed(&db, "packed_demo", now)
+        .await
+        .unwrap();
+    assert_eq!(packed, vec![last_name.clone()], "only the month that ended");
+    let last_after = index_size(last_name.clone()).await;
+    assert!(
+        last_after * 5 < last_before * 4,
+        "packed: {last_before} → {last_after} bytes"
+    );
+    assert_eq!(index_size(this_name.clone()).await, this_before);
+    assert!(
+        partitions::pack_closed(&db, "packed_demo", now)
+            .await
+            .unwrap()
+            .is_empty(),
+        "packed once"
+    );
+
+    let mut conn = db.acquire().await.unwrap();
+    sqlx::raw_sql("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let found: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {last_name} WHERE pair = 7"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        found, 400,
+        "every row of a pair found through the packed index"
+    );
 }

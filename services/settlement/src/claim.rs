@@ -9,7 +9,7 @@ use clearinghouse_domain::{
     dates::format_date,
     money::format2,
     region::Region,
-    settlement::{self as rules, Coverage, Outcome, Person, YearToDate},
+    settlement::{self as rules, AccumulatorDelta, Coverage, Outcome, Person, YearToDate},
 };
 use clearinghouse_events::{
     Body,
@@ -20,7 +20,7 @@ use clearinghouse_platform::audit::AuditContext;
 use clearinghouse_proto::{
     convert::{category_to_proto, line_reason_to_proto},
     events::v1 as ev,
-    settlement::v1::{Claim, ClaimStatus, LineResult, SettlementResult, Split},
+    settlement::v1::{Claim, ClaimStatus, LineResult, SettlementResult, Split, VisitType},
 };
 use rust_decimal::Decimal;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -201,11 +201,20 @@ pub(crate) struct Settled {
     pub fresh: bool,
 }
 
-/// What is stored of a claim's payload to recognise a repeat: its SHA-256.
+/// What is stored of a claim's payload to recognise a repeat: the first 16 bytes of its
+/// SHA-256 (a payload told from another by 128 bits; the whole 32 were stored before).
 pub(crate) fn request_digest(encoded_claim: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, encoded_claim)
-        .as_ref()
+    ring::digest::digest(&ring::digest::SHA256, encoded_claim).as_ref()[..REQUEST_DIGEST_LEN]
         .to_vec()
+}
+
+/// Bytes of a request digest.
+const REQUEST_DIGEST_LEN: usize = 16;
+
+/// Whether a stored request digest is `request`'s: equal, or (stored before digests were
+/// cut to 16 bytes) the whole SHA-256 that `request` begins.
+fn same_request(request: &[u8], stored: &[u8]) -> bool {
+    stored.get(..request.len()) == Some(request)
 }
 
 /// A repeated claim id answers the stored result only if it carries the same payload.
@@ -215,7 +224,7 @@ pub(crate) fn replayed(
     stored_request: &[u8],
     stored_result: SettlementResult,
 ) -> Result<SettlementResult> {
-    if stored_request != request {
+    if !same_request(request, stored_request) {
         return Err(Error::AlreadyExists(format!(
             "claim {} of treatment region {} was already settled with a different payload",
             c.claim_id, c.treatment_region
@@ -246,6 +255,31 @@ pub(crate) fn disease_of(c: &ParsedClaim) -> Option<&str> {
 
 /// The reserved accumulator code of general outpatient (no disease code has a space).
 pub(crate) const GENERAL_OUTPATIENT: &str = "GENERAL OUTPATIENT";
+
+/// The accumulator code a claim row stores (`claims.disease_code`): a chronic disease's;
+/// general outpatient's reserved code is not stored in each of its claims (19 bytes of
+/// nine claims in ten), as the claim's visit in its stored result names it.
+pub(crate) fn stored_disease_code(delta: &AccumulatorDelta) -> Option<&str> {
+    delta
+        .disease
+        .as_deref()
+        .filter(|d| *d != GENERAL_OUTPATIENT)
+}
+
+/// The accumulator code of a stored claim: the row's, or general outpatient's when its
+/// stored result is a general-outpatient visit (rows written before the code was left
+/// out carry it, and read as they are).
+pub(crate) fn restored_disease_code(
+    stored: Option<String>,
+    result: &SettlementResult,
+) -> Option<String> {
+    let general = result
+        .claim
+        .as_ref()
+        .map(clearinghouse_proto::convert::visit_type_of)
+        == Some(VisitType::GeneralOutpatient);
+    stored.or_else(|| general.then(|| GENERAL_OUTPATIENT.to_string()))
+}
 
 /// Steps 1 to 6 for a claim, with the year so far as stored (a general-outpatient claim's
 /// deductible met and fund paid read from, and its changes written to, the per-kind
@@ -360,4 +394,59 @@ fn ratio_text(ratio: Decimal) -> String {
         r.rescale(2);
     }
     r.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_digest_is_16_bytes_and_matches_the_whole_sha256_stored_before() {
+        let digest = request_digest(b"claim");
+        assert_eq!(digest.len(), 16);
+        let whole = ring::digest::digest(&ring::digest::SHA256, b"claim");
+        assert!(same_request(&digest, &digest));
+        assert!(same_request(&digest, whole.as_ref()));
+        assert!(!same_request(&digest, &request_digest(b"claim2")));
+        assert!(!same_request(&digest, &whole.as_ref()[..8]));
+    }
+
+    #[test]
+    fn general_outpatient_code_is_left_out_of_the_row_and_restored_from_the_visit() {
+        let general = AccumulatorDelta {
+            disease: Some(GENERAL_OUTPATIENT.into()),
+            ..AccumulatorDelta::default()
+        };
+        let chronic = AccumulatorDelta {
+            disease: Some("DIABETES".into()),
+            ..AccumulatorDelta::default()
+        };
+        assert_eq!(stored_disease_code(&general), None);
+        assert_eq!(stored_disease_code(&chronic), Some("DIABETES"));
+        assert_eq!(stored_disease_code(&AccumulatorDelta::default()), None);
+        let result = |visit| SettlementResult {
+            claim: Some(Claim {
+                visit: Some(visit),
+                ..Claim::default()
+            }),
+            ..SettlementResult::default()
+        };
+        use clearinghouse_proto::settlement::v1::claim::Visit;
+        let go = result(Visit::GeneralOutpatient(Default::default()));
+        let inpatient = result(Visit::Inpatient(Default::default()));
+        assert_eq!(
+            restored_disease_code(None, &go).as_deref(),
+            Some(GENERAL_OUTPATIENT)
+        );
+        assert_eq!(restored_disease_code(None, &inpatient), None);
+        assert_eq!(
+            restored_disease_code(Some(GENERAL_OUTPATIENT.into()), &go).as_deref(),
+            Some(GENERAL_OUTPATIENT),
+            "a row written before keeps its code"
+        );
+        assert_eq!(
+            restored_disease_code(Some("DIABETES".into()), &inpatient).as_deref(),
+            Some("DIABETES")
+        );
+    }
 }

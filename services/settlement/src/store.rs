@@ -340,7 +340,7 @@ pub(crate) async fn write(tx: &mut PgConnection, w: &Writes) -> Result<()> {
         .bind(delta(|d| d.inpatient_fund_paid))
         .bind(
             c.iter()
-                .map(|r| r.delta.disease.as_deref())
+                .map(|r| crate::claim::stored_disease_code(&r.delta))
                 .collect::<Vec<_>>(),
         )
         .bind(delta(|d| d.disease_deductible_met))
@@ -487,8 +487,10 @@ pub(crate) async fn claim_for_update(
     .await?;
     let Some(row) = row else { return Ok(None) };
     let insured_region: String = row.try_get("insured_region")?;
+    let result = result_of(&row)?;
+    let disease = crate::claim::restored_disease_code(row.try_get("disease_code")?, &result);
     Ok(Some(StoredClaim {
-        result: result_of(&row)?,
+        result,
         reversed: row
             .try_get::<Option<Uuid>, _>("reversed_event_id")?
             .is_some(),
@@ -502,7 +504,7 @@ pub(crate) async fn claim_for_update(
         delta: AccumulatorDelta {
             inpatient_admissions: row.try_get("inpatient_admissions")?,
             inpatient_fund_paid: row.try_get("inpatient_fund_paid")?,
-            disease: row.try_get("disease_code")?,
+            disease,
             disease_deductible_met: row.try_get("disease_deductible_met")?,
             disease_fund_paid: row.try_get("disease_fund_paid")?,
             serious_illness_base: row.try_get("serious_illness_base")?,

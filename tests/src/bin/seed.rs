@@ -48,6 +48,15 @@ async fn main() -> anyhow::Result<()> {
     partitions_for_the_month(&url).await?;
     let mut db = PgConnection::connect(&url).await?;
     db.execute("SET synchronous_commit = off").await?;
+    // Event ids as the services make them (UUIDv7: the time in milliseconds first, so
+    // each month's event index fills in order), the rest from the claim.
+    db.execute(
+        "CREATE FUNCTION pg_temp.event_id_at(at timestamptz, seed text) RETURNS uuid
+         LANGUAGE sql IMMUTABLE AS
+         $$ SELECT (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7'
+                    || substr(md5(seed), 1, 3) || '8' || substr(md5(seed), 4, 15))::uuid $$",
+    )
+    .await?;
     let templates = templates(&mut db).await?;
     let persons = (claims / 5).max(1);
     println!(
@@ -147,7 +156,7 @@ async fn load_chunk(
         "CREATE TEMP TABLE g ON COMMIT DROP AS
          SELECT g, 'M' || g AS id, 'M' || (g % $4) AS person, (g % $4) % $5 AS k,
                 now() - interval '30 days' + (g::float8 / $3) * interval '30 days' AS at,
-                md5('M' || g)::uuid AS event_id
+                pg_temp.event_id_at(now() - interval '30 days' + (g::float8 / $3) * interval '30 days', 'M' || g) AS event_id
          FROM generate_series($1::bigint, $2::bigint - 1) AS g",
     )
     .bind(from)
@@ -165,7 +174,7 @@ async fn load_chunk(
                                             disease_deductible_met, disease_fund_paid, serious_illness_base,
                                             serious_illness_paid, assistance_paid, personal_account_debit, settled_at,
                                             audit_id)
-             SELECT t.treatment_region, g.id, t.insured_region, g.person, t.year, sha256(g.id::bytea), t.result,
+             SELECT t.treatment_region, g.id, t.insured_region, g.person, t.year, substring(sha256(g.id::bytea) FROM 1 FOR 16), t.result,
                     g.event_id, t.inpatient_admissions, t.inpatient_fund_paid, t.disease_code, t.disease_deductible_met,
                     t.disease_fund_paid, t.serious_illness_base, t.serious_illness_paid, t.assistance_paid,
                     t.personal_account_debit, g.at, nextval('settlement.audit_log_ids')

@@ -85,7 +85,7 @@ pub(crate) async fn entries(
     limit: i64,
 ) -> Result<Vec<JournalEntry>> {
     let rows = sqlx::query(
-        "SELECT entry_id, event_id, kind, insured_province, treatment_province, claim_id, treatment_region,
+        "SELECT entry_id, event_id, kind::text AS kind, insured_province, treatment_province, claim_id, treatment_region,
                 posted_at::text AS posted_at, fund, serious_illness, assistance, personal_account, total
          FROM journal_entries
          WHERE entry_id > $1 AND ($2::text IS NULL OR insured_province = $2 OR treatment_province = $2)
@@ -198,7 +198,7 @@ pub(crate) async fn insert_entries(
         "INSERT INTO journal_entries (event_id, kind, insured_province, treatment_province, treatment_region,
                                       claim_id, original_event_id, fund, serious_illness, assistance,
                                       personal_account, visit_type, day, total, cash, period, posted_at)
-         SELECT e, k, i, t, tr, c, o, f, s, a, p, v, d, tot, cash, $16, $17
+         SELECT e, k::journal_kind, i, t, tr, c, o, f, s, a, p, v::journal_visit_type, d, tot, cash, $16, $17
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],
                      $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[], $13::date[],
                      $14::numeric[], $15::numeric[])
