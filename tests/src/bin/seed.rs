@@ -9,13 +9,14 @@
 //! once first: `clearinghouse-loadgen`): its stored result and its entry's amounts — so
 //! the seeded rows have the sizes and the mix of real ones. Claims
 //! (ids `M…`) spread evenly over the 30 days before the run, one person in five of them
-//! (`M…` persons) claiming five times.
+//! (`M…` persons) claiming five times. The indexes of a month that has ended are then
+//! packed, as the services' upkeep does a day after a month's end.
 //!
 //! ```text
 //! cargo run --release -p clearinghouse-tests --bin clearinghouse-seed -- --claims 10000000
 //! ```
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
 use anyhow::Context;
 use sqlx::{Connection, Executor, PgConnection, postgres::PgConnectOptions};
@@ -87,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
         db.execute(sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {table}")))
             .await?;
     }
+    println!("  indexes of the months that have ended packed, as the services' upkeep does");
+    pack_ended_months(&url).await?;
     db.execute("CHECKPOINT").await?;
     println!(
         "seeded {claims} claims in {:.0} s",
@@ -95,9 +98,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The partitions the month before now needs (the services create those of now on).
-async fn partitions_for_the_month(url: &str) -> anyhow::Result<()> {
-    let month_ago = time::OffsetDateTime::now_utc() - time::Duration::days(31);
+/// Each seeded schema's pool and monthly tables.
+async fn monthly_tables(
+    url: &str,
+) -> anyhow::Result<Vec<(sqlx::PgPool, clearinghouse_platform::partitions::Monthly)>> {
+    let mut tables = Vec::new();
     for (schema, specs) in [
         ("settlement", clearinghouse_settlement::MONTHLY),
         ("ledger", clearinghouse_fund_ledger::MONTHLY),
@@ -105,7 +110,47 @@ async fn partitions_for_the_month(url: &str) -> anyhow::Result<()> {
         let options: PgConnectOptions = url.parse()?;
         let pool = sqlx::PgPool::connect_with(options.options([("search_path", schema)])).await?;
         for spec in clearinghouse_platform::audit::monthly_with_trail(specs) {
-            clearinghouse_platform::partitions::ensure(&pool, &spec, month_ago).await?;
+            tables.push((pool.clone(), spec));
+        }
+    }
+    Ok(tables)
+}
+
+/// The partitions the month before now needs (the services create those of now on).
+async fn partitions_for_the_month(url: &str) -> anyhow::Result<()> {
+    let month_ago = time::OffsetDateTime::now_utc() - time::Duration::days(31);
+    for (pool, spec) in monthly_tables(url).await? {
+        clearinghouse_platform::partitions::ensure(&pool, &spec, month_ago).await?;
+    }
+    Ok(())
+}
+
+/// Packs the indexes of the seeded months that have ended (`partitions::pack_closed`, what
+/// the services' hourly upkeep does a day after a month's end), printing each partition's
+/// indexes before and after.
+async fn pack_ended_months(url: &str) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    for (pool, spec) in monthly_tables(url).await? {
+        let sizes = || {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT c.relname::text, (SELECT coalesce(sum(pg_relation_size(x.indexrelid)), 0)::bigint
+                                          FROM pg_index x WHERE x.indrelid = c.oid)
+                 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = to_regclass($1)",
+            )
+            .bind(spec.table)
+            .fetch_all(&pool)
+        };
+        let before: HashMap<String, i64> = sizes().await?.into_iter().collect();
+        let packed =
+            clearinghouse_platform::partitions::pack_closed(&pool, spec.table, now).await?;
+        let after: HashMap<String, i64> = sizes().await?.into_iter().collect();
+        for name in packed {
+            println!(
+                "    {name}: indexes {} → {} MB",
+                before.get(&name).copied().unwrap_or_default() >> 20,
+                after.get(&name).copied().unwrap_or_default() >> 20
+            );
         }
     }
     Ok(())
