@@ -163,6 +163,10 @@ async fn templates(db: &mut PgConnection) -> anyhow::Result<i64> {
          SELECT (row_number() OVER (ORDER BY c.settled_at) - 1)::bigint AS k,
                 c.treatment_region, c.insured_region, c.year, c.result, c.inpatient_admissions,
                 c.inpatient_fund_paid, c.disease_code, c.disease_deductible_met, c.disease_fund_paid,
+                -- the accumulator a claim draws on: its disease's, or general outpatient's
+                -- (whose code the claim row leaves out)
+                COALESCE(c.disease_code, CASE WHEN j.visit_type = 'VISIT_TYPE_GENERAL_OUTPATIENT'
+                                              THEN 'GENERAL OUTPATIENT' END) AS accumulator_code,
                 c.serious_illness_base, c.serious_illness_paid, c.assistance_paid, c.personal_account_debit,
                 j.insured_province, j.treatment_province, j.fund, j.serious_illness, j.assistance,
                 j.personal_account, j.visit_type, j.total, j.cash
@@ -261,10 +265,10 @@ async fn summaries(db: &mut PgConnection, persons: i64, templates: i64) -> anyho
          ON CONFLICT DO NOTHING",
         "INSERT INTO settlement.disease_accumulators (insured_region, person_id, year, disease_code, deductible_met,
                                                       fund_paid)
-         SELECT t.insured_region, 'M' || p, t.year, t.disease_code, 5 * t.disease_deductible_met,
+         SELECT t.insured_region, 'M' || p, t.year, t.accumulator_code, 5 * t.disease_deductible_met,
                 5 * t.disease_fund_paid
          FROM generate_series(0, $1 - 1) AS p JOIN t ON t.k = p % $2
-         WHERE t.disease_code IS NOT NULL
+         WHERE t.accumulator_code IS NOT NULL
          ON CONFLICT DO NOTHING",
     ] {
         sqlx::query(sqlx::AssertSqlSafe(statement))
