@@ -282,7 +282,8 @@ fn settled_at(r: &clearinghouse_proto::settlement::v1::SettlementResult) -> time
 /// A month that has ended has its indexes packed once (rebuilt without blocking writers):
 /// an index filled at many places at once, as the journal's period index is by every pair
 /// of provinces, halves its pages as it grows and is about half empty until packed. The
-/// current month is left alone, and the rows are found through the packed index.
+/// current month is left alone, and the rows are found through the packed index; what an
+/// earlier rebuild cut short left behind is dropped first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_months_indexes_are_packed_once() {
     let env = TestEnv::new().await.unwrap();
@@ -319,6 +320,13 @@ async fn a_closed_months_indexes_are_packed_once() {
             .unwrap()
         }
     };
+    // A rebuild cut short before left an invalid index behind.
+    let cut_short = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE UNIQUE INDEX CONCURRENTLY {last_name}_pair_ccnew ON {last_name} (pair)"
+    )))
+    .execute(&db)
+    .await;
+    assert!(cut_short.is_err(), "pairs repeat: the build fails");
     let (last_before, this_before) = (
         index_size(last_name.clone()).await,
         index_size(this_name.clone()).await,
@@ -341,6 +349,14 @@ async fn a_closed_months_indexes_are_packed_once() {
         "packed: {last_before} → {last_after} bytes"
     );
     assert_eq!(index_size(this_name.clone()).await, this_before);
+    let invalid: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index WHERE indrelid = to_regclass($1) AND NOT indisvalid",
+    )
+    .bind(&last_name)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(invalid, 0, "the leftover of the build cut short is gone");
     assert!(
         partitions::pack_closed(&db, "packed_demo", now)
             .await

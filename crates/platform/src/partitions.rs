@@ -155,6 +155,22 @@ pub async fn pack_closed(
         if done {
             continue;
         }
+        // A rebuild cut short (the service stopped, the database restarted) leaves its new
+        // indexes behind, invalid, written to yet never read: they go before it is tried again.
+        let leftovers: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+             WHERE x.indrelid = to_regclass($1) AND NOT x.indisvalid AND c.relname ~ '_ccnew[0-9]*$'",
+        )
+        .bind(&name)
+        .fetch_all(pool)
+        .await?;
+        for index in leftovers {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP INDEX CONCURRENTLY {index}"
+            )))
+            .execute(pool)
+            .await?;
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "REINDEX TABLE CONCURRENTLY {name}"
         )))
