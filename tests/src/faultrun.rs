@@ -573,7 +573,7 @@ pub async fn fault_run(options: Options) -> anyhow::Result<Report> {
     }
     // One posting per claim and per reversal, with the acknowledged amounts.
     let postings: Vec<(String, String, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT claim_id, kind, fund, serious_illness, assistance, personal_account
+        "SELECT claim_id, kind::text, fund, serious_illness, assistance, personal_account
          FROM journal_entries WHERE kind IN ('CLAIM_SETTLED', 'CLAIM_REVERSED')",
     )
     .fetch_all(&ledger_db)
