@@ -138,7 +138,42 @@ async fn a_write_and_its_audit_record_commit_together() {
         "{}",
         plan.join("\n")
     );
+    // A caller's settlements are found by region (not by reading every claim newest
+    // first and skipping other provinces': a province that settles nothing meant all).
+    sqlx::query("RESET enable_sort")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        clearinghouse_platform::audit::CALLER_TRAIL_PAGE
+    )))
+    .persistent(false)
+    .bind(i64::MAX)
+    .bind("province:650000")
+    .bind("")
+    .bind(100_i64)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("claim_once") && !plan.contains("audit_id_idx"),
+        "{plan}"
+    );
     drop(conn);
+    let nobody = world
+        .audit(1)
+        .await
+        .list_audit_records(ListAuditRecordsRequest {
+            caller: "province:650000".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(nobody.is_empty(), "{nobody:?}");
     world
         .insured_settlement
         .clone()
