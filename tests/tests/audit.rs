@@ -122,41 +122,20 @@ async fn a_write_and_its_audit_record_commit_together() {
     for setting in ["SET enable_sort = off", "SET enable_seqscan = off"] {
         sqlx::query(setting).execute(&mut *conn).await.unwrap();
     }
-    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN {}",
-        clearinghouse_platform::audit::TRAIL_PAGE
-    )))
-    .bind(i64::MAX)
-    .bind("")
-    .bind("")
-    .bind(100_i64)
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap();
-    assert!(
-        plan.iter().all(|line| !line.contains("Sort  ")),
-        "{}",
-        plan.join("\n")
-    );
+    let plan = page_plan(&mut conn, clearinghouse_platform::audit::TRAIL_PAGE, "").await;
+    assert!(plan.lines().all(|line| !line.contains("Sort  ")), "{plan}");
     // A caller's settlements are found by region (not by reading every claim newest
     // first and skipping other provinces': a province that settles nothing meant all).
     sqlx::query("RESET enable_sort")
         .execute(&mut *conn)
         .await
         .unwrap();
-    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN {}",
-        clearinghouse_platform::audit::CALLER_TRAIL_PAGE
-    )))
-    .persistent(false)
-    .bind(i64::MAX)
-    .bind("province:650000")
-    .bind("")
-    .bind(100_i64)
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap();
-    let plan = plan.join("\n");
+    let plan = page_plan(
+        &mut conn,
+        clearinghouse_platform::audit::CALLER_TRAIL_PAGE,
+        "province:650000",
+    )
+    .await;
     assert!(
         plan.contains("claim_once") && !plan.contains("audit_id_idx"),
         "{plan}"
@@ -211,4 +190,19 @@ async fn a_write_and_its_audit_record_commit_together() {
         )]
     );
     world.stop().await;
+}
+
+/// The plan of a first page of the trail of `caller` (empty: everyone's) by `statement`,
+/// planned for these values.
+async fn page_plan(conn: &mut sqlx::PgConnection, statement: &str, caller: &str) -> String {
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {statement}")))
+        .persistent(false)
+        .bind(i64::MAX)
+        .bind(caller)
+        .bind("")
+        .bind(100_i64)
+        .fetch_all(conn)
+        .await
+        .unwrap();
+    plan.join("\n")
 }

@@ -88,6 +88,20 @@ pub async fn attached(pool: &PgPool, table: &str) -> sqlx::Result<Vec<YearMonth>
     Ok(months)
 }
 
+/// The names of `table`'s attached partitions of months before `before`, oldest first.
+async fn attached_before(
+    pool: &PgPool,
+    table: &str,
+    before: YearMonth,
+) -> sqlx::Result<Vec<String>> {
+    Ok(attached(pool, table)
+        .await?
+        .into_iter()
+        .take_while(|month| *month < before)
+        .map(|month| partition_name(table, month))
+        .collect())
+}
+
 fn parse_suffix(table: &str, name: &str) -> Option<YearMonth> {
     let (year, month) = name
         .strip_prefix(table)?
@@ -108,11 +122,7 @@ pub async fn detach_before(
     before: YearMonth,
 ) -> sqlx::Result<Vec<String>> {
     let mut detached = Vec::new();
-    for month in attached(pool, table).await? {
-        if month >= before {
-            break;
-        }
-        let name = partition_name(table, month);
+    for name in attached_before(pool, table, before).await? {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "ALTER TABLE {table} DETACH PARTITION {name} CONCURRENTLY"
         )))
@@ -141,11 +151,7 @@ pub async fn pack_closed(
 ) -> sqlx::Result<Vec<String>> {
     let closed_before = china_month(now - time::Duration::days(1));
     let mut packed = Vec::new();
-    for month in attached(pool, table).await? {
-        if month >= closed_before {
-            break;
-        }
-        let name = partition_name(table, month);
+    for name in attached_before(pool, table, closed_before).await? {
         let done: bool = sqlx::query_scalar(
             "SELECT coalesce(obj_description(to_regclass($1), 'pg_class') = $2, false)",
         )

@@ -254,7 +254,7 @@ pub(crate) fn disease_of(c: &ParsedClaim) -> Option<&str> {
 }
 
 /// The reserved accumulator code of general outpatient (no disease code has a space).
-pub(crate) const GENERAL_OUTPATIENT: &str = "GENERAL OUTPATIENT";
+pub const GENERAL_OUTPATIENT: &str = "GENERAL OUTPATIENT";
 
 /// The accumulator code a claim row stores (`claims.disease_code`): a chronic disease's;
 /// general outpatient's reserved code is not stored in each of its claims (19 bytes of

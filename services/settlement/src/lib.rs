@@ -16,6 +16,7 @@ mod store;
 mod stored;
 
 /// The service's tables partitioned by China month (the audit trail aside).
+pub use claim::GENERAL_OUTPATIENT;
 pub use store::MONTHLY;
 
 /// Finds and rebuilds the `ClaimSettled` events of the claims settled since a time, as

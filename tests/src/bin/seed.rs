@@ -158,6 +158,9 @@ async fn pack_ended_months(url: &str) -> anyhow::Result<()> {
 
 /// Numbers the last run's settled claims (with their entry and event) as templates.
 async fn templates(db: &mut PgConnection) -> anyhow::Result<i64> {
+    let general_visit =
+        clearinghouse_proto::settlement::v1::VisitType::GeneralOutpatient.as_str_name();
+    let general_code = clearinghouse_settlement::GENERAL_OUTPATIENT;
     db.execute(sqlx::AssertSqlSafe(format!(
         "CREATE TEMP TABLE t AS
          SELECT (row_number() OVER (ORDER BY c.settled_at) - 1)::bigint AS k,
@@ -165,8 +168,8 @@ async fn templates(db: &mut PgConnection) -> anyhow::Result<i64> {
                 c.inpatient_fund_paid, c.disease_code, c.disease_deductible_met, c.disease_fund_paid,
                 -- the accumulator a claim draws on: its disease's, or general outpatient's
                 -- (whose code the claim row leaves out)
-                COALESCE(c.disease_code, CASE WHEN j.visit_type = 'VISIT_TYPE_GENERAL_OUTPATIENT'
-                                              THEN 'GENERAL OUTPATIENT' END) AS accumulator_code,
+                COALESCE(c.disease_code, CASE WHEN j.visit_type = '{general_visit}'
+                                              THEN '{general_code}' END) AS accumulator_code,
                 c.serious_illness_base, c.serious_illness_paid, c.assistance_paid, c.personal_account_debit,
                 j.insured_province, j.treatment_province, j.fund, j.serious_illness, j.assistance,
                 j.personal_account, j.visit_type, j.total, j.cash
