@@ -12,8 +12,8 @@ use std::time::Duration;
 use clearinghouse_proto::{
     filing::v1::{FilingCategory, RegisterFilingRequest, RegisterPersonRequest, Scheme},
     settlement::v1::{
-        FamilyLink, FamilyRelation, GetAccumulatorsResponse, GetClaimRequest,
-        LinkFamilyAccountRequest, PutPolicyRequest, ReverseRequest, SettleRequest,
+        CreditPersonalAccountRequest, FamilyLink, FamilyRelation, GetAccumulatorsResponse,
+        GetClaimRequest, LinkFamilyAccountRequest, PutPolicyRequest, ReverseRequest, SettleRequest,
         UnlinkFamilyAccountRequest,
     },
 };
@@ -77,6 +77,51 @@ async fn link(world: &World, holder: &str, member: &str, relation: FamilyRelatio
         .into_inner()
         .link
         .unwrap()
+}
+
+/// Settles `claim` on a task of its own: many at once.
+fn settle_at_once(
+    world: &World,
+    claim: clearinghouse_proto::settlement::v1::Claim,
+) -> tokio::task::JoinHandle<
+    Result<clearinghouse_proto::settlement::v1::SettlementResult, tonic::Status>,
+> {
+    let mut client = world.settlement.clone();
+    tokio::spawn(async move {
+        client
+            .settle(SettleRequest { claim: Some(claim) })
+            .await
+            .map(|r| r.into_inner().result.unwrap())
+    })
+}
+
+/// A world with the employee general-outpatient policy and `persons` registered as
+/// employees with long-term filings.
+async fn employees_under_general_outpatient(persons: &[&str]) -> World {
+    let world = World::start(false, &[]).await;
+    world
+        .policies
+        .clone()
+        .put_policy(PutPolicyRequest {
+            request_id: "go".into(),
+            policy: Some(fixtures::general_outpatient_policy(
+                fixtures::INSURED_REGION,
+                Scheme::Employee,
+            )),
+        })
+        .await
+        .unwrap();
+    for person in persons {
+        add(
+            &world,
+            person,
+            Scheme::Employee,
+            false,
+            FilingCategory::LongTermResident,
+        )
+        .await;
+    }
+    world
 }
 
 fn dec(text: &str) -> Decimal {
@@ -355,30 +400,8 @@ async fn worked_examples_4_and_5_and_family_accounts_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_claims_of_a_household_on_one_account_never_overdraw_it() {
-    let world = World::start(false, &[]).await;
-    world
-        .policies
-        .clone()
-        .put_policy(PutPolicyRequest {
-            request_id: "go".into(),
-            policy: Some(fixtures::general_outpatient_policy(
-                fixtures::INSURED_REGION,
-                Scheme::Employee,
-            )),
-        })
-        .await
-        .unwrap();
     let household = ["P-HOLD", "P-SPOUSE", "P-MOTHER", "P-SON"];
-    for person in household {
-        add(
-            &world,
-            person,
-            Scheme::Employee,
-            false,
-            FilingCategory::LongTermResident,
-        )
-        .await;
-    }
+    let world = employees_under_general_outpatient(&household).await;
     for (member, relation) in [
         ("P-SPOUSE", FamilyRelation::Spouse),
         ("P-MOTHER", FamilyRelation::Parent),
@@ -401,13 +424,7 @@ async fn fifty_concurrent_claims_of_a_household_on_one_account_never_overdraw_it
             if member != "P-HOLD" {
                 claim.personal_account_holder = "P-HOLD".into();
             }
-            let mut client = world.settlement.clone();
-            tokio::spawn(async move {
-                client
-                    .settle(SettleRequest { claim: Some(claim) })
-                    .await
-                    .map(|r| r.into_inner().result.unwrap())
-            })
+            settle_at_once(&world, claim)
         })
         .collect();
     let mut debits = Decimal::ZERO;
@@ -427,6 +444,61 @@ async fn fifty_concurrent_claims_of_a_household_on_one_account_never_overdraw_it
         "credits minus the stored debits"
     );
     assert!(debits > Decimal::ZERO);
+    world.stop().await;
+}
+
+/// A settlement sets the balance it computed from what it read under the person's lock; a
+/// credit arriving meanwhile takes the same lock, so it lands before the read or after the
+/// write, never between them: with claims and credits on one account at once, the balance
+/// is every credit less every debit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credits_made_while_claims_draw_on_the_account_are_never_lost() {
+    let world = employees_under_general_outpatient(&["P-CREDITED"]).await;
+    world.credit("P-CREDITED", "first", "100.00").await;
+    let claims: Vec<_> = (0..40)
+        .map(|i| {
+            let mut claim = fixtures::general_claim(
+                &format!("CR-{i:02}"),
+                "P-CREDITED",
+                1,
+                vec![fixtures::claim_line("D001", "1", "30.00")],
+            );
+            claim.use_personal_account = true;
+            settle_at_once(&world, claim)
+        })
+        .collect();
+    let credits: Vec<_> = (0..40)
+        .map(|i| {
+            let mut client = world.insured_settlement.clone();
+            tokio::spawn(async move {
+                client
+                    .credit_personal_account(CreditPersonalAccountRequest {
+                        request_id: format!("credit-{i:02}"),
+                        insured_region: fixtures::INSURED_REGION.into(),
+                        person_id: "P-CREDITED".into(),
+                        amount: "5.00".into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut debits = Decimal::ZERO;
+    for task in claims {
+        let result = task.await.unwrap().expect("every claim settles");
+        debits += dec(&result.split.unwrap().personal_account);
+    }
+    for task in credits {
+        task.await.unwrap().expect("every credit is made");
+    }
+    assert!(debits > Decimal::ZERO, "the claims drew on the account");
+    let balance = dec(&accumulators(&world, "P-CREDITED")
+        .await
+        .personal_account_balance);
+    assert_eq!(
+        balance,
+        dec("100.00") + dec("200.00") - debits,
+        "the first credit and forty of 5.00, less the stored debits"
+    );
     world.stop().await;
 }
 

@@ -1,9 +1,9 @@
 //! Settling concurrent claims in shared transactions: the queue and the in-memory fold.
 //!
 //! Claims that arrive together are written by one transaction: [`store::lock_and_read`]
-//! takes the persons' locks (personal accounts — the patients' and any family holders' —
-//! then person-years, then diseases, each in key order, so writers cannot deadlock), reads
-//! the accumulators they guard and finds claim ids already taken; the rules then run claim
+//! takes the persons' locks (the patients' and any family holders', then the claim ids',
+//! in one order, so writers cannot deadlock), reads the accounts and accumulators they
+//! guard and finds claim ids already taken; the rules then run claim
 //! by claim in memory (claims of one person in arrival order, each seeing the ones before);
 //! then the events, the claims with the accumulated changes, and the audit entries are
 //! written. Round trips and the commit are paid per batch, not per claim.

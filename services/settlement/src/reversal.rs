@@ -77,8 +77,8 @@ pub(crate) async fn reverse(
     })
 }
 
-/// Takes the locks a settlement of the claim would (accounts in key order, then the year,
-/// then the disease) and writes the claim's changes negated.
+/// Takes the locks a settlement of the claim would (the patient's and the paying
+/// account's holder's) and writes the claim's changes negated.
 async fn give_back(tx: &mut sqlx::PgConnection, stored: &store::StoredClaim) -> Result<()> {
     let person = (stored.year.0.clone(), stored.year.1.clone());
     let account = match &stored.account_holder {

@@ -21,70 +21,69 @@ use time::OffsetDateTime;
 use crate::claim::{ClaimKey, DiseaseKey, PersonKey, YearKey};
 
 /// Claims by China month of settlement; a claim id is unique within a month by each
-/// partition's index (across months, see [`LOCK_AND_READ`]).
+/// partition's index (across months, see [`LOCK`]).
 pub const MONTHLY: &[clearinghouse_platform::partitions::Monthly] =
     &[clearinghouse_platform::partitions::Monthly {
         table: "claims",
         per_partition: &["CREATE UNIQUE INDEX {p}_claim_once ON {p} (treatment_region, claim_id)"],
     }];
 
-/// The lock-and-read statement: takes the locks (every personal account named, then every
-/// person-year, then every disease, each in the order given — key order, so that writers
-/// cannot deadlock), reads what they guard and finds the claim ids already taken.
+/// The lock statement: one transaction-scoped advisory lock per person whose rows the
+/// transaction will change (the patients — their personal account, person-years and
+/// diseases — and any family holders whose accounts they draw on), then one per claim id,
+/// all in one order (class, then hash), so that writers cannot deadlock. Every writer of
+/// those rows takes its persons' locks first ([`lock_persons`]; settlement, reversal,
+/// credits, family links): a lock is only memory, where locking the rows themselves wrote
+/// each of them (a new row version and its WAL) before the write changed it again.
 ///
-/// It also takes a transaction-scoped advisory lock per claim id: claims are partitioned
-/// by month, so no index spans every month, and two calls with one id (a platform's
-/// retry racing its first try at midnight of a month's end) would each find it free. The
-/// second waits here until the first commits; [`WRITE`], a later statement, then sees the
-/// first's row and inserts nothing, which fails the batch (see [`write`]).
-pub(crate) const LOCK_AND_READ: &str = "WITH persons AS (
-         INSERT INTO personal_accounts (insured_region, person_id)
-         SELECT r, p FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(r, p, n) ORDER BY n
-         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance
-         RETURNING insured_region, person_id, balance),
-     years AS (
-         INSERT INTO accumulators (insured_region, person_id, year)
-         SELECT r, p, y FROM UNNEST($3::text[], $4::text[], $5::int[]) WITH ORDINALITY AS u(r, p, y, n) ORDER BY n
-         ON CONFLICT (insured_region, person_id, year) DO UPDATE SET year = EXCLUDED.year
-         RETURNING insured_region, person_id, year, inpatient_admissions, inpatient_fund_paid,
-                   serious_illness_base, serious_illness_paid, assistance_paid),
-     diseases AS (
-         INSERT INTO disease_accumulators (insured_region, person_id, year, disease_code)
-         SELECT r, p, y, d FROM UNNEST($6::text[], $7::text[], $8::int[], $9::text[]) WITH ORDINALITY AS u(r, p, y, d, n)
-         ORDER BY n
-         ON CONFLICT (insured_region, person_id, year, disease_code) DO UPDATE SET year = EXCLUDED.year
-         RETURNING insured_region, person_id, year, disease_code, deductible_met, fund_paid),
-     claim_locks AS (
-         SELECT pg_advisory_xact_lock(1936, hashtext(r || ' ' || i))
-         FROM UNNEST($10::text[], $11::text[]) AS u(r, i) ORDER BY hashtext(r || ' ' || i)),
-     taken AS (
-         SELECT c.treatment_region, c.claim_id FROM UNNEST($10::text[], $11::text[]) AS u(r, i)
-         CROSS JOIN LATERAL (SELECT treatment_region, claim_id FROM claims
-                             WHERE treatment_region = u.r AND claim_id = u.i LIMIT 1) c)
-     SELECT 'P' AS kind, insured_region AS a, person_id AS b, NULL::int AS year, NULL::text AS disease,
-            balance AS n1, NULL::int AS admissions, NULL::numeric AS n2, NULL::numeric AS n3,
-            NULL::numeric AS n4, NULL::numeric AS n5
-     FROM persons
+/// The claim ids' locks: claims are partitioned by month, so no index spans every month,
+/// and two calls with one id (a platform's retry racing its first try at midnight of a
+/// month's end) would each find it free. The second waits here until the first commits;
+/// [`READ`], a later statement, then sees the first's row.
+///
+/// What the locks guard is read by [`READ`], a statement of its own: a statement's
+/// snapshot is taken when it starts, so rows read in the statement that waited for a lock
+/// could be older than the commit it waited for.
+pub(crate) const LOCK: &str = "SELECT count(pg_advisory_xact_lock(c, k)) FROM (
+         SELECT 1937 AS c, hashtext(r || ' ' || p) AS k FROM UNNEST($1::text[], $2::text[]) AS u(r, p)
+         UNION
+         SELECT 1936, hashtext(r || ' ' || i) FROM UNNEST($3::text[], $4::text[]) AS u(r, i)
+         ORDER BY 1 DESC, 2) AS l";
+
+/// The read statement, under [`LOCK`]'s locks: the personal accounts, person-years and
+/// disease rows the claims draw on (absent rows are zeros) and the claim ids already taken.
+/// Each key is looked up on its own (`LATERAL … LIMIT 1`), whatever the generic plan.
+pub(crate) const READ: &str = "SELECT 'P' AS kind, a.insured_region AS a, a.person_id AS b, NULL::int AS year,
+            NULL::text AS disease, a.balance AS n1, NULL::int AS admissions, NULL::numeric AS n2,
+            NULL::numeric AS n3, NULL::numeric AS n4
+     FROM UNNEST($1::text[], $2::text[]) AS u(r, p)
+     CROSS JOIN LATERAL (SELECT insured_region, person_id, balance FROM personal_accounts
+                         WHERE insured_region = u.r AND person_id = u.p LIMIT 1) a
      UNION ALL
-     SELECT 'Y', insured_region, person_id, year, NULL, inpatient_fund_paid, inpatient_admissions,
-            serious_illness_base, serious_illness_paid, assistance_paid, NULL
-     FROM years
+     SELECT 'Y', y.insured_region, y.person_id, y.year, NULL, y.inpatient_fund_paid, y.inpatient_admissions,
+            y.serious_illness_base, y.serious_illness_paid, y.assistance_paid
+     FROM UNNEST($3::text[], $4::text[], $5::int[]) AS u(r, p, y)
+     CROSS JOIN LATERAL (SELECT * FROM accumulators
+                         WHERE insured_region = u.r AND person_id = u.p AND year = u.y LIMIT 1) y
      UNION ALL
-     SELECT 'D', insured_region, person_id, year, disease_code, deductible_met, NULL, fund_paid, NULL, NULL, NULL
-     FROM diseases
+     SELECT 'D', d.insured_region, d.person_id, d.year, d.disease_code, d.deductible_met, NULL, d.fund_paid,
+            NULL, NULL
+     FROM UNNEST($6::text[], $7::text[], $8::int[], $9::text[]) AS u(r, p, y, d)
+     CROSS JOIN LATERAL (SELECT * FROM disease_accumulators
+                         WHERE insured_region = u.r AND person_id = u.p AND year = u.y AND disease_code = u.d
+                         LIMIT 1) d
      UNION ALL
-     SELECT 'T', treatment_region, claim_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-     FROM taken
-     UNION ALL
-     SELECT 'L', '', '', NULL, NULL, NULL, count(*)::int, NULL, NULL, NULL, NULL
-     FROM claim_locks";
+     SELECT 'T', c.treatment_region, c.claim_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM UNNEST($10::text[], $11::text[]) AS u(r, i)
+     CROSS JOIN LATERAL (SELECT treatment_region, claim_id FROM claims
+                         WHERE treatment_region = u.r AND claim_id = u.i LIMIT 1) c";
 
 /// The write statement: claims, and the accumulated changes.
 ///
-/// The rows it changes exist and are locked ([`LOCK_AND_READ`] made sure), yet the
-/// changes are upserts: `ON CONFLICT` finds each row through its primary key whatever the
-/// plan, where an `UPDATE … FROM UNNEST` planned once (the hot pool keeps generic plans)
-/// could join by scanning the whole table. Accumulators get the changes added (a reversal
+/// The rows it changes are guarded by the persons' locks ([`LOCK`]); a row not there yet
+/// is inserted with the change as its value. The changes are upserts: `ON CONFLICT` finds
+/// each row through its primary key whatever the plan, where an `UPDATE … FROM UNNEST`
+/// planned once (the hot pool keeps generic plans) could join by scanning the whole table. Accumulators get the changes added (a reversal
 /// adds negated ones); a personal account is set to its balance afterwards, computed from
 /// the balance read under the lock still held (an upsert's proposed row must itself pass
 /// the account's `balance >= 0` check, so a negative change cannot be proposed).
@@ -124,13 +123,17 @@ pub(crate) const WRITE: &str = "WITH claims_written AS (
          ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = EXCLUDED.balance)
      SELECT count(*) FROM claims_written";
 
-/// The rows to lock, each list in key order.
+/// The persons to lock and the rows to read under their locks.
 #[derive(Default)]
 pub(crate) struct ToLock {
+    /// The persons locked: every patient and every paying account's holder; their
+    /// personal accounts are read.
     pub accounts: Vec<PersonKey>,
+    /// Person-years read (of persons locked).
     pub years: Vec<YearKey>,
+    /// Disease rows read (of persons locked).
     pub diseases: Vec<DiseaseKey>,
-    /// Claim ids to look for (not locked: the claim insert's key decides).
+    /// Claim ids: each locked, and looked for.
     pub claims: Vec<ClaimKey>,
 }
 
@@ -176,22 +179,12 @@ pub(crate) fn in_key_order<K: Ord>(keys: impl IntoIterator<Item = K>) -> Vec<K> 
         .collect()
 }
 
-/// Takes the locks of [`ToLock`] in one statement ([`LOCK_AND_READ`]) and reads what they
-/// guard; rows not there yet are created empty.
+/// Takes the locks of [`ToLock`] ([`LOCK`]), then reads what they guard ([`READ`]).
 pub(crate) async fn lock_and_read(tx: &mut PgConnection, keys: &ToLock) -> Result<Locked> {
-    let rows = sqlx::query(LOCK_AND_READ)
-        .bind(
-            keys.accounts
-                .iter()
-                .map(|k| k.0.as_str())
-                .collect::<Vec<&str>>(),
-        )
-        .bind(
-            keys.accounts
-                .iter()
-                .map(|k| k.1.as_str())
-                .collect::<Vec<&str>>(),
-        )
+    lock(tx, &keys.accounts, &keys.claims).await?;
+    let rows = sqlx::query(READ)
+        .bind(column(&keys.accounts, true))
+        .bind(column(&keys.accounts, false))
         .bind(
             keys.years
                 .iter()
@@ -224,18 +217,8 @@ pub(crate) async fn lock_and_read(tx: &mut PgConnection, keys: &ToLock) -> Resul
                 .map(|k| k.3.as_str())
                 .collect::<Vec<&str>>(),
         )
-        .bind(
-            keys.claims
-                .iter()
-                .map(|k| k.0.as_str())
-                .collect::<Vec<&str>>(),
-        )
-        .bind(
-            keys.claims
-                .iter()
-                .map(|k| k.1.as_str())
-                .collect::<Vec<&str>>(),
-        )
+        .bind(column(&keys.claims, true))
+        .bind(column(&keys.claims, false))
         .fetch_all(&mut *tx)
         .await?;
     let mut locked = Locked::default();
@@ -243,6 +226,31 @@ pub(crate) async fn lock_and_read(tx: &mut PgConnection, keys: &ToLock) -> Resul
         read_locked_row(&row, &mut locked)?;
     }
     Ok(locked)
+}
+
+/// Takes the persons' locks: what any writer of a person's account or accumulators does
+/// first, in its transaction (see [`LOCK`]).
+pub(crate) async fn lock_persons(tx: &mut PgConnection, persons: &[PersonKey]) -> Result<()> {
+    lock(tx, persons, &[]).await
+}
+
+/// One column of keys (`first`: their regions, else their ids), as a statement binds it.
+fn column(keys: &[(String, String)], first: bool) -> Vec<&str> {
+    keys.iter()
+        .map(|k| if first { k.0.as_str() } else { k.1.as_str() })
+        .collect()
+}
+
+/// [`LOCK`]: the persons' locks, then the claim ids'.
+async fn lock(tx: &mut PgConnection, persons: &[PersonKey], claims: &[ClaimKey]) -> Result<()> {
+    sqlx::query(LOCK)
+        .bind(column(persons, true))
+        .bind(column(persons, false))
+        .bind(column(claims, true))
+        .bind(column(claims, false))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 fn read_locked_row(row: &PgRow, locked: &mut Locked) -> Result<()> {
@@ -272,7 +280,7 @@ fn read_locked_row(row: &PgRow, locked: &mut Locked) -> Result<()> {
         "T" => {
             locked.taken.insert((a, b));
         }
-        _ => {} // 'L': the claim ids' locks, taken
+        _ => {}
     }
     Ok(())
 }

@@ -41,6 +41,9 @@ pub(crate) async fn credit(
     request_id: &str,
     amount: Decimal,
 ) -> Result<Decimal> {
+    // A settlement sets the balance it computed under the person's lock: a credit takes it
+    // too, so that it never lands between that read and that write.
+    super::lock_persons(tx, std::slice::from_ref(account)).await?;
     let balance: Decimal = sqlx::query_scalar(
         "INSERT INTO personal_accounts (insured_region, person_id, balance) VALUES ($1, $2, $3)
          ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance + EXCLUDED.balance

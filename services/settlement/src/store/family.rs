@@ -74,22 +74,14 @@ pub(crate) async fn link_by_request(
     row.as_ref().map(link_from_row).transpose()
 }
 
-/// Locks the holder's account row (created empty when new): links of one holder are made
-/// one at a time.
+/// Takes the holder's person lock (as settlement does for an account it draws on): links
+/// of one holder are made one at a time.
 pub(crate) async fn lock_holder(
     conn: &mut PgConnection,
     insured_region: Region,
     holder: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO personal_accounts (insured_region, person_id) VALUES ($1, $2)
-         ON CONFLICT (insured_region, person_id) DO UPDATE SET balance = personal_accounts.balance",
-    )
-    .bind(insured_region.to_string())
-    .bind(holder)
-    .execute(conn)
-    .await?;
-    Ok(())
+    super::lock_persons(conn, &[(insured_region.to_string(), holder.to_string())]).await
 }
 
 /// A link of the holder to the member still in force on or after `from`.
