@@ -17,27 +17,40 @@ use sqlx::{PgConnection, PgPool, Row};
 /// The open period, created for the current one (its first month, periods aligned on the
 /// calendar year) when there is none; held with a share lock so that closing it waits for
 /// the postings in flight.
+///
+/// A posting that waited for the lock of a period being closed finds it closed: the next
+/// period, opened by the closing transaction, is newer than the statement that waited, so
+/// a new statement looks again (it used to fail the batch, which was then retried).
 pub(crate) async fn open_period(
     tx: &mut PgConnection,
     months: u32,
     today: time::Date,
 ) -> Result<String> {
-    sqlx::query(
-        "INSERT INTO clearing_periods (period, state)
-         SELECT to_char(make_date(extract(year FROM d)::int, ((extract(month FROM d)::int - 1) / $1) * $1 + 1, 1), 'YYYY-MM'),
-                'OPEN'
-         FROM (SELECT $2::date AS d) AS today
-         WHERE NOT EXISTS (SELECT 1 FROM clearing_periods WHERE state = 'OPEN')
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(months.max(1) as i32)
-    .bind(today)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query_scalar("SELECT period FROM clearing_periods WHERE state = 'OPEN' FOR SHARE")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(Error::from)
+    for _ in 0..3 {
+        sqlx::query(
+            "INSERT INTO clearing_periods (period, state)
+             SELECT to_char(make_date(extract(year FROM d)::int, ((extract(month FROM d)::int - 1) / $1) * $1 + 1, 1), 'YYYY-MM'),
+                    'OPEN'
+             FROM (SELECT $2::date AS d) AS today
+             WHERE NOT EXISTS (SELECT 1 FROM clearing_periods WHERE state = 'OPEN')
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(months.max(1) as i32)
+        .bind(today)
+        .execute(&mut *tx)
+        .await?;
+        let open: Option<String> = sqlx::query_scalar(
+            "SELECT period FROM clearing_periods WHERE state = 'OPEN' FOR SHARE",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(period) = open {
+            return Ok(period);
+        }
+    }
+    Err(Error::Unavailable(
+        "clearing periods are being closed, retry".into(),
+    ))
 }
 
 /// Adds a batch's claim postings to their period's totals per province pair, pairs in
@@ -302,4 +315,70 @@ pub(crate) async fn open(conn: &mut PgConnection) -> Result<Option<String>> {
         .fetch_optional(conn)
         .await
         .map_err(Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly on the first surprise"
+    )]
+
+    use std::time::Duration;
+
+    use clearinghouse_platform::{
+        config::{DatabaseConfig, Secret},
+        db,
+    };
+
+    use super::*;
+
+    /// A posting that waits on a period being closed posts into the next one at once, in
+    /// its own transaction, instead of failing its batch.
+    #[tokio::test]
+    async fn a_posting_waiting_on_a_closing_period_finds_the_next() {
+        let url = clearinghouse_testkit::fresh_database("ch_periods")
+            .await
+            .unwrap();
+        let config = DatabaseConfig {
+            url: Secret::new(&url),
+            schema: "ledger".into(),
+            max_connections: 4,
+        };
+        let pool = db::connect_and_migrate(
+            &config,
+            &[
+                &clearinghouse_events::migrator(),
+                &clearinghouse_platform::audit::migrator(),
+                &sqlx::migrate!("./migrations"),
+            ],
+        )
+        .await
+        .unwrap();
+        let today = time::macros::date!(2026 - 12 - 07);
+        let mut first = pool.begin().await.unwrap();
+        assert_eq!(open_period(&mut first, 1, today).await.unwrap(), "2026-12");
+        first.commit().await.unwrap();
+
+        // The closing transaction holds the period's row, as `periods::close` does.
+        let mut closing = pool.begin().await.unwrap();
+        assert_eq!(
+            lock(&mut closing, "2026-12").await.unwrap().as_deref(),
+            Some("OPEN")
+        );
+        let posting = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await.unwrap();
+                let period = open_period(&mut tx, 1, today).await;
+                tx.commit().await.unwrap();
+                period
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!posting.is_finished(), "the posting waits for the close");
+        close(&mut closing, "2026-12", "2027-01").await.unwrap();
+        closing.commit().await.unwrap();
+        assert_eq!(posting.await.unwrap().unwrap(), "2027-01");
+    }
 }
