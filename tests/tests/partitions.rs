@@ -339,6 +339,28 @@ async fn a_closed_months_indexes_are_packed_once() {
             .is_empty(),
         "a day's grace for late writes"
     );
+    // Another replica packing the month: left to it, its unfinished indexes untouched.
+    let mut other = db.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+        .bind(partitions::PACKING)
+        .bind(&last_name)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert!(
+        partitions::pack_closed(&db, "packed_demo", now)
+            .await
+            .unwrap()
+            .is_empty(),
+        "left to the replica packing it"
+    );
+    assert_eq!(index_size(last_name.clone()).await, last_before);
+    sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(partitions::PACKING)
+        .bind(&last_name)
+        .execute(&mut *other)
+        .await
+        .unwrap();
     let packed = partitions::pack_closed(&db, "packed_demo", now)
         .await
         .unwrap();

@@ -136,14 +136,19 @@ pub async fn detach_before(
 /// What marks a partition whose indexes were packed (its table's comment).
 const PACKED: &str = "indexes packed after its month";
 
+/// The class of the session advisory lock a replica holds on a partition while it packs
+/// it (the key: `hashtext` of the partition's name).
+pub const PACKING: i32 = 1938;
+
 /// Packs the indexes of `table`'s partitions of every month that ended a day or more
 /// before `now`, once each, without blocking writers (`REINDEX … CONCURRENTLY`); returns
 /// the partitions packed. While its month is written, an index whose entries arrive at
 /// many places at once (a pair's entries, a region's claim ids) splits its pages in half
 /// and leaves them so; rebuilt, it is filled to its fill factor (90 %): measured on a
 /// seeded month, the journal's period index 86 → 49 bytes an entry. A late write into a
-/// packed month is indexed as any write is. Replicas of a service may both rebuild a
-/// month once (the second waits for the first's lock), harmless and not prevented.
+/// packed month is indexed as any write is. A partition another replica is packing
+/// ([`PACKING`]) is left to it: its rebuild's new indexes, not valid until it ends, would
+/// look like a rebuild's leftovers here.
 pub async fn pack_closed(
     pool: &PgPool,
     table: &str,
@@ -152,45 +157,68 @@ pub async fn pack_closed(
     let closed_before = china_month(now - time::Duration::days(1));
     let mut packed = Vec::new();
     for name in attached_before(pool, table, closed_before).await? {
-        let done: bool = sqlx::query_scalar(
-            "SELECT coalesce(obj_description(to_regclass($1), 'pg_class') = $2, false)",
-        )
-        .bind(&name)
-        .bind(PACKED)
-        .fetch_one(pool)
-        .await?;
-        if done {
+        let mut conn = pool.acquire().await?;
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(PACKING)
+            .bind(&name)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !mine {
             continue;
         }
-        // A rebuild cut short (the service stopped, the database restarted) leaves its new
-        // indexes behind, invalid, written to yet never read: they go before it is tried again.
-        let leftovers: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
-             WHERE x.indrelid = to_regclass($1) AND NOT x.indisvalid AND c.relname ~ '_ccnew[0-9]*$'",
-        )
-        .bind(&name)
-        .fetch_all(pool)
-        .await?;
-        for index in leftovers {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP INDEX CONCURRENTLY {index}"
-            )))
-            .execute(pool)
+        let done = pack(&mut conn, &name).await;
+        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(PACKING)
+            .bind(&name)
+            .execute(&mut *conn)
             .await?;
+        if done? {
+            packed.push(name);
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "REINDEX TABLE CONCURRENTLY {name}"
-        )))
-        .execute(pool)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "COMMENT ON TABLE {name} IS '{PACKED}'"
-        )))
-        .execute(pool)
-        .await?;
-        packed.push(name);
     }
     Ok(packed)
+}
+
+/// Packs one partition's indexes unless they were packed; returns whether it packed them.
+/// Runs holding the partition's [`PACKING`] lock.
+async fn pack(conn: &mut sqlx::PgConnection, name: &str) -> sqlx::Result<bool> {
+    let done: bool = sqlx::query_scalar(
+        "SELECT coalesce(obj_description(to_regclass($1), 'pg_class') = $2, false)",
+    )
+    .bind(name)
+    .bind(PACKED)
+    .fetch_one(&mut *conn)
+    .await?;
+    if done {
+        return Ok(false);
+    }
+    // A rebuild cut short (the service stopped, the database restarted) leaves its new
+    // indexes behind, invalid, written to yet never read: they go before it is tried again.
+    let leftovers: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+         WHERE x.indrelid = to_regclass($1) AND NOT x.indisvalid AND c.relname ~ '_ccnew[0-9]*$'",
+    )
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    for index in leftovers {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP INDEX CONCURRENTLY {index}"
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "REINDEX TABLE CONCURRENTLY {name}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "COMMENT ON TABLE {name} IS '{PACKED}'"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
 }
 
 /// Months after the current China month whose partition exists, by table (alert
