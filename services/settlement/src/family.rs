@@ -17,6 +17,7 @@ use clearinghouse_platform::{
     error::{FieldViolations, check_request_id, invalid_field},
 };
 use clearinghouse_proto::{
+    convert::scheme_from_name,
     filing::v1::{CheckEligibilityRequest, filing_service_client::FilingServiceClient},
     settlement::v1::{
         FamilyLink, FamilyRelation, LinkFamilyAccountRequest, LinkFamilyAccountResponse,
@@ -123,10 +124,11 @@ async fn scheme_of(
     (region, today): (Region, Date),
     person: &str,
 ) -> Result<Option<Scheme>> {
-    match store::scheme_of(conn, region, person).await?.as_deref() {
-        Some("EMPLOYEE") | Some("SCHEME_EMPLOYEE") => return Ok(Some(Scheme::Employee)),
-        Some(_) => return Ok(Some(Scheme::Resident)),
-        None => {}
+    // Stored by the projection under its proto name (`projection::apply`); a name it does
+    // not know is no answer, as the settlement's lookup treats it.
+    let known = store::scheme_of(conn, region, person).await?;
+    if let Some(scheme) = known.as_deref().and_then(scheme_from_name) {
+        return Ok(Some(scheme));
     }
     let Some(client) = filing else {
         return Ok(None);
