@@ -83,10 +83,11 @@ pub(crate) const READ: &str = "SELECT 'P' AS kind, a.insured_region AS a, a.pers
 /// The rows it changes are guarded by the persons' locks ([`LOCK`]); a row not there yet
 /// is inserted with the change as its value. The changes are upserts: `ON CONFLICT` finds
 /// each row through its primary key whatever the plan, where an `UPDATE … FROM UNNEST`
-/// planned once (the hot pool keeps generic plans) could join by scanning the whole table. Accumulators get the changes added (a reversal
-/// adds negated ones); a personal account is set to its balance afterwards, computed from
-/// the balance read under the lock still held (an upsert's proposed row must itself pass
-/// the account's `balance >= 0` check, so a negative change cannot be proposed).
+/// planned once (the hot pool keeps generic plans) could join by scanning the whole
+/// table. Accumulators get the changes added (a reversal adds negated ones); a personal
+/// account is set to its balance afterwards, computed from the balance read under the
+/// lock still held (an upsert's proposed row must itself pass the account's
+/// `balance >= 0` check, so a negative change cannot be proposed).
 pub(crate) const WRITE: &str = "WITH claims_written AS (
          INSERT INTO claims (treatment_region, claim_id, insured_region, person_id, year, request, result,
                              settled_event_id, inpatient_admissions, inpatient_fund_paid, disease_code,
