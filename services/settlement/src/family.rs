@@ -181,7 +181,7 @@ pub async fn link(
         return Ok(with_subject(response, subject));
     }
     check_persons(&mut tx, filing, (region, clock.today()), l).await?;
-    // One link at a time per holder and member (serialized by the holder's account row).
+    // One link at a time per holder and member (serialized by the holder's person lock).
     store::lock_holder(&mut tx, region, &l.holder_person_id).await?;
     let (holder, member) = (&l.holder_person_id, &l.member_person_id);
     if let Some(existing) = store::link_in_force_from(&mut tx, region, holder, member, from).await?
