@@ -167,14 +167,17 @@ pub async fn pack_closed(
             continue;
         }
         let done = pack(&mut conn, &name).await;
-        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
             .bind(PACKING)
             .bind(&name)
             .execute(&mut *conn)
-            .await?;
+            .await;
+        // The packing's own failure is the one to report (a failed unlock follows from a
+        // lost connection, which releases the lock anyway).
         if done? {
             packed.push(name);
         }
+        unlocked?;
     }
     Ok(packed)
 }
