@@ -5,7 +5,7 @@
 //! force on a date is cached briefly.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -29,6 +29,11 @@ use crate::{parse, store::reference as store};
 const IN_FORCE_TTL: Duration = Duration::from_secs(1);
 /// Cached catalogue items (present or absent) before the cache starts afresh.
 const MAX_CACHED_ITEMS: usize = 1_000_000;
+/// A catalogue version of at most this many items is read whole at its first miss (one
+/// query, once), so that after a start or a new version the claims find all of its items
+/// cached at once instead of filling the cache a miss (and a query) at a time; a larger
+/// one is read item by item as claims ask.
+const WHOLE_VERSION_ITEMS: i64 = 20_000;
 
 /// Whose versions: a policy's (insured region, scheme, visit type) or a catalogue's
 /// treatment region. Each holds the region's own versions and its province's.
@@ -66,7 +71,29 @@ fn in_force_on(candidates: &[Candidate], date: Date) -> Option<i64> {
 pub struct PolicyCache {
     policies: RwLock<HashMap<i64, Arc<Policy>>>,
     versions: Mutex<HashMap<Versions, Listed>>,
-    items: RwLock<HashMap<(i64, String), Option<CatalogueItem>>>,
+    items: RwLock<Items>,
+}
+
+/// Catalogue items by version and code.
+#[derive(Default)]
+struct Items {
+    /// Items looked up: present, or absent from their version.
+    by_code: HashMap<(i64, String), Option<CatalogueItem>>,
+    /// Versions read whole: their items are all in `by_code`, so a code of theirs not
+    /// there is not in the version.
+    whole: HashSet<i64>,
+    /// Versions whose whole reading was tried (or is under way): too large ones are read
+    /// item by item, and a version is read whole once.
+    tried_whole: HashSet<i64>,
+}
+
+impl Items {
+    /// Makes room for `more` entries: past [`MAX_CACHED_ITEMS`] the cache starts afresh.
+    fn room_for(&mut self, more: usize) {
+        if self.by_code.len() + more > MAX_CACHED_ITEMS {
+            *self = Items::default();
+        }
+    }
 }
 
 impl PolicyCache {
@@ -170,7 +197,8 @@ pub async fn catalogue_in_force(
         .await
 }
 
-/// The items of `codes` in a catalogue version, from the cache or else one query.
+/// The items of `codes` in a catalogue version, from the cache or else one query: the
+/// version's first miss reads it whole when it is small enough ([`WHOLE_VERSION_ITEMS`]).
 pub async fn catalogue_items(
     pool: &PgPool,
     cache: &PolicyCache,
@@ -179,20 +207,53 @@ pub async fn catalogue_items(
 ) -> Result<HashMap<String, CatalogueItem>> {
     let mut items = HashMap::with_capacity(codes.len());
     let mut missing: Vec<String> = Vec::new();
-    {
+    let read_whole = {
         let cached = cache.items.read().unwrap_or_else(|e| e.into_inner());
         for code in codes {
-            match cached.get(&(version, code.clone())) {
+            match cached.by_code.get(&(version, code.clone())) {
                 Some(Some(item)) => {
                     items.insert(code.clone(), item.clone());
                 }
                 Some(None) => {}
+                None if cached.whole.contains(&version) => {}
                 None => missing.push(code.clone()),
             }
         }
-    }
+        !missing.is_empty() && !cached.tried_whole.contains(&version)
+    };
     if missing.is_empty() {
         return Ok(items);
+    }
+    // One claim reads the version whole; the others meanwhile ask for their items.
+    if read_whole
+        && cache
+            .items
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .tried_whole
+            .insert(version)
+    {
+        match read_version(pool, cache, version).await {
+            Ok(Some(all)) => {
+                for code in missing {
+                    if let Some(item) = all.get(&code) {
+                        items.insert(code, item.clone());
+                    }
+                }
+                return Ok(items);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // A later claim tries again.
+                cache
+                    .items
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tried_whole
+                    .remove(&version);
+                return Err(e);
+            }
+        }
     }
     missing.sort_unstable();
     missing.dedup();
@@ -201,17 +262,38 @@ pub async fn catalogue_items(
         .into_iter()
         .collect();
     let mut cached = cache.items.write().unwrap_or_else(|e| e.into_inner());
-    if cached.len() + missing.len() > MAX_CACHED_ITEMS {
-        cached.clear();
-    }
+    cached.room_for(missing.len());
     for code in missing {
         let item = found.remove(&code);
         if let Some(item) = &item {
             items.insert(code.clone(), item.clone());
         }
-        cached.insert((version, code), item);
+        cached.by_code.insert((version, code), item);
     }
     Ok(items)
+}
+
+/// Reads a catalogue version whole into the cache, and returns its items, if it has at
+/// most [`WHOLE_VERSION_ITEMS`].
+async fn read_version(
+    pool: &PgPool,
+    cache: &PolicyCache,
+    version: i64,
+) -> Result<Option<HashMap<String, CatalogueItem>>> {
+    let Some(all) = store::all_items(pool, version, WHOLE_VERSION_ITEMS).await? else {
+        return Ok(None);
+    };
+    let all: HashMap<String, CatalogueItem> = all.into_iter().collect();
+    let mut cached = cache.items.write().unwrap_or_else(|e| e.into_inner());
+    cached.room_for(all.len());
+    for (code, item) in &all {
+        cached
+            .by_code
+            .insert((version, code.clone()), Some(item.clone()));
+    }
+    cached.whole.insert(version);
+    cached.tried_whole.insert(version);
+    Ok(Some(all))
 }
 
 /// A stored policy body as the contract's message.
@@ -221,9 +303,14 @@ pub(crate) fn decode_policy(body: &[u8]) -> Result<clearinghouse_proto::settleme
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly on the first surprise"
+    )]
+
     use time::macros::date;
 
-    use super::{Candidate, in_force_on};
+    use super::{Candidate, PolicyCache, WHOLE_VERSION_ITEMS, catalogue_items, in_force_on};
 
     fn candidate(own: bool, effective_from: time::Date, version: i64) -> Candidate {
         Candidate {
@@ -255,5 +342,98 @@ mod tests {
             assert_eq!(in_force_on(&versions, on), expected, "on {on}");
         }
         assert_eq!(in_force_on(&[], date!(2026 - 01 - 01)), None);
+    }
+
+    /// A catalogue version with `items` items (`X000001`, …), as a put leaves it.
+    async fn version_of(pool: &sqlx::PgPool, items: i64) -> i64 {
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO catalogue_versions (treatment_region, effective_from, item_count)
+             VALUES ('310000', '2026-01-01', $1) RETURNING version",
+        )
+        .bind(items)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO catalogue_items (version, item_code, name, class, self_pay_ratio, price_ceiling)
+             SELECT $1, 'X' || lpad(n::text, 6, '0'), 'item', 'A', 0, 10 FROM generate_series(1, $2) AS n",
+        )
+        .bind(version)
+        .bind(items)
+        .execute(pool)
+        .await
+        .unwrap();
+        version
+    }
+
+    fn codes(codes: &[&str]) -> Vec<String> {
+        codes.iter().map(|c| c.to_string()).collect()
+    }
+
+    /// A small version is read whole at its first miss: afterwards every item of it, and
+    /// the absence of any other, is answered without the database (here its rows are gone
+    /// from the table, and the answers stay). A version larger than the bound is read item
+    /// by item.
+    #[tokio::test]
+    async fn a_small_catalogue_version_is_read_whole_at_its_first_miss() {
+        let url = clearinghouse_testkit::fresh_database("ch_catalogue_cache")
+            .await
+            .unwrap();
+        let config = clearinghouse_platform::config::DatabaseConfig {
+            url: clearinghouse_platform::config::Secret::new(&url),
+            schema: "settlement".into(),
+            max_connections: 2,
+        };
+        let pool = clearinghouse_platform::db::connect_and_migrate(
+            &config,
+            &[
+                &clearinghouse_events::migrator(),
+                &clearinghouse_platform::audit::migrator(),
+                &crate::migrator(),
+            ],
+        )
+        .await
+        .unwrap();
+        let small = version_of(&pool, 3).await;
+        let large = version_of(&pool, WHOLE_VERSION_ITEMS + 1).await;
+        let cache = PolicyCache::default();
+
+        let first = catalogue_items(&pool, &cache, small, &codes(&["X000001"]))
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        let first_large = catalogue_items(&pool, &cache, large, &codes(&["X000001"]))
+            .await
+            .unwrap();
+        assert_eq!(first_large.len(), 1);
+        sqlx::query("DELETE FROM catalogue_items WHERE version = ANY($1)")
+            .bind(vec![small, large])
+            .execute(&pool)
+            .await
+            .unwrap();
+
+        let later = catalogue_items(
+            &pool,
+            &cache,
+            small,
+            &codes(&["X000002", "X000003", "X000009"]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            later.keys().collect::<std::collections::BTreeSet<_>>(),
+            ["X000002", "X000003"]
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .iter()
+                .collect(),
+            "the small version's other items come from the cache; X000009 is not in it"
+        );
+        // The large version's first item was cached alone; its second was not read.
+        let large_later = catalogue_items(&pool, &cache, large, &codes(&["X000001", "X000002"]))
+            .await
+            .unwrap();
+        assert_eq!(large_later.keys().collect::<Vec<_>>(), vec!["X000001"]);
     }
 }

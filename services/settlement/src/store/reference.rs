@@ -91,17 +91,42 @@ pub(crate) async fn items(
     .bind(codes)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let class: String = row.try_get("class")?;
-            let item = CatalogueItem {
-                class: class_of(&class),
-                self_pay_ratio: row.try_get("self_pay_ratio")?,
-                price_ceiling: row.try_get("price_ceiling")?,
-            };
-            Ok((row.try_get("item_code")?, item))
-        })
-        .collect()
+    rows.iter().map(coded_item).collect()
+}
+
+/// Every item of a catalogue version, if it has at most `at_most` (else `None`, read
+/// nothing).
+pub(crate) async fn all_items(
+    pool: &PgPool,
+    version: i64,
+    at_most: i64,
+) -> Result<Option<Vec<(String, CatalogueItem)>>> {
+    let count: Option<i64> =
+        sqlx::query_scalar("SELECT item_count FROM catalogue_versions WHERE version = $1")
+            .bind(version)
+            .fetch_optional(pool)
+            .await?;
+    if count.is_none_or(|n| n > at_most) {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT item_code, class, self_pay_ratio, price_ceiling FROM catalogue_items WHERE version = $1",
+    )
+    .bind(version)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(rows.iter().map(coded_item).collect::<Result<_>>()?))
+}
+
+/// A catalogue item row: its code and what settling needs of it.
+fn coded_item(row: &sqlx::postgres::PgRow) -> Result<(String, CatalogueItem)> {
+    let class: String = row.try_get("class")?;
+    let item = CatalogueItem {
+        class: class_of(&class),
+        self_pay_ratio: row.try_get("self_pay_ratio")?,
+        price_ceiling: row.try_get("price_ceiling")?,
+    };
+    Ok((row.try_get("item_code")?, item))
 }
 
 /// A policy's selector as stored.
