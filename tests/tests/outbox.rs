@@ -226,3 +226,44 @@ async fn a_sent_claim_event_is_kept_by_its_claim_and_rebuilt_byte_for_byte() {
     assert_eq!(kept, 0);
     shutdown.cancel();
 }
+
+/// The relay vacuums its outbox: a queue whose every row is deleted once sent would
+/// otherwise grow by every event ever sent where autovacuum is off (as on the CI
+/// machines). Ten thousand events sent, the outbox vacuumed, ten thousand more: the table
+/// keeps its size (without the vacuum it doubles).
+#[tokio::test]
+async fn the_vacuumed_outbox_reuses_the_space_of_sent_events() {
+    let env = TestEnv::new().await.unwrap();
+    let pool = events_schema(&env, "vacuum_test").await;
+    let send_many = || async {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, topic, key, event_type, payload)
+             SELECT gen_random_uuid(), 't', 'k', 'X', '\\x00' FROM generate_series(1, 10000)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        // What the relay does with the rows the broker acknowledged.
+        sqlx::query("DELETE FROM outbox")
+            .execute(&pool)
+            .await
+            .unwrap();
+    };
+    let size = || async {
+        sqlx::query_scalar::<_, i64>("SELECT pg_relation_size('outbox')")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    send_many().await;
+    let one_round = size().await;
+    clearinghouse_events::relay::vacuum_outbox(&pool)
+        .await
+        .unwrap();
+    send_many().await;
+    let after = size().await;
+    assert!(
+        after <= one_round,
+        "the outbox took {after} bytes after two rounds of {one_round} with a vacuum between"
+    );
+}
