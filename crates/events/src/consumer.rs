@@ -185,22 +185,23 @@ pub fn spawn<H: Handler>(
 /// Prunes the group's applied event ids past `retention` every ten minutes until
 /// `shutdown`.
 fn spawn_pruning(pool: PgPool, group: String, retention: Duration, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            match prune_processed(&pool, &group, retention).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(rows = n, %group, "forgot applied event ids past retention")
+    crate::periodic::every(
+        Duration::from_secs(600),
+        tokio::time::MissedTickBehavior::Burst,
+        shutdown,
+        move || {
+            let (pool, group) = (pool.clone(), group.clone());
+            async move {
+                match prune_processed(&pool, &group, retention).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(rows = n, %group, "forgot applied event ids past retention")
+                    }
+                    Err(e) => tracing::warn!(error = %e, %group, "cannot prune applied event ids"),
                 }
-                Err(e) => tracing::warn!(error = %e, %group, "cannot prune applied event ids"),
             }
-        }
-    });
+        },
+    );
 }
 
 struct Worker<H> {

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod foundation;
 pub mod kafka;
 pub mod outbox;
+mod periodic;
 pub mod positions;
 pub mod relay;
 

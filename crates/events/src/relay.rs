@@ -28,7 +28,7 @@ use rdkafka::{
     util::Timeout,
 };
 use sqlx::{PgPool, Row};
-use tokio::task::JoinHandle;
+use tokio::{task::JoinHandle, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,6 +37,7 @@ use clearinghouse_platform::config::KafkaConfig;
 use crate::{
     SCHEMA_VERSION, kafka,
     outbox::{self, OutboxRow},
+    periodic,
 };
 
 /// Relay metrics: what was published and what is waiting.
@@ -248,51 +249,52 @@ impl Relay {
 /// Refreshes the backlog gauges every second, whatever the relay is doing (a round can wait
 /// long on a broker that is down).
 fn spawn_gauges(pool: PgPool, metrics: RelayMetrics, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            // Every row still in the outbox is unsent (sent rows are deleted); asked so,
-            // the count reads the small `outbox_unsent` index instead of the whole heap,
-            // which holds the deleted rows until they are vacuumed.
-            let row = sqlx::query(
-                "SELECT count(*) AS backlog,
-                        COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) AS age
-                 FROM outbox WHERE sent_at IS NULL",
-            )
-            .fetch_one(&pool)
-            .await;
-            match row.and_then(|r| Ok((r.try_get("backlog")?, r.try_get("age")?))) {
-                Ok((backlog, age)) => {
-                    metrics.backlog.set(backlog);
-                    metrics.oldest_age_seconds.set(age);
+    periodic::every(
+        Duration::from_secs(1),
+        MissedTickBehavior::Skip,
+        shutdown,
+        move || {
+            let (pool, metrics) = (pool.clone(), metrics.clone());
+            async move {
+                // Every row still in the outbox is unsent (sent rows are deleted); asked
+                // so, the count reads the small `outbox_unsent` index instead of the whole
+                // heap, which holds the deleted rows until they are vacuumed.
+                let row = sqlx::query(
+                    "SELECT count(*) AS backlog,
+                            COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) AS age
+                     FROM outbox WHERE sent_at IS NULL",
+                )
+                .fetch_one(&pool)
+                .await;
+                match row.and_then(|r| Ok((r.try_get("backlog")?, r.try_get("age")?))) {
+                    Ok((backlog, age)) => {
+                        metrics.backlog.set(backlog);
+                        metrics.oldest_age_seconds.set(age);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read outbox backlog"),
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read outbox backlog"),
             }
-        }
-    });
+        },
+    );
 }
 
 /// Forgets sent events older than `retention`, a bounded chunk at a time, every ten minutes.
 fn spawn_pruning(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = every.tick() => {}
+    periodic::every(
+        Duration::from_secs(600),
+        MissedTickBehavior::Burst,
+        shutdown,
+        move || {
+            let pool = pool.clone();
+            async move {
+                match prune_sent(&pool, retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "forgot sent outbox events past retention"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune sent outbox events"),
+                }
             }
-            match prune_sent(&pool, retention).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "forgot sent outbox events past retention"),
-                Err(e) => tracing::warn!(error = %e, "cannot prune sent outbox events"),
-            }
-        }
-    });
+        },
+    );
 }
 
 /// How often the relay vacuums its outbox.
@@ -300,19 +302,19 @@ const VACUUM_EVERY: Duration = Duration::from_secs(60);
 
 /// Vacuums the outbox every [`VACUUM_EVERY`] (see [`vacuum_outbox`]).
 fn spawn_vacuum(pool: PgPool, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(VACUUM_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = every.tick() => {}
+    periodic::every(
+        VACUUM_EVERY,
+        MissedTickBehavior::Delay,
+        shutdown,
+        move || {
+            let pool = pool.clone();
+            async move {
+                if let Err(e) = vacuum_outbox(&pool).await {
+                    tracing::warn!(error = %e, "cannot vacuum the outbox");
+                }
             }
-            if let Err(e) = vacuum_outbox(&pool).await {
-                tracing::warn!(error = %e, "cannot vacuum the outbox");
-            }
-        }
-    });
+        },
+    );
 }
 
 /// Makes the space of the rows the relay deleted reusable. The outbox is a queue: every
