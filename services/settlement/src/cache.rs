@@ -292,7 +292,6 @@ async fn read_version(
             .insert((version, code.clone()), Some(item.clone()));
     }
     cached.whole.insert(version);
-    cached.tried_whole.insert(version);
     Ok(Some(all))
 }
 
